@@ -234,7 +234,7 @@ def cyclical_beta(
     """
     validate_schedule_args(n_cycle, ratio, start, stop, shape, ratio_zero, total_steps)
     _check_int("step", step, 0)
-    return _beta(int(step), total_steps, n_cycle, ratio, start, stop, shape, ratio_zero)
+    return _beta(int(step), int(total_steps), int(n_cycle), float(ratio), float(start), float(stop), shape, float(ratio_zero))
 
 
 def _beta(

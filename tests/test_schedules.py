@@ -1,0 +1,292 @@
+"""Tests for lightning_kl_anneal.schedules: exact values, reference compatibility, properties, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lightning_kl_anneal import (
+    cycle_length,
+    cycle_position,
+    cyclical_beta,
+    cyclical_schedule,
+    frange_cycle_cosine,
+    frange_cycle_linear,
+    frange_cycle_sigmoid,
+)
+
+SHAPE_CURVES = {
+    "linear": lambda u: u,
+    "sigmoid": lambda u: 1.0 / (1.0 + math.exp(-(12.0 * u - 6.0))),
+    "cosine": lambda u: 0.5 - 0.5 * math.cos(math.pi * u),
+}
+
+
+def reference_frange(n_iter: int, start: float, stop: float, n_cycle: int, ratio: float, shape: str) -> np.ndarray:
+    """Oracle: the reference code's behaviour (float accumulation, int() indexing), start=0/stop=1 style.
+
+    Written from the description of its algorithm, only to check compatibility where it is well defined.
+    """
+    out = np.full(n_iter, stop if shape == "linear" else 1.0)
+    period = n_iter / n_cycle
+    inc = (stop - start) / (period * ratio)
+    for c in range(n_cycle):
+        v, i = start, 0
+        while v <= stop and int(i + c * period) < n_iter:
+            out[int(i + c * period)] = v if shape == "linear" else SHAPE_CURVES[shape](v)
+            v += inc
+            i += 1
+    return out
+
+
+# ---------------------------------------------------------------- exact values (PAPER.md's worked examples)
+
+
+@pytest.mark.parametrize(
+    ("shape", "cycle"),
+    [
+        ("linear", [0.0, 0.4, 0.8, 1.0, 1.0]),
+        ("cosine", [0.0, 0.3455, 0.9045, 1.0, 1.0]),
+        ("sigmoid", [0.00247, 0.2315, 0.9734, 1.0, 1.0]),
+    ],
+)
+def test_worked_values(shape: str, cycle: list[float]) -> None:
+    values = [cyclical_beta(t, 20, n_cycle=4, ratio=0.5, shape=shape) for t in range(20)]
+    np.testing.assert_allclose(values, cycle * 4, atol=5e-5)
+    np.testing.assert_allclose(cyclical_schedule(20, 4, 0.5, shape=shape), cycle * 4, atol=5e-5)
+
+
+def test_points_that_matter() -> None:
+    total, m = 10_000, 4
+    assert cyclical_beta(0, total, m) == 0.0  # step 0
+    assert cyclical_beta(1249, total, m) == pytest.approx(1249 / 1250)  # last step of the ramp
+    assert cyclical_beta(1250, total, m) == 1.0  # plateau, exactly stop
+    assert cyclical_beta(2499, total, m) == 1.0  # last step of a cycle
+    assert cyclical_beta(2500, total, m) == 0.0  # cycle boundary: restart
+    assert cyclical_beta(9999, total, m) == 1.0  # last step
+    assert cyclical_beta(10_000, total, m) == 1.0  # past the end
+    assert cyclical_beta(10**12, total, m, start=0.1, stop=0.7) == 0.7
+
+
+def test_range_start_stop_and_decreasing() -> None:
+    assert cyclical_beta(0, 100, 1, 0.5, start=0.1) == 0.1
+    assert cyclical_beta(25, 100, 1, 0.5, start=0.1) == pytest.approx(0.55)
+    assert cyclical_beta(60, 100, 1, 0.5, start=0.1, stop=0.5) == 0.5
+    # start > stop gives a decaying schedule
+    assert cyclical_beta(25, 100, 1, 0.5, start=1.0, stop=0.0) == pytest.approx(0.5)
+
+
+def test_ratio_zero_holds_start_then_rises() -> None:
+    # T=100, M=1: hold 0.2 for tau < 0.25, rise until 0.5, plateau.
+    kwargs = dict(n_cycle=1, ratio=0.5, start=0.2, stop=1.0, ratio_zero=0.25)
+    assert [cyclical_beta(t, 100, **kwargs) for t in (0, 24)] == [0.2, 0.2]
+    assert cyclical_beta(25, 100, **kwargs) == pytest.approx(0.2)
+    assert cyclical_beta(35, 100, **kwargs) == pytest.approx(0.2 + 0.8 * 0.4)
+    assert cyclical_beta(50, 100, **kwargs) == 1.0
+    np.testing.assert_array_equal(
+        cyclical_schedule(100, **kwargs), [cyclical_beta(t, 100, **kwargs) for t in range(100)]
+    )
+
+
+def test_monotonic_is_one_cycle() -> None:
+    np.testing.assert_array_equal(cyclical_schedule(1000, n_cycle=1, ratio=0.5)[:500], np.arange(500) / 500)
+    assert np.all(cyclical_schedule(1000, n_cycle=1, ratio=0.5)[500:] == 1.0)
+
+
+def test_cycle_helpers() -> None:
+    assert cycle_length(10_000, 4) == 2500
+    assert cycle_length(10, 4) == 3
+    assert cycle_position(2500, 10_000, 4) == 0.0
+    assert cycle_position(2499, 10_000, 4) == pytest.approx(0.9996)
+    assert cycle_position(10_000, 10_000, 4) == 1.0
+
+
+# ---------------------------------------------------------------- the reference code's faults, fixed
+
+
+def test_ramp_ends_exactly_at_stop_without_accumulation() -> None:
+    # The reference accumulates `v += step`; the equation is evaluated in closed form at each step.
+    sched = frange_cycle_linear(30_000, start=0.0, stop=1.0, n_cycle=3, ratio=0.7)
+    period = 10_000
+    ramp_end = int(np.ceil(0.7 * period))
+    assert np.all(sched[ramp_end:period] == 1.0)
+    assert sched[ramp_end - 1] < 1.0
+    np.testing.assert_array_equal(sched[:ramp_end], np.arange(ramp_end) * 3 / 30_000 / 0.7)
+
+
+def test_uneven_cycles_stay_aligned() -> None:
+    # Reference: [0, .8, 0, .8, 1, 0, .8, 0, .8, 1]; the equation restarts every ceil(10/4)=3 steps.
+    np.testing.assert_allclose(
+        frange_cycle_linear(10, n_cycle=4, ratio=0.5), [0, 0.8, 1, 0, 0.8, 1, 0, 0.8, 1, 0], atol=1e-12
+    )
+
+
+@pytest.mark.parametrize("fn", [frange_cycle_linear, frange_cycle_sigmoid, frange_cycle_cosine])
+def test_ratio_one_never_raises_and_reaches_stop_at_the_end(fn) -> None:
+    sched = fn(100, n_cycle=4, ratio=1.0)
+    assert sched.shape == (100,)
+    assert np.all(np.isfinite(sched))
+    period = sched.reshape(4, 25)
+    assert np.all(np.diff(period, axis=1) > 0)  # rises through the whole cycle
+    assert cyclical_beta(100, 100, n_cycle=4, ratio=1.0) == 1.0
+
+
+@pytest.mark.parametrize("fn", [frange_cycle_sigmoid, frange_cycle_cosine])
+def test_plateau_follows_stop(fn) -> None:
+    sched = fn(40, start=0.0, stop=0.5)
+    assert sched.max() == 0.5
+    assert sched[9] == 0.5
+
+
+# ---------------------------------------------------------------- drop-in compatibility
+
+
+CASES = [(n_iter, n_cycle, ratio) for n_iter in (20, 40, 100, 1000, 4096) for n_cycle in (1, 2, 4) for ratio in (0.3, 0.5, 2 / 3, 0.8)]
+
+
+@pytest.mark.parametrize(("n_iter", "n_cycle", "ratio"), CASES)
+def test_linear_matches_reference_where_well_defined(n_iter: int, n_cycle: int, ratio: float) -> None:
+    for start, stop in ((0.0, 1.0), (0.1, 1.0), (0.0, 0.5)):
+        np.testing.assert_allclose(
+            frange_cycle_linear(n_iter, start, stop, n_cycle, ratio),
+            reference_frange(n_iter, start, stop, n_cycle, ratio, "linear"),
+            rtol=0,
+            atol=1e-9,
+        )
+
+
+@pytest.mark.parametrize(("n_iter", "n_cycle", "ratio"), CASES)
+@pytest.mark.parametrize("shape", ["sigmoid", "cosine"])
+def test_curves_match_reference_where_well_defined(n_iter: int, n_cycle: int, ratio: float, shape: str) -> None:
+    fn = frange_cycle_sigmoid if shape == "sigmoid" else frange_cycle_cosine
+    ours = fn(n_iter, 0.0, 1.0, n_cycle, ratio)
+    ref = reference_frange(n_iter, 0.0, 1.0, n_cycle, ratio, shape)
+    diff = np.abs(ours - ref) > 1e-9
+    # The only documented difference: where tau == ratio exactly, the reference writes the sigmoid's
+    # f(1) = 0.99753 while the equation is already on its plateau.
+    tau = np.array([cycle_position(t, n_iter, n_cycle) for t in range(n_iter)])
+    if shape == "cosine":
+        assert not diff.any()
+    else:
+        assert np.all(np.isclose(tau[diff], ratio, atol=1e-9))
+        np.testing.assert_allclose(ref[diff], 1 / (1 + math.exp(-6.0)), atol=1e-9)
+        assert np.all(ours[diff] == 1.0)
+
+
+# ---------------------------------------------------------------- scalar and vector agree
+
+
+@pytest.mark.parametrize("shape", ["linear", "sigmoid", "cosine"])
+@pytest.mark.parametrize(("total", "n_cycle", "ratio", "ratio_zero"), [(1, 1, 0.5, 0.0), (7, 3, 0.9, 0.1), (1000, 4, 0.5, 0.0), (997, 5, 1.0, 0.25)])
+def test_schedule_equals_beta(shape: str, total: int, n_cycle: int, ratio: float, ratio_zero: float) -> None:
+    kwargs = dict(n_cycle=n_cycle, ratio=ratio, start=0.1, stop=0.9, shape=shape, ratio_zero=ratio_zero)
+    sched = cyclical_schedule(total, **kwargs)
+    scalar = np.array([cyclical_beta(t, total, **kwargs) for t in range(total)])
+    assert sched.shape == (total,) and sched.dtype == np.float64
+    if shape == "linear":
+        np.testing.assert_array_equal(sched, scalar)
+    else:
+        np.testing.assert_allclose(sched, scalar, rtol=1e-15, atol=1e-15)
+
+
+# ---------------------------------------------------------------- properties
+
+
+configs = st.fixed_dictionaries(
+    {
+        "total_steps": st.integers(1, 5000),
+        "n_cycle": st.integers(1, 12),
+        "ratio": st.floats(0.01, 1.0),
+        "start": st.floats(-10, 10),
+        "stop": st.floats(-10, 10),
+        "shape": st.sampled_from(["linear", "sigmoid", "cosine"]),
+        "zero_frac": st.floats(0.0, 0.99),
+    }
+)
+
+
+def _kwargs(cfg: dict) -> dict:
+    cfg = dict(cfg)
+    cfg["ratio_zero"] = cfg.pop("zero_frac") * cfg["ratio"]
+    return cfg
+
+
+@settings(max_examples=150, deadline=None)
+@given(configs)
+def test_bounded_and_finite(cfg: dict) -> None:
+    kw = _kwargs(cfg)
+    sched = cyclical_schedule(**kw)
+    lo, hi = min(kw["start"], kw["stop"]), max(kw["start"], kw["stop"])
+    assert np.all(np.isfinite(sched))
+    assert np.all((sched >= lo - 1e-12) & (sched <= hi + 1e-12))
+
+
+@settings(max_examples=150, deadline=None)
+@given(configs)
+def test_non_decreasing_within_each_cycle_when_rising(cfg: dict) -> None:
+    kw = _kwargs(cfg)
+    if kw["start"] > kw["stop"]:
+        kw["start"], kw["stop"] = kw["stop"], kw["start"]
+    sched = cyclical_schedule(**kw)
+    period = cycle_length(kw["total_steps"], kw["n_cycle"])
+    for c in range(0, kw["total_steps"], period):
+        assert np.all(np.diff(sched[c : c + period]) >= -1e-12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(configs)
+def test_periodic(cfg: dict) -> None:
+    kw = _kwargs(cfg)
+    total = kw.pop("total_steps")
+    period = cycle_length(total, kw["n_cycle"])
+    for t in range(0, total - period, max(1, (total - period) // 50)):
+        assert cyclical_beta(t, total, **kw) == cyclical_beta(t + period, total, **kw)
+    assert cyclical_beta(total + 3, total, **kw) == kw["stop"]
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"n_cycle": 0}, ValueError, r"`n_cycle` must be an int >= 1, got 0"),
+        ({"n_cycle": -2}, ValueError, r"`n_cycle` must be an int >= 1, got -2"),
+        ({"n_cycle": 2.5}, TypeError, r"`n_cycle` must be an int >= 1, got 2.5 of type float"),
+        ({"n_cycle": True}, TypeError, r"`n_cycle`.*got True"),
+        ({"ratio": 0.0}, ValueError, r"`ratio` must be in \(0, 1\], got 0.0"),
+        ({"ratio": 1.5}, ValueError, r"`ratio` must be in \(0, 1\], got 1.5"),
+        ({"ratio": float("nan")}, ValueError, r"`ratio` must be in \(0, 1\], got nan"),
+        ({"ratio": "0.5"}, TypeError, r"`ratio` must be a real number, got '0.5'"),
+        ({"start": float("inf")}, ValueError, r"`start` must be a finite real number, got inf"),
+        ({"stop": float("nan")}, ValueError, r"`stop` must be a finite real number, got nan"),
+        ({"shape": "cubic"}, ValueError, r"`shape` must be one of \('linear', 'sigmoid', 'cosine'\), got 'cubic'"),
+        ({"ratio_zero": 0.5}, ValueError, r"`ratio_zero` must be in \[0, ratio\) = \[0, 0.5\), got 0.5"),
+        ({"ratio_zero": -0.1}, ValueError, r"`ratio_zero` must be in \[0, ratio\)"),
+        ({"total_steps": 0}, ValueError, r"`total_steps` must be an int >= 1, got 0"),
+        ({"total_steps": 10.0}, TypeError, r"`total_steps` must be an int >= 1, got 10.0"),
+    ],
+)
+def test_bad_arguments(kwargs: dict, exc: type, match: str) -> None:
+    call = {"step": 0, "total_steps": 100, **kwargs}
+    with pytest.raises(exc, match=match):
+        cyclical_beta(**call)
+    call.pop("step")
+    with pytest.raises(exc, match=match):
+        cyclical_schedule(**call)
+
+
+@pytest.mark.parametrize(("step", "exc"), [(-1, ValueError), (1.0, TypeError), (None, TypeError)])
+def test_bad_step(step: object, exc: type) -> None:
+    with pytest.raises(exc, match=r"`step` must be an int >= 0"):
+        cyclical_beta(step, 100)  # type: ignore[arg-type]
+
+
+def test_numpy_integers_accepted() -> None:
+    beta = cyclical_beta(np.int64(3), np.int64(20), n_cycle=np.int32(4), ratio=np.float32(0.5))
+    assert beta == 1.0 and type(beta) is float
+    assert type(cyclical_beta(1, 20, start=np.float64(0.0))) is float
