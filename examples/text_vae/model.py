@@ -1,0 +1,209 @@
+"""The text VAE of Fu et al. (NAACL 2019, section 4.1) as a LightningModule.
+
+    python examples/text_vae/train.py --trainer.max_epochs 5
+
+1-layer LSTM encoder -> diagonal Gaussian q(z|x) -> 1-layer LSTM decoder that sees z twice: through
+its initial state (a linear layer) and concatenated to every input embedding. ``self.beta`` is the
+KL weight that ``lightning_kl_anneal.CyclicalKLAnnealing`` writes before every training step;
+evaluation runs at the callback's ``eval_beta`` (1.0), so validation and test report the true ELBO.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.utilities.types import OptimizerLRScheduler
+from torch import Tensor, nn
+from typing_extensions import override
+
+from examples.text_vae.metrics import active_units, free_bits_kl, gaussian_kl, mutual_information, perplexity
+from lightning_kl_anneal import cycle_position
+
+Stage = Literal["train", "val", "test"]
+
+
+class TextVAE(L.LightningModule):
+    """LSTM VAE language model; all hyperparameters live in this signature (LightningCLI reads it).
+
+    Args:
+        vocab_size: Number of word ids (LightningCLI links it from ``data.vocab_size``).
+        emb_dim: Word embedding size (paper: 256).
+        hidden_dim: LSTM size of encoder and decoder (paper: 256).
+        latent_dim: Size of z (paper: 32).
+        dropout: On decoder input embeddings and before the output layer (paper: 0.5); it weakens
+            the decoder's token path, which is one of the reasons the paper's model uses z at all.
+        lr: Adam learning rate (paper: 1e-3).
+        free_bits: Per-dimension KL floor in nats in the *training* objective; 0 turns it off.
+        lr_restart_cycles: If > 0, a cosine learning-rate schedule restarted that many times over
+            training (the paper's cyclical runs used one restart per beta cycle: set it to the
+            callback's ``n_cycle``); 0 keeps the learning rate constant.
+        init_range: Parameters start uniform in (-init_range, init_range) (paper: 0.1).
+        beta: KL weight before the callback's first write; 1.0 makes a model without the callback
+            the constant-beta baseline.
+        pad_id: Padding id of the data (``data.Vocab``: 0); BOS is ``pad_id + 1``.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int = 10_000,
+        emb_dim: int = 256,
+        hidden_dim: int = 256,
+        latent_dim: int = 32,
+        dropout: float = 0.5,
+        lr: float = 1e-3,
+        free_bits: float = 0.0,
+        lr_restart_cycles: int = 0,
+        init_range: float = 0.1,
+        beta: float = 1.0,
+        pad_id: int = 0,
+    ) -> None:
+        super().__init__()
+        for name, value in (("vocab_size", vocab_size), ("emb_dim", emb_dim), ("hidden_dim", hidden_dim), ("latent_dim", latent_dim)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive int, got {value!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"`dropout` must be in [0, 1), got {dropout!r}")
+        if not free_bits >= 0.0:
+            raise ValueError(f"`free_bits` must be >= 0 (nats per dimension; 0 = off), got {free_bits!r}")
+        if isinstance(lr_restart_cycles, bool) or not isinstance(lr_restart_cycles, int) or lr_restart_cycles < 0:
+            raise ValueError(f"`lr_restart_cycles` must be an int >= 0 (0 = constant lr), got {lr_restart_cycles!r}")
+        self.save_hyperparameters()
+        self.beta = beta
+        self.enc_emb = nn.Embedding(vocab_size, emb_dim, padding_idx=pad_id)
+        self.encoder = nn.LSTM(emb_dim, hidden_dim, batch_first=True)
+        self.to_posterior = nn.Linear(hidden_dim, 2 * latent_dim)
+        self.dec_emb = nn.Embedding(vocab_size, emb_dim, padding_idx=pad_id)
+        self.to_state = nn.Linear(latent_dim, 2 * hidden_dim)
+        self.decoder = nn.LSTM(emb_dim + latent_dim, hidden_dim, batch_first=True)
+        self.drop = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden_dim, vocab_size)
+        for p in self.parameters():
+            nn.init.uniform_(p, -init_range, init_range)
+        self._eval_sums: dict[str, float] = {}
+        self._eval_post: list[tuple[Tensor, Tensor]] = []
+
+    def encode(self, tokens: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """Posterior parameters ``(mu, logvar)``, each (batch, latent)."""
+        states, _ = self.encoder(self.enc_emb(tokens))
+        # the LSTM is unidirectional, so the state at the last real token ignores any padding after it
+        last = states[torch.arange(len(lengths), device=tokens.device), lengths - 1]
+        mu, logvar = self.to_posterior(last).chunk(2, dim=-1)
+        return mu, logvar
+
+    def decode(self, tokens: Tensor, z: Tensor) -> Tensor:
+        """Next-token logits (batch, length, vocab) for targets ``tokens`` given z (teacher forcing)."""
+        bos = torch.full_like(tokens[:, :1], self.hparams.pad_id + 1)
+        inputs = self.drop(self.dec_emb(torch.cat([bos, tokens[:, :-1]], dim=1)))
+        inputs = torch.cat([inputs, z[:, None, :].expand(-1, inputs.shape[1], -1)], dim=-1)
+        h0, c0 = self.to_state(z).chunk(2, dim=-1)
+        states, _ = self.decoder(inputs, (h0[None].contiguous(), c0[None].contiguous()))
+        return self.out(self.drop(states))
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> dict[str, Tensor]:
+        """Per-sentence reconstruction NLL and per-dimension KL for one z sample per sentence."""
+        mu, logvar = self.encode(tokens, lengths)
+        z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
+        logits = self.decode(tokens, z)
+        nll = F.cross_entropy(logits.transpose(1, 2), tokens, ignore_index=self.hparams.pad_id, reduction="none")
+        return {"rec": nll.sum(1), "kl_dim": gaussian_kl(mu, logvar), "mu": mu, "logvar": logvar}
+
+    def _shared_step(self, batch: dict[str, Tensor], stage: Stage) -> tuple[Tensor, dict[str, Tensor]]:
+        out = self(batch["tokens"], batch["lengths"])
+        rec, kl = out["rec"].mean(), out["kl_dim"].sum(1).mean()
+        if stage == "train":
+            # free bits only shape the training objective; reported KL is always the raw one
+            kl_term = free_bits_kl(out["kl_dim"], self.hparams.free_bits)
+        else:
+            kl_term = kl
+            self._accumulate(batch, out)
+        loss = rec + self.beta * kl_term
+        beta = torch.as_tensor(self.beta, dtype=loss.dtype)
+        return loss, {"loss": loss, "rec": rec, "kl": kl, "beta": beta}
+
+    @override
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        loss, metrics = self._shared_step(batch, "train")
+        # beta itself is logged by the callback; on_epoch gives per-epoch means next to per-step values
+        self.log_dict({f"train/{k}": v for k, v in metrics.items() if k != "beta"}, on_step=True, on_epoch=True,
+                      prog_bar=False, batch_size=len(batch["lengths"]))
+        return {**metrics, "loss": loss}
+
+    @override
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    @override
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def _accumulate(self, batch: dict[str, Tensor], out: dict[str, Tensor]) -> None:
+        sums = self._eval_sums
+        sums["rec"] = sums.get("rec", 0.0) + float(out["rec"].sum())
+        sums["kl"] = sums.get("kl", 0.0) + float(out["kl_dim"].sum())
+        sums["n"] = sums.get("n", 0.0) + len(batch["lengths"])
+        sums["tokens"] = sums.get("tokens", 0.0) + float(batch["lengths"].sum())  # <eos> included
+        self._eval_post.append((out["mu"].detach().float().cpu(), out["logvar"].detach().float().cpu()))
+
+    def _reset_eval(self) -> None:
+        self._eval_sums, self._eval_post = {}, []
+
+    @override
+    def on_validation_epoch_start(self) -> None:
+        self._reset_eval()
+
+    @override
+    def on_test_epoch_start(self) -> None:
+        self._reset_eval()
+
+    @override
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval("val")
+
+    @override
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test")
+
+    def eval_metrics(self) -> dict[str, float]:
+        """Rec, KL, ELBO (per sentence), PPL, AU and MI over the last evaluation epoch, at beta = 1.
+
+        Computed on this process's share of the data (under DDP each rank reports its own shard).
+        """
+        s = self._eval_sums
+        if not s:
+            return {}
+        mu = torch.cat([m for m, _ in self._eval_post])
+        logvar = torch.cat([v for _, v in self._eval_post])
+        rec, kl = s["rec"] / s["n"], s["kl"] / s["n"]
+        gen = torch.Generator().manual_seed(0)  # same z draws for every model, so MI differences are not sampling noise
+        return {
+            "rec": rec,
+            "kl": kl,
+            "elbo": -(rec + kl),
+            "ppl": perplexity(s["rec"], s["kl"], int(s["tokens"])),
+            "au": float(active_units(mu)) if len(mu) > 1 else math.nan,
+            "mi": mutual_information(mu, logvar, generator=gen),
+        }
+
+    def _log_eval(self, stage: Stage) -> None:
+        if self.trainer.sanity_checking:
+            return
+        self.log_dict({f"{stage}/{k}": v for k, v in self.eval_metrics().items()})
+
+    @override
+    def configure_optimizers(self) -> OptimizerLRScheduler:
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        cycles = self.hparams.lr_restart_cycles
+        if cycles == 0:
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+
+        def factor(step: int) -> float:
+            # the same cycle clock as the beta schedule, so each lr restart coincides with a beta restart
+            return 0.5 * (1.0 + math.cos(math.pi * cycle_position(step, total, cycles)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
