@@ -1,0 +1,219 @@
+"""Constant vs monotonic vs cyclical KL annealing for the dialog CVAE (Fu et al., NAACL 2019, Table 2).
+
+    python examples/dialog_cvae/compare.py                    # built-in corpus, 3 seeds, ~10 min on 2 CPU cores
+    python examples/dialog_cvae/compare.py --seeds 0 --bow-weight 0   # the plain CVAE, without the BoW loss
+    python examples/dialog_cvae/compare.py --data-dir ~/data/dailydialog --preset paper --steps 20000 --accelerator gpu
+
+Every schedule trains the same model, on the same data, from the same seed, for the same number of steps:
+    constant  beta = 1 throughout
+    monotonic beta rises 0 -> 1 over the first half of training, then stays at 1 (n_cycle=1, ratio=0.5)
+    cyclical  4 cycles, each rising 0 -> 1 over its first 2/3 (the paper's dialog setting, ratio=2/3)
+Evaluation is at beta = 1 on the test split. ``--out`` receives ``results.json`` (per schedule: the test
+metrics of each seed and their mean), ``learning_curves.png`` and ``samples.txt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `examples.dialog_cvae` and `lightning_kl_anneal` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import CSVLogger
+
+from examples.dialog_cvae.data import DialogDataModule
+from examples.dialog_cvae.model import SMALL_PRESET, DialogCVAE
+from lightning_kl_anneal import CyclicalKLAnnealing
+
+SCHEDULES: dict[str, dict[str, Any]] = {
+    "constant": dict(n_cycle=1, ratio=1.0, start=1.0, stop=1.0),
+    "monotonic": dict(n_cycle=1, ratio=0.5),
+    "cyclical": dict(n_cycle=4, ratio=2 / 3),
+}
+
+# Columns of the printed table, grouped as in the paper's Table 2; results.json uses the same names.
+TABLE = (
+    ("losses", ("elbo", "rec", "kl", "bow")),
+    ("BLEU precision", ("bleu1_p", "bleu2_p", "bleu3_p", "bleu4_p")),
+    ("BLEU recall", ("bleu1_r", "bleu2_r", "bleu3_r", "bleu4_r")),
+    ("BLEU F1", ("bleu1_f1", "bleu2_f1", "bleu3_f1", "bleu4_f1")),
+    ("embedding / diversity / hidden factor",
+     ("emb_avg_p", "emb_avg_r", "emb_ext_p", "emb_ext_r", "distinct1", "distinct2", "factor_acc", "factor_cov")),
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/dialog_cvae/", help="output directory (default: %(default)s)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--schedules", nargs="+", default=list(SCHEDULES), choices=list(SCHEDULES))
+    p.add_argument("--steps", type=int, default=2400, help="optimizer steps per run (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--bow-weight", type=float, default=1.0, help="0 trains the plain CVAE (default: %(default)s)")
+    p.add_argument("--lr-restart", action="store_true",
+                   help="cyclical only: restart a cosine learning-rate decay at every cycle, as the paper did")
+    p.add_argument("--preset", choices=("small", "paper"), default="small", help="model sizes (default: %(default)s)")
+    p.add_argument("--data-dir", default=None, help="DailyDialog or JSONL directory instead of the built-in corpus")
+    p.add_argument("--context-turns", type=int, default=10)
+    p.add_argument("--num-train", type=int, default=6000, help="built-in corpus: training dialogs")
+    p.add_argument("--num-test", type=int, default=300, help="built-in corpus: test contexts")
+    p.add_argument("--val-every", type=int, default=300, help="validate every this many steps")
+    p.add_argument("--accelerator", default="cpu")
+    p.add_argument("--devices", default="1")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--fast-dev-run", action="store_true", help="a few batches per schedule, to check the wiring")
+    args = p.parse_args(argv)
+    if args.steps < 1:
+        p.error(f"--steps must be a positive int, got {args.steps}")
+    if args.bow_weight < 0:
+        p.error(f"--bow-weight must be >= 0, got {args.bow_weight}")
+    return args
+
+
+def make_datamodule(args: argparse.Namespace) -> DialogDataModule:
+    small = args.fast_dev_run
+    return DialogDataModule(data_dir=args.data_dir, batch_size=args.batch_size, context_turns=args.context_turns,
+                            num_train=64 if small else args.num_train, num_valid=16 if small else 300,
+                            num_test=16 if small else args.num_test)
+
+
+def run_one(schedule: str, seed: int, args: argparse.Namespace, dm: DialogDataModule, out: Path
+            ) -> tuple[dict[str, float], DialogCVAE, Path | None]:
+    """Train one schedule from one seed; returns its test metrics, the model and its metrics.csv."""
+    L.seed_everything(seed, workers=True, verbose=False)
+    sizes = SMALL_PRESET if args.preset == "small" else {}
+    restart = SCHEDULES[schedule]["n_cycle"] if (args.lr_restart and schedule == "cyclical") else 0
+    model = DialogCVAE(vocab_size=dm.vocab_size, lr=args.lr, bow_weight=args.bow_weight,
+                       lr_restart_cycles=restart, max_decode_len=20 if args.data_dir is None else 40, **sizes)
+    logger = CSVLogger(out / "logs", name=schedule, version=f"seed{seed}")
+    trainer = L.Trainer(
+        max_steps=args.steps, accelerator=args.accelerator, devices=args.devices, logger=logger,
+        callbacks=[CyclicalKLAnnealing(**SCHEDULES[schedule])], gradient_clip_val=5.0,
+        val_check_interval=min(args.val_every, args.steps), check_val_every_n_epoch=None, log_every_n_steps=20,
+        enable_checkpointing=False, enable_model_summary=False, fast_dev_run=args.fast_dev_run,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(model, datamodule=dm)
+    result = trainer.test(model, datamodule=dm, verbose=False)[0]
+    metrics = {k.removeprefix("test/"): float(v) for k, v in result.items() if k.startswith("test/")}
+    csv = Path(logger.log_dir) / "metrics.csv"
+    return metrics, model, csv if csv.exists() else None
+
+
+def summarize(results: dict[str, dict[str, Any]]) -> str:
+    lines = []
+    for title, cols in TABLE:
+        lines.append(f"\n{title}")
+        lines.append(f"{'schedule':<10}" + "".join(f"{c:>14}" for c in cols))
+        for name, res in results.items():
+            seeds = list(res["seeds"].values())
+            cells = []
+            for c in cols:
+                vals = [s[c] for s in seeds if c in s and not math.isnan(s[c])]
+                if not vals:
+                    cells.append(f"{'-':>14}")
+                    continue
+                mean = sum(vals) / len(vals)
+                std = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5 if len(vals) > 1 else 0.0
+                cells.append(f"{mean:>8.3f}±{std:<5.3f}" if len(vals) > 1 else f"{mean:>14.3f}")
+            lines.append(f"{name:<10}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def plot_curves(csvs: dict[str, Path], path: Path) -> None:
+    """Training KL, Rec and beta per step, validation ELBO per check, one colour per schedule."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
+    for name, file in csvs.items():
+        rows = list(csv.DictReader(file.open()))
+        for ax, key in zip(axes, ("train/kl", "train/rec", "beta", "val/elbo")):
+            pts = [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
+            if key.startswith("train/") and len(pts) > 5:  # a running mean: per-batch losses are noisy
+                k = 5
+                pts = [(pts[i][0], sum(v for _, v in pts[max(0, i - k + 1) : i + 1]) / min(i + 1, k)) for i in range(len(pts))]
+            if pts:
+                ax.plot(*zip(*pts), label=name, marker="o" if key == "val/elbo" else None, ms=3)
+            ax.set_title(key)
+            ax.set_xlabel("step")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def sample_examples(models: dict[str, DialogCVAE], dm: DialogDataModule, num_contexts: int = 3) -> str:
+    """A few test contexts with 5 responses sampled from the prior by each schedule's model."""
+    from examples.dialog_cvae.data import collate
+
+    vocab, items = dm.vocab, [dm.datasets["test"][i] for i in range(min(num_contexts, len(dm.datasets["test"])))]
+    batch = collate(items)
+    lines = []
+    for i, it in enumerate(items):
+        lines.append("context: " + " | ".join(vocab.decode(u) for u in it["context"]))
+        lines.append(f"  reference: {vocab.decode(it['response'])}")
+        for name, model in models.items():
+            model.eval()
+            c = model.encode_context({k: v.to(model.device) if torch.is_tensor(v) else v for k, v in batch.items()})
+            torch.manual_seed(i)
+            for j, hyp in enumerate(model.sample_responses(c[i : i + 1])[0]):
+                lines.append(f"  {name + ':' if j == 0 else '':<11}{vocab.decode(hyp)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dm = make_datamodule(args)
+    t0 = time.perf_counter()
+    results: dict[str, dict[str, Any]] = {}
+    models: dict[str, DialogCVAE] = {}
+    csvs: dict[str, Path] = {}
+    for name in args.schedules:
+        results[name] = {"seeds": {}}
+        for seed in args.seeds:
+            metrics, model, csv = run_one(name, seed, args, dm, out)
+            results[name]["seeds"][str(seed)] = metrics
+            if seed == args.seeds[0]:
+                models[name] = model
+                if csv is not None:
+                    csvs[name] = csv
+        per_seed = list(results[name]["seeds"].values())
+        results[name]["mean"] = {k: sum(s[k] for s in per_seed) / len(per_seed) for k in per_seed[0]}
+    wall = time.perf_counter() - t0
+    config = {k: v for k, v in vars(args).items()}
+    config.update(wall_seconds=round(wall, 1), torch_threads=torch.get_num_threads(), schedules=SCHEDULES)
+    (out / "results.json").write_text(json.dumps({"config": config, **results}, indent=2))
+    table = summarize(results)
+    samples = sample_examples(models, dm)
+    (out / "samples.txt").write_text(samples)
+    if csvs:
+        plot_curves(csvs, out / "learning_curves.png")
+    print(table)
+    print("\n" + samples)
+    print(f"wall time {wall:.0f} s for {len(args.schedules)} schedules x {len(args.seeds)} seeds; wrote {out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""Generation metrics of the dialog CVAE, following Zhao et al. (ACL 2017) and Fu et al. (NAACL 2019).
+
+For one context with hypotheses ``H`` (the responses sampled from the prior) and references ``R``:
+
+* BLEU-n **precision** = mean over h in H of max over r in R of BLEU-n(h, r) (are the samples valid?);
+  **recall** = mean over r in R of max over h in H (are all valid responses covered?). Sentence BLEU
+  itself comes from ``torchmetrics`` (smoothed, uniform weights up to n); this module only adds the
+  multi-reference protocol.
+* Bag-of-words embedding similarity with the model's own word embeddings: cosine of the **average**
+  vectors, and of the **extrema** vectors (per dimension the value of largest magnitude), reduced to
+  precision / recall the same way.
+* **distinct-n**: distinct n-grams / all n-grams over every sample (torchmetrics has no such metric).
+
+Sequences are lists of token ids (no ``<bos>``, cut at ``<eos>``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import torch
+from torchmetrics import Metric
+from torchmetrics.functional.text import bleu_score
+
+Tokens = Sequence[int]
+
+
+def sentence_bleu(hyp: Tokens, ref: Tokens, n_gram: int) -> float:
+    """Smoothed sentence BLEU-``n_gram`` of one hypothesis against one reference (torchmetrics).
+
+    >>> sentence_bleu([5, 6, 7], [5, 6, 7], n_gram=2)
+    1.0
+    >>> sentence_bleu([], [5, 6], n_gram=1)
+    0.0
+    """
+    if not hyp or not ref:
+        return 0.0
+    return float(bleu_score([" ".join(map(str, hyp))], [[" ".join(map(str, ref))]], n_gram=n_gram, smooth=True))
+
+
+def precision_recall(scores: torch.Tensor) -> tuple[float, float]:
+    """Reduce a (num_hyps, num_refs) score matrix: precision = mean_h max_r, recall = mean_r max_h.
+
+    >>> precision_recall(torch.tensor([[1.0, 0.0], [0.5, 0.0]]))
+    (0.75, 0.5)
+    """
+    if scores.ndim != 2 or 0 in scores.shape:
+        raise ValueError(f"`scores` must be a non-empty (num_hyps, num_refs) matrix, got shape {tuple(scores.shape)}")
+    return float(scores.max(dim=1).values.mean()), float(scores.max(dim=0).values.mean())
+
+
+def bleu_precision_recall(
+    hyps: Sequence[Tokens], refs: Sequence[Tokens], max_n: int = 4, cache: dict | None = None
+) -> dict[str, float]:
+    """BLEU-1..``max_n`` precision, recall and F1 of several hypotheses against several references.
+
+    Args:
+        hyps: the sampled responses of one context.
+        refs: all valid responses of that context.
+        max_n: highest n-gram order.
+        cache: optional dict reused across calls; identical (hyp, ref) pairs, common when samples
+            repeat, are then scored once.
+
+    Returns:
+        ``{"bleu1_p", "bleu1_r", "bleu1_f1", ..., f"bleu{max_n}_f1"}``.
+
+    >>> out = bleu_precision_recall([[1, 2, 3]], [[1, 2, 3], [7, 8, 9]], max_n=1)
+    >>> out["bleu1_p"], out["bleu1_r"]
+    (1.0, 0.5)
+    """
+    if not hyps or not refs:
+        raise ValueError(f"need at least one hypothesis and one reference, got {len(hyps)} and {len(refs)}")
+    cache = {} if cache is None else cache
+    out: dict[str, float] = {}
+    for n in range(1, max_n + 1):
+        scores = torch.zeros(len(hyps), len(refs))
+        for i, h in enumerate(hyps):
+            for j, r in enumerate(refs):
+                key = (tuple(h), tuple(r), n)
+                if key not in cache:
+                    cache[key] = sentence_bleu(h, r, n)
+                scores[i, j] = cache[key]
+        p, r = precision_recall(scores)
+        out[f"bleu{n}_p"], out[f"bleu{n}_r"] = p, r
+        out[f"bleu{n}_f1"] = 2 * p * r / (p + r) if p + r > 0 else 0.0
+    return out
+
+
+def _bow_vectors(seqs: Sequence[Tokens], embedding: torch.Tensor, kind: str) -> torch.Tensor:
+    vecs = []
+    for s in seqs:
+        e = embedding[torch.as_tensor(list(s), dtype=torch.long)] if s else embedding.new_zeros(1, embedding.shape[1])
+        if kind == "average":
+            vecs.append(e.mean(0))
+        else:  # extrema: per dimension keep the value of largest magnitude, sign included
+            idx = e.abs().argmax(0)
+            vecs.append(e.gather(0, idx[None]).squeeze(0))
+    return torch.stack(vecs)
+
+
+def embedding_similarity(
+    hyps: Sequence[Tokens], refs: Sequence[Tokens], embedding: torch.Tensor, kind: str = "average"
+) -> tuple[float, float]:
+    """Bag-of-words embedding precision and recall (cosine of ``kind`` vectors, 0 for empty sequences).
+
+    Args:
+        embedding: (vocab, dim) word vectors, e.g. the model's own ``nn.Embedding.weight``.
+        kind: ``"average"`` or ``"extrema"``.
+
+    >>> emb = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    >>> embedding_similarity([[1]], [[1], [2]], emb)
+    (1.0, 0.5)
+    """
+    if kind not in ("average", "extrema"):
+        raise ValueError(f"`kind` must be 'average' or 'extrema', got {kind!r}")
+    embedding = embedding.detach().float().cpu()
+    h = _bow_vectors(hyps, embedding, kind)
+    r = _bow_vectors(refs, embedding, kind)
+    sims = torch.nn.functional.cosine_similarity(h[:, None, :], r[None, :, :], dim=-1)
+    return precision_recall(sims)
+
+
+def ngrams(seq: Tokens, n: int) -> list[tuple[int, ...]]:
+    return [tuple(seq[i : i + n]) for i in range(len(seq) - n + 1)]
+
+
+def distinct_n(seqs: Sequence[Tokens], n: int) -> float:
+    """Distinct n-grams over all n-grams of ``seqs`` (Li et al., 2016); 0 when there is none.
+
+    >>> distinct_n([[1, 2, 3], [1, 2, 4]], n=1), distinct_n([[1, 2, 3], [1, 2, 4]], n=2)
+    (0.6666666666666666, 0.75)
+    """
+    grams = [g for s in seqs for g in ngrams(s, n)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+class DistinctN(Metric):
+    """distinct-n accumulated over batches (and processes): keeps a hash per n-gram, counts the unique ones.
+
+    >>> m = DistinctN(n=1)
+    >>> m.update([[1, 2, 3]]); m.update([[1, 2, 4]])
+    >>> round(float(m.compute()), 4)
+    0.6667
+    """
+
+    full_state_update = False
+
+    def __init__(self, n: int = 1, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if n < 1:
+            raise ValueError(f"`n` must be a positive int, got {n}")
+        self.n = n
+        self.add_state("hashes", default=[], dist_reduce_fx="cat")
+
+    def update(self, seqs: Sequence[Tokens]) -> None:
+        # hash() of a tuple of ints is not salted (only str/bytes are), so it agrees across processes.
+        hashes = [hash(g) for s in seqs for g in ngrams(list(s), self.n)]
+        self.hashes.append(torch.tensor(hashes, dtype=torch.long, device=self.device))
+
+    def compute(self) -> torch.Tensor:
+        hashes = self.hashes if isinstance(self.hashes, torch.Tensor) else (
+            torch.cat(self.hashes) if self.hashes else torch.zeros(0, dtype=torch.long))
+        if hashes.numel() == 0:
+            return torch.tensor(0.0)
+        return torch.unique(hashes).numel() / torch.tensor(float(hashes.numel()))
+
+
+def overlap_f1(hyp: Tokens, ref: Tokens) -> float:
+    """Mean of unigram and bigram F1 overlap: the similarity used to find a sample's nearest reference.
+
+    >>> overlap_f1([1, 2, 3], [1, 2, 3])
+    1.0
+    """
+    total = 0.0
+    for n in (1, 2):
+        h, r = Counter(ngrams(hyp, n)), Counter(ngrams(ref, n))
+        common = sum((h & r).values())
+        if common:
+            p, rc = common / sum(h.values()), common / sum(r.values())
+            total += 2 * p * rc / (p + rc)
+    return total / 2
+
+
+def nearest_label(hyp: Tokens, refs: Sequence[Tokens], labels: Sequence[int]) -> int:
+    """The hidden-factor label of the reference closest to ``hyp`` (first one on ties).
+
+    >>> nearest_label([1, 2], [[3, 4], [1, 2, 5]], [0, 1])
+    1
+    """
+    if len(refs) != len(labels) or not refs:
+        raise ValueError(f"need one label per reference, got {len(refs)} references and {len(labels)} labels")
+    scores = [overlap_f1(hyp, r) for r in refs]
+    return labels[max(range(len(refs)), key=scores.__getitem__)]
