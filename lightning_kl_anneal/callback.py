@@ -134,15 +134,6 @@ class CyclicalKLAnnealing(Callback):
     # ------------------------------------------------------------------ checks before training
 
     @override
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        twins = [cb for cb in trainer.callbacks if isinstance(cb, CyclicalKLAnnealing) and cb.state_key == self.state_key]
-        if len(twins) > 1:
-            raise MisconfigurationException(
-                f"{len(twins)} CyclicalKLAnnealing callbacks write the same attribute {self.attribute!r}; "
-                "keep one, or give each a different `attribute`"
-            )
-
-    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._check_attribute(pl_module)
         if self.total_steps is None:

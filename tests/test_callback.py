@@ -1,0 +1,503 @@
+"""Tests for CyclicalKLAnnealing, driven by a real Trainer on a tiny module with real loggers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from torch import nn
+from torch.utils.data import DataLoader, IterableDataset, TensorDataset
+
+from lightning_kl_anneal import CyclicalKLAnnealing, cyclical_beta
+
+# ---------------------------------------------------------------- a tiny "VAE" that records what it sees
+
+
+class TinyVAE(L.LightningModule):
+    """Records (global_step, batch_idx, beta) in every training step and beta in every eval step."""
+
+    def __init__(self, n_batches: int = 10, batch_size: int = 2, buffer: bool = False, crash_at: int | None = None):
+        super().__init__()
+        self.layer = nn.Linear(4, 1)
+        if buffer:
+            self.register_buffer("beta", torch.tensor(0.0))
+        elif type(self).beta_value is TinyVAE.beta_value:
+            self.beta = 0.0
+        self.n_batches = n_batches
+        self.batch_size = batch_size
+        self.crash_at = crash_at
+        self.seen: list[tuple[int, int, float]] = []
+        self.eval_seen: list[float] = []
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        if self.crash_at is not None and len(self.seen) == self.crash_at:
+            raise RuntimeError("simulated crash")
+        beta = self.beta_value()
+        self.seen.append((self.global_step, batch_idx, beta))
+        loss = self.layer(batch[0]).pow(2).mean() * (1.0 + beta)
+        self.log("beta_seen", beta)
+        self.log("train_loss", loss)
+        return loss
+
+    def beta_value(self) -> float:
+        return float(self.beta)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.eval_seen.append(float(self.beta))
+        self.log("val_loss", self.layer(batch[0]).pow(2).mean())
+
+    test_step = validation_step
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        self.eval_seen.append(float(self.beta))
+        return self.layer(batch[0])
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    def _loader(self) -> DataLoader:
+        return DataLoader(TensorDataset(torch.randn(self.n_batches * self.batch_size, 4)), batch_size=self.batch_size)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader()
+
+    val_dataloader = test_dataloader = predict_dataloader = train_dataloader
+
+
+class WithLossFn(TinyVAE):
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.loss_fn = nn.Module()
+        self.loss_fn.beta = 0.0
+        self.loss_fn.register_buffer("beta_bow", torch.tensor(0.0, dtype=torch.float64))
+
+    def beta_value(self) -> float:
+        return self.loss_fn.beta
+
+
+class NoBeta(TinyVAE):
+    def __init__(self) -> None:
+        super().__init__()
+        del self.beta
+
+
+class Stream(IterableDataset):
+    def __iter__(self):
+        while True:
+            yield (torch.randn(4),)
+
+
+class Unbounded(TinyVAE):
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(Stream(), batch_size=2)
+
+
+def make_trainer(tmp_path: Path, callbacks: list, **kwargs: Any) -> L.Trainer:
+    defaults: dict[str, Any] = dict(
+        default_root_dir=tmp_path,
+        max_epochs=2,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+    )
+    defaults.update(kwargs)
+    return L.Trainer(callbacks=callbacks, **defaults)
+
+
+def expected(step: int, total: int, **kwargs: Any) -> float:
+    return cyclical_beta(step, total, **kwargs)
+
+
+# ---------------------------------------------------------------- the β that training_step sees
+
+
+@pytest.mark.parametrize("shape", ["linear", "sigmoid", "cosine"])
+def test_beta_seen_in_training_step(tmp_path: Path, shape: str) -> None:
+    model = TinyVAE(n_batches=10)
+    cb = CyclicalKLAnnealing(n_cycle=4, ratio=0.5, start=0.1, shape=shape)
+    make_trainer(tmp_path, [cb]).fit(model)
+    assert [s for s, _, _ in model.seen] == list(range(20))
+    assert [b for _, _, b in model.seen] == [expected(t, 20, start=0.1, shape=shape) for t in range(20)]
+    assert model.seen[0][2] == model.seen[10][2] < 0.11  # cycle restarts at 0, 5, 10, 15
+    assert model.seen[4][2] == 1.0  # plateau is exactly stop
+
+
+def test_gradient_accumulation_counts_optimizer_steps(tmp_path: Path) -> None:
+    model = TinyVAE(n_batches=12)
+    cb = CyclicalKLAnnealing(n_cycle=2, ratio=0.5)
+    make_trainer(tmp_path, [cb], accumulate_grad_batches=3).fit(model)
+    total = 8  # 2 epochs x 12 batches / 3
+    assert len(model.seen) == 24
+    for i, (step, _, beta) in enumerate(model.seen):
+        assert step == i // 3  # every micro-batch of one optimizer step ...
+        assert beta == expected(step, total, n_cycle=2)  # ... sees that step's β
+
+
+def test_explicit_total_steps_then_plateau(tmp_path: Path) -> None:
+    model = TinyVAE(n_batches=15)
+    cb = CyclicalKLAnnealing(n_cycle=2, ratio=0.5, stop=0.8, total_steps=10)
+    make_trainer(tmp_path, [cb], max_epochs=1).fit(model)
+    betas = [b for _, _, b in model.seen]
+    assert betas[:10] == [expected(t, 10, n_cycle=2, stop=0.8) for t in range(10)]
+    assert betas[10:] == [0.8] * 5
+
+
+def test_buffer_is_updated_in_place(tmp_path: Path) -> None:
+    model = TinyVAE(n_batches=8, buffer=True)
+    ids, dtypes = set(), set()
+
+    class Spy(L.Callback):
+        def on_train_batch_end(self, trainer: L.Trainer, pl_module: TinyVAE, *args: Any) -> None:
+            ids.add(id(pl_module.beta))
+            dtypes.add(pl_module.beta.dtype)
+
+    before = model.beta
+    make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=2), Spy()], max_epochs=1).fit(model)
+    assert ids == {id(before)} and model.beta is before
+    assert dtypes == {torch.float32}
+    assert [b for _, _, b in model.seen] == pytest.approx([expected(t, 8, n_cycle=2) for t in range(8)])
+    assert "beta" in model.state_dict()
+
+
+def test_dotted_attribute_and_two_instances(tmp_path: Path) -> None:
+    model = WithLossFn(n_batches=8)
+    bow = []
+
+    class Spy(L.Callback):
+        def on_train_batch_end(self, trainer: L.Trainer, pl_module: WithLossFn, *args: Any) -> None:
+            bow.append(pl_module.loss_fn.beta_bow.item())
+
+    cbs = [
+        CyclicalKLAnnealing(n_cycle=2, attribute="loss_fn.beta"),
+        CyclicalKLAnnealing(n_cycle=1, attribute="loss_fn.beta_bow", log_name="beta_bow"),
+        Spy(),
+    ]
+    make_trainer(tmp_path, cbs, max_epochs=1).fit(model)
+    assert [b for _, _, b in model.seen] == [expected(t, 8, n_cycle=2) for t in range(8)]
+    assert bow == [expected(t, 8, n_cycle=1) for t in range(8)]
+    assert model.loss_fn.beta_bow.dtype == torch.float64
+
+
+# ---------------------------------------------------------------- errors before any training step
+
+
+def test_missing_attribute_raises_before_training(tmp_path: Path) -> None:
+    model = NoBeta()
+    with pytest.raises(MisconfigurationException, match=r"NoBeta has no attribute `beta`.*add `self.beta = 0.0` in __init__"):
+        make_trainer(tmp_path, [CyclicalKLAnnealing()]).fit(model)
+    assert model.seen == []
+
+
+def test_missing_intermediate_of_dotted_path(tmp_path: Path) -> None:
+    model = TinyVAE()
+    with pytest.raises(MisconfigurationException, match=r"no attribute `loss_fn` on the way to `loss_fn.beta`"):
+        make_trainer(tmp_path, [CyclicalKLAnnealing(attribute="loss_fn.beta")]).fit(model)
+    assert model.seen == []
+
+
+def test_integer_buffer_rejected(tmp_path: Path) -> None:
+    model = TinyVAE()
+    del model.beta
+    model.register_buffer("beta", torch.tensor(0))
+    with pytest.raises(MisconfigurationException, match=r"`beta` is a torch.int64 tensor"):
+        make_trainer(tmp_path, [CyclicalKLAnnealing()]).fit(model)
+
+
+@pytest.mark.parametrize(
+    "trainer_kwargs", [dict(max_epochs=-1), dict(max_epochs=None, max_steps=-1)], ids=["max_epochs=-1", "max_steps=-1"]
+)
+def test_unbounded_training_needs_total_steps(tmp_path: Path, trainer_kwargs: dict) -> None:
+    model = Unbounded()
+    with pytest.raises(MisconfigurationException, match=r"Pass `total_steps=` to the callback"):
+        make_trainer(tmp_path, [CyclicalKLAnnealing()], **trainer_kwargs).fit(model)
+    assert model.seen == []
+
+
+def test_unbounded_training_with_total_steps(tmp_path: Path) -> None:
+    model = Unbounded()
+    make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=2, total_steps=6)], max_epochs=-1, max_steps=9).fit(model)
+    assert [b for _, _, b in model.seen] == [expected(t, 6, n_cycle=2) for t in range(6)] + [1.0] * 3
+
+
+def test_duplicate_attribute_rejected(tmp_path: Path) -> None:
+    # Lightning itself refuses two stateful callbacks with one state key: ours is keyed by `attribute`.
+    with pytest.raises(RuntimeError, match=r"`callback.state_key` must be unique"):
+        make_trainer(tmp_path, [CyclicalKLAnnealing(), CyclicalKLAnnealing(n_cycle=1)])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"n_cycle": 0}, ValueError, r"`n_cycle` must be an int >= 1, got 0"),
+        ({"n_cycle": 1.5}, TypeError, r"`n_cycle` must be an int >= 1, got 1.5"),
+        ({"ratio": 0}, ValueError, r"`ratio` must be in \(0, 1\], got 0"),
+        ({"ratio": float("nan")}, ValueError, r"`ratio` must be in \(0, 1\], got nan"),
+        ({"ratio_zero": 0.6}, ValueError, r"`ratio_zero` must be in \[0, ratio\)"),
+        ({"start": float("-inf")}, ValueError, r"`start` must be a finite real number, got -inf"),
+        ({"stop": float("nan")}, ValueError, r"`stop` must be a finite real number, got nan"),
+        ({"total_steps": 0}, ValueError, r"`total_steps` must be an int >= 1, got 0"),
+        ({"total_steps": 1e4}, TypeError, r"`total_steps` must be an int >= 1, got 10000.0"),
+        ({"shape": "exp"}, ValueError, r"`shape` must be one of .*got 'exp'"),
+        ({"attribute": "loss fn"}, ValueError, r"`attribute` must be an attribute name or dotted path.*got 'loss fn'"),
+        ({"attribute": ""}, ValueError, r"`attribute` must be"),
+        ({"eval_beta": float("nan")}, ValueError, r"`eval_beta` must be a finite real number or None.*got nan"),
+        ({"log_name": ""}, ValueError, r"`log_name` must be a non-empty string or None.*got ''"),
+    ],
+)
+def test_bad_arguments(kwargs: dict, exc: type, match: str) -> None:
+    with pytest.raises(exc, match=match):
+        CyclicalKLAnnealing(**kwargs)
+
+
+def test_arguments_not_mutated_and_keyword_only() -> None:
+    with pytest.raises(TypeError):
+        CyclicalKLAnnealing(4, 0.5, 0.0, 1.0, 1000)  # type: ignore[misc]
+    cb = CyclicalKLAnnealing(total_steps=1000)
+    assert cb.total_steps == 1000 and cb.eval_beta == 1.0
+
+
+# ---------------------------------------------------------------- evaluation β
+
+
+def test_eval_beta_during_validation_test_predict(tmp_path: Path) -> None:
+    model = TinyVAE(n_batches=6)
+    cb = CyclicalKLAnnealing(n_cycle=2, start=0.0, stop=0.9, eval_beta=0.5)
+    trainer = make_trainer(tmp_path, [cb], limit_val_batches=2, num_sanity_val_steps=2, val_check_interval=3)
+    trainer.fit(model)
+    assert model.eval_seen and set(model.eval_seen) == {0.5}
+    assert [b for _, _, b in model.seen] == [expected(t, 12, n_cycle=2, stop=0.9) for t in range(12)]
+    model.eval_seen.clear()
+    trainer.test(model, verbose=False)
+    trainer.predict(model)
+    assert model.eval_seen and set(model.eval_seen) == {0.5}
+
+
+def test_default_eval_beta_is_stop_and_restored_after_validation(tmp_path: Path) -> None:
+    model = TinyVAE(n_batches=4)
+    after_val = []
+
+    class Spy(L.Callback):
+        def on_train_epoch_end(self, trainer: L.Trainer, pl_module: TinyVAE) -> None:
+            after_val.append((trainer.global_step, pl_module.beta))
+
+    cb = CyclicalKLAnnealing(n_cycle=1, ratio=1.0, stop=0.7)
+    make_trainer(tmp_path, [cb, Spy()], limit_val_batches=1).fit(model)
+    assert set(model.eval_seen) == {0.7}
+    # validation runs before on_train_epoch_end; the hook still sees the last training β
+    assert after_val == [(4, expected(3, 8, n_cycle=1, ratio=1.0, stop=0.7)), (8, expected(7, 8, n_cycle=1, ratio=1.0, stop=0.7))]
+
+
+# ---------------------------------------------------------------- logging
+
+
+def _csv_rows(logger: CSVLogger) -> list[dict[str, str]]:
+    with open(os.path.join(logger.log_dir, "metrics.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_beta_logged_at_the_step_of_its_losses(tmp_path: Path, accumulate: int) -> None:
+    model = TinyVAE(n_batches=20)
+    csv_logger = CSVLogger(tmp_path, name="csv")
+    tb_logger = TensorBoardLogger(tmp_path, name="tb")
+    cb = CyclicalKLAnnealing(n_cycle=3, ratio=0.5)
+    make_trainer(tmp_path, [cb], logger=[csv_logger, tb_logger], log_every_n_steps=3, accumulate_grad_batches=accumulate).fit(model)
+
+    rows = _csv_rows(csv_logger)
+    beta_at = {int(r["step"]): float(r["beta"]) for r in rows if r.get("beta")}
+    seen_at = {int(r["step"]): float(r["beta_seen"]) for r in rows if r.get("beta_seen")}
+    n_steps = 40 // accumulate
+    assert sorted(beta_at) == [s for s in range(n_steps) if (s + 1) % 3 == 0]
+    # A plot of β and of the losses lines up: same steps, and β is the value that produced them
+    # (`self.log` stored the seen value as float32).
+    assert sorted(beta_at) == sorted(seen_at)
+    assert all(math.isclose(beta_at[s], seen_at[s], rel_tol=1e-6) for s in beta_at)
+    assert all(beta_at[s] == expected(s, n_steps, n_cycle=3) for s in beta_at)
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(tb_logger.log_dir)
+    events.Reload()
+    tb = {e.step: e.value for e in events.Scalars("beta")}
+    assert sorted(tb) == sorted(beta_at)
+    assert all(math.isclose(tb[s], beta_at[s], rel_tol=1e-6) for s in tb)
+
+
+def test_custom_log_name_and_logging_off(tmp_path: Path) -> None:
+    logger = CSVLogger(tmp_path, name="named")
+    make_trainer(tmp_path, [CyclicalKLAnnealing(log_name="kl_weight")], logger=logger, log_every_n_steps=1).fit(TinyVAE(n_batches=3))
+    rows = _csv_rows(logger)
+    assert sum(1 for r in rows if r.get("kl_weight")) == 6 and "beta" not in rows[0]
+
+    logger = CSVLogger(tmp_path, name="off")
+    make_trainer(tmp_path, [CyclicalKLAnnealing(log_name=None)], logger=logger, log_every_n_steps=1).fit(TinyVAE(n_batches=3))
+    assert "beta" not in _csv_rows(logger)[0]
+
+
+# ---------------------------------------------------------------- checkpoints and resume
+
+
+def _fit_with_crash(tmp_path: Path, crash_at: int, accumulate: int, **trainer_kwargs: Any) -> tuple[list, str]:
+    model = TinyVAE(n_batches=10, crash_at=crash_at)
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_top_k=-1, filename="{step}")
+    trainer = make_trainer(
+        tmp_path, [CyclicalKLAnnealing(n_cycle=3, ratio=0.5, start=0.1), ckpt],
+        enable_checkpointing=True, accumulate_grad_batches=accumulate, max_epochs=3, **trainer_kwargs,
+    )  # fmt: skip
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        trainer.fit(model)
+    last = max((tmp_path / "ckpt").glob("step=*.ckpt"), key=lambda p: int(p.stem.split("=")[1]))
+    return model.seen, str(last)
+
+
+@pytest.mark.parametrize(
+    ("crash_at", "accumulate"), [(13, 1), (10, 1), (15, 2)], ids=["mid-epoch", "epoch-boundary", "mid-accumulation"]
+)
+def test_crash_and_resume_continues_exactly(tmp_path: Path, crash_at: int, accumulate: int) -> None:
+    reference = TinyVAE(n_batches=10)
+    make_trainer(tmp_path / "ref", [CyclicalKLAnnealing(n_cycle=3, ratio=0.5, start=0.1)], accumulate_grad_batches=accumulate, max_epochs=3).fit(reference)
+    truth = {step: beta for step, _, beta in reference.seen}
+
+    before, last = _fit_with_crash(tmp_path, crash_at, accumulate)
+    resumed = TinyVAE(n_batches=10)
+    cb = CyclicalKLAnnealing(n_cycle=3, ratio=0.5, start=0.1)
+    make_trainer(tmp_path, [cb], accumulate_grad_batches=accumulate, max_epochs=3).fit(resumed, ckpt_path=last)
+
+    ckpt_step = int(Path(last).stem.split("=")[1])
+    assert resumed.seen[0][0] == ckpt_step  # picks up at the checkpoint's step
+    assert resumed.seen[-1][0] == max(truth)  # and runs to the same end
+    for step, _, beta in before + resumed.seen:
+        assert beta == truth[step], step
+    assert cb._resolved_total_steps == 30 // accumulate
+
+
+def test_checkpoint_loads_with_weights_only_and_keeps_total_steps(tmp_path: Path) -> None:
+    before, last = _fit_with_crash(tmp_path, crash_at=12, accumulate=1)
+    state = torch.load(last, weights_only=True)
+    keys = [k for k in state["callbacks"] if k.startswith("CyclicalKLAnnealing")]
+    assert keys == ["CyclicalKLAnnealing{'attribute': 'beta'}"]
+    assert state["callbacks"][keys[0]] == {"total_steps": 30}
+
+    # Resuming with a longer Trainer keeps the checkpoint's schedule (and says so).
+    resumed = TinyVAE(n_batches=10)
+    with pytest.warns(UserWarning, match=r"checkpoint's schedule spans 30 steps but this Trainer would run 50"):
+        make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=3, ratio=0.5, start=0.1)], max_epochs=5).fit(resumed, ckpt_path=last)
+    assert all(beta == expected(step, 30, n_cycle=3, start=0.1) for step, _, beta in resumed.seen)
+
+
+def test_two_instances_in_one_checkpoint(tmp_path: Path) -> None:
+    model = WithLossFn(n_batches=4)
+    cbs = [
+        CyclicalKLAnnealing(n_cycle=2, attribute="loss_fn.beta"),
+        CyclicalKLAnnealing(n_cycle=1, attribute="loss_fn.beta_bow", total_steps=5),
+    ]
+    trainer = make_trainer(tmp_path, cbs, max_epochs=1)
+    trainer.fit(model)
+    path = tmp_path / "two.ckpt"
+    trainer.save_checkpoint(path)
+    state = torch.load(path, weights_only=True)["callbacks"]
+    assert state["CyclicalKLAnnealing{'attribute': 'loss_fn.beta'}"] == {"total_steps": 4}
+    assert state["CyclicalKLAnnealing{'attribute': 'loss_fn.beta_bow'}"] == {"total_steps": 5}
+
+
+# ---------------------------------------------------------------- DDP
+
+
+class RecordingVAE(TinyVAE):
+    """Writes what each rank saw to a file, since a spawned process's attributes don't come back."""
+
+    def __init__(self, out_dir: str) -> None:
+        super().__init__(n_batches=8)
+        self.out_dir = out_dir
+
+    def on_train_end(self) -> None:
+        with open(os.path.join(self.out_dir, f"rank{self.global_rank}.json"), "w") as f:
+            json.dump(self.seen, f)
+
+
+def test_ddp_every_rank_sees_the_same_beta(tmp_path: Path) -> None:
+    model = RecordingVAE(str(tmp_path))
+    cb = CyclicalKLAnnealing(n_cycle=2, ratio=0.5)
+    make_trainer(tmp_path, [cb], strategy="ddp_spawn", accelerator="cpu", devices=2, max_epochs=2).fit(model)
+    seen = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    # 8 batches split over 2 ranks: 4 steps per epoch, T = 8
+    assert [b for _, _, b in seen[0]] == [expected(t, 8, n_cycle=2) for t in range(8)]
+    assert [(s, b) for s, _, b in seen[0]] == [(s, b) for s, _, b in seen[1]]
+
+
+# ---------------------------------------------------------------- torch.compile
+
+
+class CompiledVAE(TinyVAE):
+    def __init__(self, backend: Any) -> None:
+        super().__init__(n_batches=12, buffer=True)
+        self.loss_fn = torch.compile(lambda x, w, beta: (x @ w).pow(2).mean() * (1.0 + beta), backend=backend)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        self.seen.append((self.global_step, batch_idx, float(self.beta)))
+        return self.loss_fn(batch[0], self.layer.weight.t(), self.beta)
+
+
+def test_torch_compile_one_graph_for_a_cyclical_run(tmp_path: Path) -> None:
+    torch._dynamo.reset()
+    graphs = []
+
+    def counting_backend(gm: torch.fx.GraphModule, example_inputs: list) -> Any:
+        graphs.append(gm)
+        return gm.forward
+
+    model = CompiledVAE(counting_backend)
+    make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=4, ratio=0.5, shape="cosine")], max_epochs=2).fit(model)
+    betas = [b for _, _, b in model.seen]
+    assert len(set(betas)) == 4  # β really changed: 0, 0.25, 0.75, 1 in each of 4 cycles ...
+    assert betas == pytest.approx([expected(t, 24, shape="cosine") for t in range(24)])
+    assert len(graphs) == 1  # ... and the compiled code never recompiled
+
+
+# ---------------------------------------------------------------- LightningCLI
+
+
+class CLIModel(TinyVAE):
+    def __init__(self, n_batches: int = 4) -> None:
+        super().__init__(n_batches=n_batches)
+
+
+def test_configurable_from_lightning_cli_yaml(tmp_path: Path) -> None:
+    from lightning.pytorch.cli import LightningCLI
+
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"""
+trainer:
+  max_epochs: 2
+  logger: false
+  enable_progress_bar: false
+  enable_checkpointing: false
+  enable_model_summary: false
+  default_root_dir: {tmp_path}
+  callbacks:
+    - class_path: lightning_kl_anneal.CyclicalKLAnnealing
+      init_args:
+        n_cycle: 2
+        ratio: 0.5
+        start: 0.1
+        shape: cosine
+"""
+    )
+    cli = LightningCLI(CLIModel, args=["fit", "--config", str(config)], save_config_callback=None)
+    cb = next(c for c in cli.trainer.callbacks if isinstance(c, CyclicalKLAnnealing))
+    assert (cb.n_cycle, cb.start, cb.shape) == (2, 0.1, "cosine")
+    assert [b for _, _, b in cli.model.seen] == [expected(t, 8, n_cycle=2, start=0.1, shape="cosine") for t in range(8)]
