@@ -1,0 +1,73 @@
+"""Figures of a schedule, to look at β before training (needs the ``plot`` extra: matplotlib)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from lightning_kl_anneal.schedules import Shape, cyclical_schedule, validate_schedule_args
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["plot_schedules"]
+
+
+def _pyplot():  # noqa: ANN202
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only; no display needed
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise ImportError(
+            "plotting needs matplotlib: `pip install lightning-kl-anneal[plot]` (or `pip install matplotlib`)"
+        ) from err
+    return plt
+
+
+def plot_schedules(
+    total_steps: int,
+    n_cycles: Sequence[int] = (1, 4),
+    ratio: float = 0.5,
+    start: float = 0.0,
+    stop: float = 1.0,
+    shape: Shape = "linear",
+    ratio_zero: float = 0.0,
+) -> Figure:
+    """One panel per cycle count, β against the step (the idea of Fu et al.'s Figure 1).
+
+    Args:
+        total_steps: ``T``.
+        n_cycles: the cycle counts to draw, one panel each; 1 is monotonic annealing.
+        ratio, start, stop, shape, ratio_zero: as in :func:`~lightning_kl_anneal.cyclical_beta`.
+
+    Returns:
+        A matplotlib ``Figure``; save it with ``fig.savefig("beta.png")``.
+
+    Example:
+        >>> fig = plot_schedules(1000, n_cycles=(1, 4))
+        >>> len(fig.axes)
+        2
+    """
+    if not n_cycles:
+        raise ValueError(f"`n_cycles` must name at least one cycle count, got {n_cycles!r}")
+    for m in n_cycles:
+        validate_schedule_args(m, ratio, start, stop, shape, ratio_zero, total_steps)
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(n_cycles), 1, figsize=(7, 1.9 * len(n_cycles) + 0.4), sharex=True, squeeze=False)
+    steps = np.arange(total_steps)
+    for ax, m in zip(axes[:, 0], n_cycles):
+        ax.plot(steps, cyclical_schedule(total_steps, m, ratio, start, stop, shape, ratio_zero), color="C0" if m == 1 else "C3")
+        label = "monotonic (M=1)" if m == 1 else f"cyclical (M={m})"
+        ax.set_title(f"{label}, R={ratio:g}, {shape}", fontsize=10, loc="left")
+        ax.set_ylabel("β")
+        lo, hi = min(start, stop), max(start, stop)
+        pad = 0.05 * (hi - lo or 1.0)
+        ax.set_ylim(lo - pad, hi + pad)
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("optimizer step")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,26 @@
+"""Tests for lightning_kl_anneal.plot."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lightning_kl_anneal import cyclical_schedule
+from lightning_kl_anneal.plot import plot_schedules
+
+
+def test_one_panel_per_cycle_count_with_the_schedule_drawn() -> None:
+    fig = plot_schedules(400, n_cycles=(1, 2, 4), ratio=0.5, start=0.1, shape="cosine")
+    assert len(fig.axes) == 3
+    for ax, m in zip(fig.axes, (1, 2, 4)):
+        (line,) = ax.get_lines()
+        np.testing.assert_array_equal(line.get_ydata(), cyclical_schedule(400, m, 0.5, 0.1, 1.0, "cosine"))
+    assert fig.axes[0].get_title(loc="left").startswith("monotonic")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"), [({"n_cycles": ()}, r"`n_cycles` must name at least one"), ({"n_cycles": (0,)}, r"`n_cycle` must be an int >= 1, got 0")]
+)
+def test_bad_arguments(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        plot_schedules(100, **kwargs)
