@@ -75,34 +75,48 @@ def active_units(mu: Tensor, threshold: float = 0.01) -> int:
     return int((mu.var(0, unbiased=False) > threshold).sum())
 
 
-def mutual_information(mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None, chunk: int = 512) -> float:
+def mutual_information(
+    mu: Tensor, logvar: Tensor, n_samples: int = 4, generator: torch.Generator | None = None, chunk: int = 1024
+) -> float:
     """I(x; z) under q(z|x) p_data(x), the estimator of He et al. (2019), ``calc_mi``.
 
-    ``I = E_x E_q(z|x)[log q(z|x)] - E_x E_q(z|x)[log q(z)]`` with one z per x and the aggregate
-    posterior ``q(z) ~ (1/N) sum_j q(z|x_j)``. He et al. average this over mini-batches; here it is
-    computed over the whole set passed in (chunked, O(N^2 d) time, O(chunk N) memory), so the value
-    does not depend on batch size or on length-bucketed batch composition. It is at most log N.
+    ``I = E_x E_q(z|x)[log q(z|x)] - E_x E_q(z|x)[log q(z)]`` with the aggregate posterior
+    ``q(z) ~ (1/N) sum_j q(z|x_j)``. Two changes to He et al.'s code, both lowering variance only:
+    the first term is evaluated on the same z samples as the second (a control variate: He et al.'s
+    closed-form entropy next to a sampled ``log q(z)`` leaves noise of about sqrt(d / 2N) nats, as
+    large as the MI of a collapsed model), and the aggregate posterior is the whole set passed in
+    rather than one mini-batch, so the value does not depend on batch size or length bucketing.
+    Identical posteriors give 0 (to rounding); the estimate is at most log N.
 
     Args:
         mu, logvar: (N, latent) posterior parameters over an evaluation set.
+        n_samples: z samples per x.
         generator: For the z samples; pass one for reproducible numbers.
 
     Example:
         >>> mu = torch.tensor([[-50.0], [50.0]]); lv = torch.zeros(2, 1)
         >>> round(mutual_information(mu, lv), 4)  # two far-apart posteriors: log 2
         0.6931
+        >>> abs(mutual_information(torch.zeros(100, 8), torch.zeros(100, 8))) < 1e-12  # collapsed: 0
+        True
     """
-    n, d = mu.shape
-    std = (0.5 * logvar).exp()
-    z = mu + std * torch.randn(mu.shape, generator=generator, dtype=mu.dtype)
-    # E_q[log q(z|x)] is minus the Gaussian entropy, in closed form
-    neg_entropy = (-0.5 * d * math.log(2 * math.pi) - 0.5 * (1 + logvar).sum(1)).mean()
-    log_qz = []
-    for start in range(0, n, chunk):
-        zc = z[start : start + chunk, None, :]  # (c, 1, d) against every posterior (1, N, d)
-        log_dens = -0.5 * (((zc - mu[None]) ** 2) / logvar.exp()[None] + logvar[None] + math.log(2 * math.pi)).sum(-1)
-        log_qz.append(torch.logsumexp(log_dens, dim=1) - math.log(n))
-    return float(neg_entropy - torch.cat(log_qz).mean())
+    if mu.shape != logvar.shape or mu.dim() != 2:
+        raise ValueError(f"`mu` and `logvar` must both be (N, latent), got {tuple(mu.shape)} and {tuple(logvar.shape)}")
+    n = mu.shape[0]
+    mu, logvar = mu.double(), logvar.double()  # logsumexp over N near-equal terms: keep the rounding out of a ~0 result
+    inv_var = (-logvar).exp()
+    # log q(z_i | x_j) for all pairs through matrix products (sum_d (z - mu)^2 / var expanded): BLAS-fast
+    const = -0.5 * (logvar.sum(1) + mu.shape[1] * math.log(2 * math.pi) + (mu**2 * inv_var).sum(1))  # (N,)
+    scaled_mu = mu * inv_var
+    total = 0.0
+    for _ in range(n_samples):
+        z = mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=generator, dtype=mu.dtype)
+        for start in range(0, n, chunk):
+            zc = z[start : start + chunk]
+            log_dens = const[None] - 0.5 * (zc**2) @ inv_var.T + zc @ scaled_mu.T  # (c, N)
+            own = log_dens[torch.arange(len(zc)), torch.arange(start, start + len(zc))]
+            total += float((own - (torch.logsumexp(log_dens, dim=1) - math.log(n))).sum())
+    return total / (n * n_samples)
 
 
 def linear_probe_accuracy(

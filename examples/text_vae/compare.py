@@ -1,0 +1,321 @@
+"""Constant vs monotonic vs cyclical KL annealing on the same text VAE, seeds and budget.
+
+    python examples/text_vae/compare.py
+
+Trains one VAE per schedule and seed on the built-in corpus (or ``--data-dir`` with PTB-format
+files), evaluates each at beta = 1 on the test split (checkpoint with the best validation PPL, as
+in the paper), prints a table like the paper's Table 1 and writes into ``--out``:
+
+* ``results.json``: ``{schedule: {"per_seed": {seed: metrics}, "mean": metrics, "std": metrics}}``
+  with metrics ``rec kl elbo ppl au mi`` (and ``probe_<factor>`` on the built-in corpus),
+* ``curves.png``: beta, KL and Rec against training steps (the paper's learning-curve figure),
+* ``latent.png``: sampled z of test sentences in 2-D, coloured by topic, one panel per schedule,
+* ``logs/``: a CSVLogger run per schedule and seed.
+
+``--free-bits 0.5`` adds a ``cyclical+fb`` row, ``--lr-restart`` a ``cyclical+lr`` row (cosine
+learning rate restarted every cycle, the paper's confound, measured on its own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `examples` and `lightning_kl_anneal` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from tqdm.auto import tqdm
+
+from examples.text_vae.data import TextVAEDataModule
+from examples.text_vae.metrics import linear_probe_accuracy
+from examples.text_vae.model import TextVAE
+from lightning_kl_anneal import CyclicalKLAnnealing
+
+METRICS = ("rec", "kl", "elbo", "ppl", "au", "mi")
+
+
+@dataclass
+class Config:
+    """Every knob of the comparison; the defaults are the README's measured run."""
+
+    out: str = "runs/text_vae"
+    data_dir: str | None = None
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    max_epochs: int = 10
+    max_steps: int = -1
+    batch_size: int = 32
+    corpus_size: int = 10_000
+    max_vocab: int = 10_000
+    # built-in corpus preset: a quarter of the paper's model runs in minutes on 2 CPU cores
+    emb_dim: int = 64
+    hidden_dim: int = 128
+    latent_dim: int = 16
+    dropout: float = 0.5
+    lr: float = 1e-3
+    n_cycle: int = 4
+    ratio: float = 0.5
+    start: float = 0.0
+    free_bits: float = 0.0
+    lr_restart: bool = False
+    select: str = "best"
+    accelerator: str = "cpu"
+    devices: int = 1
+    threads: int = 1
+    limit_batches: float | int = 1.0
+    probe_size: int = 3000
+
+
+def schedules(cfg: Config) -> dict[str, dict[str, Any]]:
+    """Row name -> (callback arguments, model overrides)."""
+    rows: dict[str, dict[str, Any]] = {
+        # start = stop = 1 keeps beta at 1 through the same callback, so beta is logged alike for every row
+        "constant": {"anneal": {"n_cycle": 1, "start": 1.0, "stop": 1.0}},
+        "monotonic": {"anneal": {"n_cycle": 1, "ratio": cfg.ratio, "start": cfg.start}},
+        "cyclical": {"anneal": {"n_cycle": cfg.n_cycle, "ratio": cfg.ratio, "start": cfg.start}},
+    }
+    cyc = rows["cyclical"]["anneal"]
+    if cfg.free_bits > 0:
+        rows["cyclical+fb"] = {"anneal": cyc, "model": {"free_bits": cfg.free_bits}}
+    if cfg.lr_restart:
+        rows["cyclical+lr"] = {"anneal": cyc, "model": {"lr_restart_cycles": cfg.n_cycle}}
+    return rows
+
+
+class CurveRecorder(Callback):
+    """Keeps (step, beta, kl, rec) of every training step in memory for the learning-curve figure."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, float, float, float]] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.rows.append((trainer.global_step, float(pl_module.beta), float(outputs["kl"]), float(outputs["rec"])))
+
+
+class RunProgress(Callback):
+    """One progress bar per run that says which run it is, with the live beta and KL."""
+
+    def __init__(self, desc: str) -> None:
+        self.desc = desc
+        self.bar: tqdm | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.bar = tqdm(total=int(trainer.estimated_stepping_batches), desc=self.desc, leave=True, dynamic_ncols=True)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.bar is not None:
+            self.bar.update(trainer.global_step - self.bar.n)
+            if batch_idx % 20 == 0:
+                self.bar.set_postfix(beta=f"{float(pl_module.beta):.2f}", kl=f"{float(outputs['kl']):.2f}", rec=f"{float(outputs['rec']):.1f}")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@torch.no_grad()
+def sample_latents(model: TextVAE, split: Any, seed: int, limit: int | None = None, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior means and one sampled z per sentence (eval mode, fixed noise)."""
+    model.eval()
+    n = len(split) if limit is None else min(limit, len(split))
+    gen = torch.Generator().manual_seed(seed)
+    mus, zs = [], []
+    for i in range(0, n, batch):
+        b = split.batch(torch.arange(i, min(n, i + batch)))
+        mu, logvar = model.encode(b["tokens"].to(model.device), b["lengths"].to(model.device))
+        mu, logvar = mu.float().cpu(), logvar.float().cpu()
+        mus.append(mu)
+        zs.append(mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=gen))
+    return torch.cat(mus), torch.cat(zs)
+
+
+def run_one(cfg: Config, name: str, row: dict[str, Any], seed: int, dm: TextVAEDataModule, desc: str) -> dict[str, Any]:
+    """Train and test one (schedule, seed); returns test metrics, the curve and test latents."""
+    L.seed_everything(seed, workers=True, verbose=False)
+    model = TextVAE(
+        vocab_size=dm.vocab_size, emb_dim=cfg.emb_dim, hidden_dim=cfg.hidden_dim, latent_dim=cfg.latent_dim,
+        dropout=cfg.dropout, lr=cfg.lr, **row.get("model", {}),
+    )  # fmt: skip
+    curve, ckpt = CurveRecorder(), ModelCheckpoint(monitor="val/ppl", mode="min", save_top_k=1, save_weights_only=True,
+                                                    dirpath=Path(cfg.out) / "ckpt" / f"{name}_seed{seed}", filename="best")
+    trainer = L.Trainer(
+        max_epochs=cfg.max_epochs, max_steps=cfg.max_steps, accelerator=cfg.accelerator, devices=cfg.devices,
+        gradient_clip_val=5.0,  # paper
+        callbacks=[CyclicalKLAnnealing(**row["anneal"]), curve, ckpt, RunProgress(desc)],
+        logger=CSVLogger(Path(cfg.out) / "logs", name=name, version=f"seed{seed}"),
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        limit_train_batches=cfg.limit_batches, limit_val_batches=cfg.limit_batches, limit_test_batches=cfg.limit_batches,
+        deterministic=False,
+    )  # fmt: skip
+    trainer.fit(model, dm)
+    best = ckpt.best_model_path if cfg.select == "best" and ckpt.best_model_path else None
+    if best:
+        model = TextVAE.load_from_checkpoint(best)
+    trainer.test(model, dm, verbose=False)
+    metrics = model.eval_metrics()
+    model.to("cpu")
+    mu_test, z_test = sample_latents(model, dm.split("test"), seed)
+    if dm.factor_names:
+        _, z_train = sample_latents(model, dm.split("train"), seed + 1, limit=cfg.probe_size)
+        ytr, yte = dm.split("train").labels, dm.split("test").labels
+        for j, factor in enumerate(dm.factor_names):
+            metrics[f"probe_{factor}"] = linear_probe_accuracy(z_train, ytr[: len(z_train), j], z_test, yte[:, j])
+    return {"metrics": metrics, "curve": curve.rows, "z": z_test, "mu": mu_test, "best_ckpt": best}
+
+
+def summarize(per_seed: dict[int, dict[str, float]]) -> dict[str, Any]:
+    keys = list(next(iter(per_seed.values())))
+    vals = {k: np.array([m[k] for m in per_seed.values()], dtype=float) for k in keys}
+    return {
+        "per_seed": {str(s): m for s, m in per_seed.items()},
+        "mean": {k: float(v.mean()) for k, v in vals.items()},
+        "std": {k: float(v.std()) for k, v in vals.items()},
+    }
+
+
+def format_table(results: dict[str, Any]) -> str:
+    first = next(iter(results.values()))["mean"]
+    cols = [k for k in METRICS if k in first] + sorted(k for k in first if k.startswith("probe_"))
+    head = f"{'schedule':<13}" + "".join(f"{c.replace('probe_', 'p_'):>16}" for c in cols)
+    lines = [head, "-" * len(head)]
+    for name, r in results.items():
+        cells = []
+        for c in cols:
+            m, s = r["mean"][c], r["std"][c]
+            cells.append(f"{m:>9.3f} ±{s:<5.3f}" if abs(m) < 100 else f"{m:>9.2f} ±{s:<5.2f}")
+        lines.append(f"{name:<13}" + "".join(f"{c:>16}" for c in cells))
+    return "\n".join(lines)
+
+
+def plot_curves(curves: dict[str, list[tuple[int, float, float, float]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(3, 1, figsize=(7, 7), sharex=True)
+    for name, rows in curves.items():
+        a = np.array(rows)
+        if len(a) == 0:
+            continue
+        w = max(1, len(a) // 100)  # per-step KL and Rec are noisy; a moving mean shows the trend
+        smooth = lambda x: np.convolve(x, np.ones(w) / w, mode="valid")  # noqa: E731
+        axes[0].plot(a[:, 0], a[:, 1], label=name)
+        axes[1].plot(a[w - 1 :, 0], smooth(a[:, 2]), label=name)
+        axes[2].plot(a[w - 1 :, 0], smooth(a[:, 3]), label=name)
+    for ax, label in zip(axes, ("β", "KL (nats, train)", "Rec (nats, train)")):
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[1].set_yscale("symlog", linthresh=0.1)
+    axes[0].legend(loc="lower right")
+    axes[2].set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_latents(latents: dict[str, tuple[torch.Tensor, torch.Tensor]], labels: torch.Tensor | None, label_name: str, path: Path) -> None:
+    """Sampled z on the top-2 principal axes of the posterior means, at the prior's scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(latents), figsize=(3.2 * len(latents), 3.4), squeeze=False)
+    for ax, (name, (z, mu)) in zip(axes[0], latents.items()):
+        centred = mu - mu.mean(0)
+        _, _, v = torch.linalg.svd(centred, full_matrices=False)
+        xy = ((z - mu.mean(0)) @ v[:2].T).numpy()
+        ax.scatter(xy[:, 0], xy[:, 1], s=3, c=None if labels is None else labels.numpy(), cmap="tab10", alpha=0.6)
+        ax.set_title(name)
+        ax.set_xlim(-4, 4)
+        ax.set_ylim(-4, 4)
+        ax.set_aspect("equal")
+    fig.suptitle(f"sampled z, test set, colour = {label_name}" if labels is not None else "sampled z, test set")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def compare(cfg: Config) -> dict[str, Any]:
+    """Run every schedule for every seed; write results.json and figures into ``cfg.out``."""
+    if cfg.select not in ("best", "last"):
+        raise ValueError(f"`select` must be 'best' or 'last', got {cfg.select!r}")
+    if not cfg.seeds:
+        raise ValueError("`seeds` must name at least one seed, got []")
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = schedules(cfg)
+    t0 = time.time()
+    per: dict[str, dict[int, dict[str, float]]] = {name: {} for name in rows}
+    curves: dict[str, list] = {}
+    latents: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    n_runs, k = len(rows) * len(cfg.seeds), 0
+    for seed in cfg.seeds:
+        dm = TextVAEDataModule(cfg.data_dir, batch_size=cfg.batch_size, max_vocab=cfg.max_vocab,
+                               corpus_size=cfg.corpus_size, seed=seed)  # fmt: skip
+        for name, row in rows.items():
+            k += 1
+            res = run_one(cfg, name, row, seed, dm, desc=f"[{k}/{n_runs}] {name:<11} seed {seed}")
+            per[name][seed] = res["metrics"]
+            if seed == cfg.seeds[0]:
+                curves[name] = res["curve"]
+                latents[name] = (res["z"], res["mu"])
+    results = {name: summarize(p) for name, p in per.items()}
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "config.json").write_text(json.dumps({**asdict(cfg), "wall_s": round(time.time() - t0, 1)}, indent=2) + "\n")
+    plot_curves(curves, out / "curves.png")
+    labels = dm.split("test").labels
+    plot_latents(latents, None if labels is None else labels[:, 0], "topic", out / "latent.png")
+    print(format_table(results))
+    print(f"\n{n_runs} runs in {time.time() - t0:.0f} s; results in {out / 'results.json'}")
+    return results
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    d = Config()
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default=d.out, help="folder for results.json, figures and logs")
+    p.add_argument("--data-dir", default=d.data_dir, help="folder with ptb.{train,valid,test}.txt; default: built-in corpus")
+    p.add_argument("--seeds", type=int, nargs="+", default=d.seeds)
+    p.add_argument("--max-epochs", type=int, default=d.max_epochs)
+    p.add_argument("--max-steps", type=int, default=d.max_steps, help="-1: use --max-epochs")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--corpus-size", type=int, default=d.corpus_size, help="built-in corpus: training sentences")
+    p.add_argument("--max-vocab", type=int, default=d.max_vocab)
+    p.add_argument("--emb-dim", type=int, default=d.emb_dim, help="paper: 256")
+    p.add_argument("--hidden-dim", type=int, default=d.hidden_dim, help="paper: 256")
+    p.add_argument("--latent-dim", type=int, default=d.latent_dim, help="paper: 32")
+    p.add_argument("--dropout", type=float, default=d.dropout)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--n-cycle", type=int, default=d.n_cycle)
+    p.add_argument("--ratio", type=float, default=d.ratio)
+    p.add_argument("--start", type=float, default=d.start, help="beta at the start of each cycle (paper's LM: 0.1)")
+    p.add_argument("--free-bits", type=float, default=d.free_bits, help="> 0 adds a 'cyclical+fb' row")
+    p.add_argument("--lr-restart", action="store_true", help="add a 'cyclical+lr' row: cosine lr restart per cycle")
+    p.add_argument("--select", choices=("best", "last"), default=d.select, help="test the best-val-PPL or the last checkpoint")
+    p.add_argument("--accelerator", default=d.accelerator)
+    p.add_argument("--devices", type=int, default=d.devices)
+    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (1 avoids oversubscription on small shared CPUs); 0 = torch default")
+    p.add_argument("--limit-batches", type=float, default=d.limit_batches, help="fraction (or, if > 1, number) of batches per epoch")
+    p.add_argument("--probe-size", type=int, default=d.probe_size, help="training sentences used to fit the probes")
+    a = p.parse_args(argv)
+    if a.limit_batches > 1:
+        a.limit_batches = int(a.limit_batches)
+    return Config(**{k.replace("-", "_"): v for k, v in vars(a).items()})
+
+
+if __name__ == "__main__":
+    compare(parse_args())
