@@ -100,6 +100,7 @@ class CyclicalKLAnnealing(Callback):
         self.shape = shape
         self.ratio_zero = float(ratio_zero)
         self.attribute = attribute
+        self._path = tuple(attribute.split("."))
         self.eval_beta = self.stop if eval_beta is None else float(eval_beta)
         self.log_name = log_name
 
@@ -190,7 +191,7 @@ class CyclicalKLAnnealing(Callback):
             )
 
     def _owner(self, pl_module: pl.LightningModule) -> tuple[Any, str]:
-        *path, name = self.attribute.split(".")
+        *path, name = self._path
         owner: Any = pl_module
         for i, part in enumerate(path):
             if not hasattr(owner, part):
@@ -218,21 +219,22 @@ class CyclicalKLAnnealing(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         step = trainer.global_step
-        if step != self._cached_step:  # once per optimizer step, not per micro-batch
-            self._cached_step = step
-            if self._resolved_total_steps is None:
-                raise RuntimeError("CyclicalKLAnnealing.on_train_start did not run before the first training step")
-            self._beta = _beta(
-                step, self._resolved_total_steps, self.n_cycle, self.ratio,
-                self.start, self.stop, self.shape, self.ratio_zero,
-            )  # fmt: skip
-            if self.log_name is not None and trainer.loggers and trainer._logger_connector.should_update_logs:
-                # Straight to the loggers, as LearningRateMonitor does: `self.log` costs far more per step.
-                # `_batches_that_stepped` is the step the Trainer logs this step's losses at.
-                logged_step = trainer.fit_loop.epoch_loop._batches_that_stepped
-                for logger in trainer.loggers:
-                    logger.log_metrics({self.log_name: self._beta}, step=logged_step)
+        if step == self._cached_step:
+            return  # another micro-batch of the same optimizer step: β is already in place
+        if self._resolved_total_steps is None:
+            raise RuntimeError("CyclicalKLAnnealing.on_train_start did not run before the first training step")
+        self._cached_step = step
+        self._beta = _beta(
+            step, self._resolved_total_steps, self.n_cycle, self.ratio,
+            self.start, self.stop, self.shape, self.ratio_zero,
+        )  # fmt: skip
         self._write(pl_module, self._beta)
+        if self.log_name is not None and trainer.loggers and trainer._logger_connector.should_update_logs:
+            # Straight to the loggers, as LearningRateMonitor does: `self.log` costs far more per step.
+            # `_batches_that_stepped` is the step the Trainer logs this step's losses at.
+            logged_step = trainer.fit_loop.epoch_loop._batches_that_stepped
+            for logger in trainer.loggers:
+                logger.log_metrics({self.log_name: self._beta}, step=logged_step)
 
     def _write_eval_beta(self, pl_module: pl.LightningModule) -> None:
         self._check_attribute(pl_module)
@@ -244,7 +246,8 @@ class CyclicalKLAnnealing(Callback):
 
     @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Hooks running between validation and the next step (e.g. on_train_epoch_end) see the training β.
+        # The training β is back before the next step (and for hooks such as on_train_epoch_end),
+        # also when validation interrupts the micro-batches of one optimizer step.
         if trainer.state.fn == TrainerFn.FITTING and self._cached_step >= 0:
             self._write(pl_module, self._beta)
 

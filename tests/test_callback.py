@@ -272,13 +272,17 @@ def test_arguments_not_mutated_and_keyword_only() -> None:
 # ---------------------------------------------------------------- evaluation β
 
 
-def test_eval_beta_during_validation_test_predict(tmp_path: Path) -> None:
+@pytest.mark.parametrize("accumulate", [1, 2], ids=["no-accumulation", "validation-mid-accumulation"])
+def test_eval_beta_during_validation_test_predict(tmp_path: Path, accumulate: int) -> None:
     model = TinyVAE(n_batches=6)
     cb = CyclicalKLAnnealing(n_cycle=2, start=0.0, stop=0.9, eval_beta=0.5)
-    trainer = make_trainer(tmp_path, [cb], limit_val_batches=2, num_sanity_val_steps=2, val_check_interval=3)
+    trainer = make_trainer(
+        tmp_path, [cb], limit_val_batches=2, num_sanity_val_steps=2, val_check_interval=3, accumulate_grad_batches=accumulate
+    )
     trainer.fit(model)
     assert model.eval_seen and set(model.eval_seen) == {0.5}
-    assert [b for _, _, b in model.seen] == [expected(t, 12, n_cycle=2, stop=0.9) for t in range(12)]
+    total = 12 // accumulate
+    assert [(s, b) for s, _, b in model.seen] == [(i // accumulate, expected(i // accumulate, total, n_cycle=2, stop=0.9)) for i in range(12)]
     model.eval_seen.clear()
     trainer.test(model, verbose=False)
     trainer.predict(model)

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import reference_frange
 from lightning_kl_anneal import (
     cycle_length,
     cycle_position,
@@ -18,30 +19,6 @@ from lightning_kl_anneal import (
     frange_cycle_linear,
     frange_cycle_sigmoid,
 )
-
-SHAPE_CURVES = {
-    "linear": lambda u: u,
-    "sigmoid": lambda u: 1.0 / (1.0 + math.exp(-(12.0 * u - 6.0))),
-    "cosine": lambda u: 0.5 - 0.5 * math.cos(math.pi * u),
-}
-
-
-def reference_frange(n_iter: int, start: float, stop: float, n_cycle: int, ratio: float, shape: str) -> np.ndarray:
-    """Oracle: the reference code's behaviour (float accumulation, int() indexing), start=0/stop=1 style.
-
-    Written from the description of its algorithm, only to check compatibility where it is well defined.
-    """
-    out = np.full(n_iter, stop if shape == "linear" else 1.0)
-    period = n_iter / n_cycle
-    inc = (stop - start) / (period * ratio)
-    for c in range(n_cycle):
-        v, i = start, 0
-        while v <= stop and int(i + c * period) < n_iter:
-            out[int(i + c * period)] = v if shape == "linear" else SHAPE_CURVES[shape](v)
-            v += inc
-            i += 1
-    return out
-
 
 # ---------------------------------------------------------------- exact values (PAPER.md's worked examples)
 
@@ -153,7 +130,7 @@ def test_linear_matches_reference_where_well_defined(n_iter: int, n_cycle: int, 
     for start, stop in ((0.0, 1.0), (0.1, 1.0), (0.0, 0.5)):
         np.testing.assert_allclose(
             frange_cycle_linear(n_iter, start, stop, n_cycle, ratio),
-            reference_frange(n_iter, start, stop, n_cycle, ratio, "linear"),
+            reference_frange.reference_frange(n_iter, start, stop, n_cycle, ratio, "linear"),
             rtol=0,
             atol=1e-9,
         )
@@ -164,7 +141,7 @@ def test_linear_matches_reference_where_well_defined(n_iter: int, n_cycle: int, 
 def test_curves_match_reference_where_well_defined(n_iter: int, n_cycle: int, ratio: float, shape: str) -> None:
     fn = frange_cycle_sigmoid if shape == "sigmoid" else frange_cycle_cosine
     ours = fn(n_iter, 0.0, 1.0, n_cycle, ratio)
-    ref = reference_frange(n_iter, 0.0, 1.0, n_cycle, ratio, shape)
+    ref = reference_frange.reference_frange(n_iter, 0.0, 1.0, n_cycle, ratio, shape)
     diff = np.abs(ours - ref) > 1e-9
     # The only documented difference: where tau == ratio exactly, the reference writes the sigmoid's
     # f(1) = 0.99753 while the equation is already on its plateau.

@@ -1,0 +1,234 @@
+"""Fast tests of the dialog CVAE example: model pieces, metrics protocol, corpus, readers, entry points."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch.distributions import Normal, kl_divergence
+
+from examples.dialog_cvae import compare, train
+from examples.dialog_cvae.corpus import ACTS, generate_corpus
+from examples.dialog_cvae.data import (
+    EOS,
+    DialogDataModule,
+    Vocab,
+    collate,
+    read_dailydialog,
+    read_data_dir,
+    read_jsonl,
+)
+from examples.dialog_cvae.metrics import (
+    DistinctN,
+    bleu_precision_recall,
+    distinct_n,
+    embedding_similarity,
+    nearest_label,
+    sentence_bleu,
+)
+from examples.dialog_cvae.model import DialogCVAE, bow_loss, gaussian_kl
+
+TINY = dict(embed_dim=8, utt_hidden=8, ctx_hidden=12, dec_hidden=12, latent_dim=4, prior_hidden=8, bow_hidden=8,
+            max_decode_len=6, num_samples=3)
+
+
+@pytest.fixture(scope="module")
+def tiny_dm() -> DialogDataModule:
+    dm = DialogDataModule(num_train=32, num_valid=8, num_test=8, batch_size=4)
+    dm.setup("fit")
+    return dm
+
+
+# ------------------------------------------------------------------------------------------ model
+def test_shapes_and_losses_on_a_tiny_batch(tiny_dm: DialogDataModule) -> None:
+    torch.manual_seed(0)
+    model = DialogCVAE(vocab_size=tiny_dm.vocab_size, **TINY)
+    batch = next(iter(tiny_dm.train_dataloader()))
+    c = model.encode_context(batch)
+    assert c.shape == (4, 12)
+    mu, logvar = model.posterior_params(c, batch)
+    assert mu.shape == logvar.shape == (4, 4)
+    logits = model.decode_logits(c, mu, batch["response"])
+    assert logits.shape == (*batch["response"].shape, tiny_dm.vocab_size)
+
+    model.beta = 0.25
+    loss, m, _ = model._shared_step(batch, "train")
+    for key in ("rec", "kl", "bow"):
+        assert torch.isfinite(m[key]) and m[key] >= 0
+    assert torch.isclose(m["elbo"], -(m["rec"] + m["kl"]))
+    # The next draw of z differs, so check the combination rule with the logged terms of the same call.
+    assert torch.isclose(loss, m["rec"] + 0.25 * m["kl"] + 1.0 * m["bow"])
+    loss.backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if not n.startswith("distinct"))
+
+    samples = model.sample_responses(c)
+    assert len(samples) == 4 and all(len(s) == 3 for s in samples)
+    assert all(len(h) <= 6 and EOS not in h for s in samples for h in s)
+
+
+def test_bow_weight_zero_gives_the_plain_cvae(tiny_dm: DialogDataModule) -> None:
+    model = DialogCVAE(vocab_size=tiny_dm.vocab_size, bow_weight=0.0, beta=1.0, **TINY)
+    batch = next(iter(tiny_dm.train_dataloader()))
+    loss, m, _ = model._shared_step(batch, "train")
+    assert torch.isclose(loss, m["rec"] + m["kl"])
+
+
+def test_gaussian_kl_matches_torch_distributions() -> None:
+    g = torch.Generator().manual_seed(0)
+    mu_q, lv_q, mu_p, lv_p = (torch.randn(5, 7, generator=g) for _ in range(4))
+    expected = kl_divergence(Normal(mu_q, (0.5 * lv_q).exp()), Normal(mu_p, (0.5 * lv_p).exp())).sum(-1)
+    torch.testing.assert_close(gaussian_kl(mu_q, lv_q, mu_p, lv_p), expected)
+
+
+def test_bow_loss_hand_computed() -> None:
+    logits = torch.tensor([[0.0, math.log(2.0), math.log(3.0), 0.0]])  # softmax = [1, 2, 3, 1] / 7
+    targets = torch.tensor([[2, 2, 1, 0, 0]])  # word 2 twice, word 1 once, then padding
+    expected = -(2 * math.log(3 / 7) + math.log(2 / 7))
+    assert bow_loss(logits, targets).item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    (dict(vocab_size=3), "vocab_size"),
+    (dict(latent_dim=0), "latent_dim"),
+    (dict(bow_weight=-1.0), "bow_weight"),
+    (dict(lr_restart_cycles=-2), "lr_restart_cycles"),
+])
+def test_bad_model_arguments(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        DialogCVAE(**{**TINY, "vocab_size": 50, **kwargs})
+
+
+# ------------------------------------------------------------------------------------------ metrics
+def test_bleu_precision_recall_protocol() -> None:
+    refs = [[1, 2, 3, 4], [5, 6, 7, 8]]
+    # One sample equal to the first reference, one unrelated: precision averages over samples,
+    # recall over references.
+    out = bleu_precision_recall([[1, 2, 3, 4], [9, 9, 9, 9]], refs, max_n=2)
+    assert out["bleu1_p"] == pytest.approx((1.0 + sentence_bleu([9, 9, 9, 9], refs[0], 1)) / 2)
+    assert out["bleu1_r"] == pytest.approx((1.0 + max(sentence_bleu(h, refs[1], 1) for h in ([1, 2, 3, 4], [9, 9, 9, 9]))) / 2)
+    assert out["bleu2_f1"] == pytest.approx(2 * out["bleu2_p"] * out["bleu2_r"] / (out["bleu2_p"] + out["bleu2_r"]))
+    # Covering both references with two samples gives perfect recall; repeating one sample does not.
+    assert bleu_precision_recall(refs, refs)["bleu4_r"] == pytest.approx(1.0)
+    assert bleu_precision_recall([refs[0]] * 5, refs)["bleu4_r"] == pytest.approx(0.5)
+    assert bleu_precision_recall([refs[0]] * 5, refs)["bleu4_p"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at least one"):
+        bleu_precision_recall([], refs)
+
+
+def test_embedding_similarity_average_and_extrema() -> None:
+    emb = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [-2.0, 0.5]])
+    assert embedding_similarity([[1, 2]], [[2, 1]], emb, "average") == pytest.approx((1.0, 1.0))
+    # Extrema keeps the signed value of largest magnitude per dimension: [1,2,3] -> [-2, 1].
+    p, r = embedding_similarity([[1, 2, 3]], [[3, 2]], emb, "extrema")
+    assert p == pytest.approx(1.0) and r == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="kind"):
+        embedding_similarity([[1]], [[1]], emb, "max")
+
+
+def test_distinct_n_functional_and_accumulated() -> None:
+    seqs = [[1, 2, 3], [1, 2, 4], [5]]
+    assert distinct_n(seqs, 1) == pytest.approx(5 / 7)
+    assert distinct_n(seqs, 2) == pytest.approx(3 / 4)
+    m = DistinctN(2)
+    for s in seqs:
+        m.update([s])
+    assert float(m.compute()) == pytest.approx(3 / 4)
+    assert distinct_n([[1]], 2) == 0.0
+
+
+def test_nearest_label() -> None:
+    refs, labels = [[1, 2, 3], [4, 5, 6]], [3, 0]
+    assert nearest_label([4, 5], refs, labels) == 0
+    with pytest.raises(ValueError, match="one label per reference"):
+        nearest_label([1], refs, [0])
+
+
+# ------------------------------------------------------------------------------------------ corpus
+def test_corpus_is_deterministic_with_multiple_labelled_references() -> None:
+    a, b = generate_corpus(50, 5, 10, seed=7), generate_corpus(50, 5, 10, seed=7)
+    assert a == b
+    assert a != generate_corpus(50, 5, 10, seed=8)
+    for ex in a["test"]:
+        assert len(ex.references) == len(ex.ref_labels) == 2 * len(ACTS)
+        assert set(ex.ref_labels) == set(range(len(ACTS)))
+        assert ex.response in ex.references
+        assert ex.ref_labels[ex.references.index(ex.response)] == ex.label
+        assert len(ex.context) == len(ex.speakers) and ex.speakers[-1] == 0  # the other side spoke last
+    # Every act occurs: the hidden factor is not a constant.
+    assert {ex.label for ex in a["train"]} == set(range(len(ACTS)))
+    with pytest.raises(ValueError, match="num_train"):
+        generate_corpus(num_train=-1)
+
+
+# ------------------------------------------------------------------------------------------ readers
+def test_read_dailydialog_pairs_speakers_and_counted_skips(tmp_path) -> None:
+    f = tmp_path / "dialogues_train.txt"
+    f.write_text("Hi , how are you ? __eou__ Fine , thanks . __eou__ Good ! __eou__\n"
+                 "\n"
+                 "only one utterance __eou__\n"
+                 "A __eou__ B __eou__\n")
+    with pytest.warns(UserWarning, match=r"skipped 1 line.*line 3"):
+        exs = read_dailydialog(f, context_turns=1)
+    assert [ex.response for ex in exs] == ["fine , thanks .", "good !", "b"]
+    assert exs[1].context == ("fine , thanks .",)  # context_turns=1 keeps only the last utterance
+    assert read_dailydialog(f, context_turns=5)[1].speakers == (1, 0)
+    with pytest.raises(FileNotFoundError, match="missing.txt"):
+        read_dailydialog(tmp_path / "missing.txt")
+
+
+def test_read_jsonl_and_its_errors(tmp_path) -> None:
+    f = tmp_path / "train.jsonl"
+    f.write_text('{"context": ["Hello there", "Hi!"], "response": "How are you?", "references": ["How are you?", "Hey"]}\n'
+                 '\n{"context": ["x"], "response": "y"}\n')
+    exs = read_jsonl(f)
+    assert exs[0].context == ("hello there", "hi !") and exs[0].references == ("how are you ?", "hey")
+    assert exs[1].references == ("y",) and exs[0].speakers == (1, 0)
+    for bad, match in [("not json", r"bad.jsonl:2: invalid JSON"),
+                       ('{"context": [], "response": "y"}', r"bad.jsonl:2: `context`"),
+                       ('{"context": ["x"], "response": 3}', r"bad.jsonl:2: `response`"),
+                       ('{"context": ["x"], "response": "y", "references": []}', r"bad.jsonl:2: `references`"),
+                       ("[1, 2]", r"bad.jsonl:2: expected a JSON object")]:
+        (tmp_path / "bad.jsonl").write_text('{"context": ["a"], "response": "b"}\n' + bad + "\n")
+        with pytest.raises(ValueError, match=match):
+            read_jsonl(tmp_path / "bad.jsonl")
+
+
+def test_read_data_dir_layouts_and_missing_split(tmp_path) -> None:
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "dialogues_train.txt").write_text("a b __eou__ c d __eou__\n")
+    (tmp_path / "dialogues_validation.txt").write_text("e __eou__ f __eou__\n")
+    with pytest.raises(FileNotFoundError, match="no test file"):
+        read_data_dir(tmp_path)
+    (tmp_path / "test.jsonl").write_text(json.dumps({"context": ["g"], "response": "h"}) + "\n")
+    splits = read_data_dir(tmp_path)
+    assert [len(splits[s]) for s in ("train", "valid", "test")] == [1, 1, 1]
+    dm = DialogDataModule(data_dir=str(tmp_path), batch_size=2)
+    dm.setup("fit")
+    batch = collate([dm.datasets["train"][0]])
+    assert batch["label"].tolist() == [-1] and batch["references"][0] == [dm.vocab.encode(["c", "d"])]
+
+
+def test_vocab_rejects_missing_specials() -> None:
+    with pytest.raises(ValueError, match="itos"):
+        Vocab(["a", "b"])
+
+
+# ------------------------------------------------------------------------------------------ entry points
+def test_train_cli_fast_dev_run(tmp_path) -> None:
+    train.main(["fit", "--trainer.fast_dev_run=true", f"--trainer.default_root_dir={tmp_path}",
+                "--data.num_train=16", "--data.num_valid=4", "--data.num_test=4", "--data.batch_size=4",
+                "--model.embed_dim=8", "--model.utt_hidden=8", "--model.ctx_hidden=8", "--model.dec_hidden=8",
+                "--model.latent_dim=4", "--model.prior_hidden=8", "--model.bow_hidden=8", "--trainer.logger=false"])
+
+
+def test_compare_fast_dev_run_writes_results(tmp_path) -> None:
+    results = compare.main(["--fast-dev-run", "--seeds", "0", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "results.json").read_text())
+    for name in ("constant", "monotonic", "cyclical"):
+        assert set(saved[name]) == {"seeds", "mean"}
+        for key in ("elbo", "rec", "kl", "bow", "bleu4_r", "distinct2", "factor_acc"):
+            assert key in saved[name]["mean"] and key in saved[name]["seeds"]["0"]
+        assert saved[name]["mean"] == results[name]["mean"]
+    assert (tmp_path / "samples.txt").read_text().count("context:") == 3
