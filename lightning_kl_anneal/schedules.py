@@ -130,12 +130,20 @@ def _ramp(u: float, shape: str) -> float:
     return 1.0 / (1.0 + math.exp(-(12.0 * u - 6.0)))
 
 
-def _ramp_array(u: npt.NDArray[np.float64], shape: str) -> npt.NDArray[np.float64]:
-    if shape == "linear":
-        return u
+def _ramp_array_(u: npt.NDArray[np.float64], shape: str) -> None:
+    """``u <- f(u)`` in place, with the same floating-point operations as :func:`_ramp`."""
     if shape == "cosine":
-        return 0.5 - 0.5 * np.cos(np.pi * u)
-    return 1.0 / (1.0 + np.exp(-(12.0 * u - 6.0)))
+        u *= np.pi
+        np.cos(u, out=u)
+        u *= 0.5
+        np.subtract(0.5, u, out=u)
+    elif shape == "sigmoid":
+        u *= 12.0
+        u -= 6.0
+        np.negative(u, out=u)
+        np.exp(u, out=u)
+        u += 1.0
+        np.divide(1.0, u, out=u)
 
 
 # ----------------------------------------------------------------------------- the schedule
@@ -286,12 +294,22 @@ def cyclical_schedule(
         [0.0, 0.8, 1.0, 0.0, 0.8, 1.0, 0.0, 0.8, 1.0, 0.0]
     """
     validate_schedule_args(n_cycle, ratio, start, stop, shape, ratio_zero, total_steps)
+    # β depends on t only through t mod period: compute one cycle, then repeat it. Operations run
+    # in place and in the same order as in `_beta`, so the values match it (bit for bit when linear).
     period = -(-total_steps // n_cycle)
-    steps = np.arange(total_steps, dtype=np.int64)
-    tau = (steps % period) * n_cycle / total_steps
-    u = (tau - ratio_zero) / (ratio - ratio_zero)
-    rising = start + (stop - start) * _ramp_array(np.clip(u, 0.0, 1.0), shape)
-    return np.where(tau >= ratio, float(stop), np.where(tau < ratio_zero, float(start), rising))
+    tau = np.arange(period, dtype=np.float64)  # exact integers: period < 2**53
+    tau *= n_cycle
+    tau /= total_steps
+    beta = tau - ratio_zero
+    beta /= ratio - ratio_zero
+    np.clip(beta, 0.0, 1.0, out=beta)
+    _ramp_array_(beta, shape)
+    beta *= stop - start
+    beta += start
+    beta[tau >= ratio] = stop
+    beta[tau < ratio_zero] = start
+    del tau
+    return np.resize(beta, total_steps)
 
 
 # ----------------------------------------------------------------------------- drop-ins
