@@ -14,7 +14,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from typing_extensions import override
 
-from lightning_kl_anneal.schedules import Shape, _beta, validate_schedule_args
+from lightning_kl_anneal.schedules import Shape, _beta, cyclical_beta, validate_schedule_args
 
 __all__ = ["CyclicalKLAnnealing"]
 
@@ -59,11 +59,23 @@ class CyclicalKLAnnealing(Callback):
 
     Example:
         >>> import lightning as L
+        >>> import torch
         >>> from lightning_kl_anneal import CyclicalKLAnnealing
-        >>> annealing = CyclicalKLAnnealing(n_cycle=4, ratio=0.5, start=0.1)
-        >>> trainer = L.Trainer(max_steps=100, callbacks=[annealing])  # doctest: +SKIP
-        >>> [round(annealing.beta_at(step, total_steps=100), 3) for step in (0, 5, 13, 25)]
-        [0.1, 0.46, 1.0, 0.1]
+        >>> class VAE(L.LightningModule):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.beta = 0.0
+        ...         self.w = torch.nn.Parameter(torch.zeros(1))
+        ...     def training_step(self, batch, batch_idx):
+        ...         print(self.beta, end=" ")
+        ...         return (self.w - batch).pow(2).mean()
+        ...     def configure_optimizers(self):
+        ...         return torch.optim.SGD(self.parameters(), lr=0.1)
+        >>> trainer = L.Trainer(max_steps=8, callbacks=[CyclicalKLAnnealing(n_cycle=2, ratio=0.5)],
+        ...                     logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        ...                     enable_model_summary=False)
+        >>> trainer.fit(VAE(), torch.utils.data.DataLoader(torch.randn(8, 1)))  # doctest: +NORMALIZE_WHITESPACE
+        0.0 0.5 1.0 1.0 0.0 0.5 1.0 1.0
     """
 
     def __init__(
@@ -122,10 +134,7 @@ class CyclicalKLAnnealing(Callback):
         total = self._resolved_total_steps if total_steps is None else total_steps
         if total is None:
             raise ValueError("`total_steps` is not known before fit starts: pass `total_steps=`")
-        validate_schedule_args(total_steps=total)
-        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
-            raise ValueError(f"`step` must be an int >= 0, got {step!r}")
-        return _beta(int(step), total, self.n_cycle, self.ratio, self.start, self.stop, self.shape, self.ratio_zero)
+        return cyclical_beta(step, total, self.n_cycle, self.ratio, self.start, self.stop, self.shape, self.ratio_zero)
 
     @property
     @override
