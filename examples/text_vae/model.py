@@ -130,7 +130,8 @@ class TextVAE(L.LightningModule):
         # beta itself is logged by the callback; on_epoch gives per-epoch means next to per-step values
         self.log_dict({f"train/{k}": v for k, v in metrics.items() if k != "beta"}, on_step=True, on_epoch=True,
                       prog_bar=False, batch_size=len(batch["lengths"]))
-        return {**metrics, "loss": loss}
+        # detached copies for callbacks (curves, progress bar); only "loss" keeps its graph
+        return {**{k: v.detach() for k, v in metrics.items()}, "loss": loss}
 
     @override
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:

@@ -1,0 +1,343 @@
+"""Fast tests of the text VAE example (examples/text_vae): formulas, data, model, entry points."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from examples.text_vae.compare import Config, compare, parse_args
+from examples.text_vae.corpus import FACTORS, generate_corpus, write_corpus
+from examples.text_vae.data import (
+    BucketedBatches,
+    EncodedSplit,
+    TextVAEDataModule,
+    Vocab,
+    padding_fraction,
+    read_ptb,
+    read_sentences,
+)
+from examples.text_vae.metrics import (
+    active_units,
+    free_bits_kl,
+    gaussian_kl,
+    linear_probe_accuracy,
+    mutual_information,
+    perplexity,
+)
+from examples.text_vae.model import TextVAE
+from examples.text_vae.train import main as train_main
+from lightning_kl_anneal import CyclicalKLAnnealing
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"emb_dim": 8, "hidden_dim": 8, "latent_dim": 2}
+
+
+def write_ptb(directory: Path, lines: dict[str, list[str]] | None = None) -> Path:
+    lines = lines or {
+        "train": ["the cat sat", "a dog ran home", "the dog sat", "a cat ran"],
+        "valid": ["the cat ran", "a dog sat"],
+        "test": ["the bird sat", "a cat sat home"],
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, rows in lines.items():
+        (directory / f"ptb.{split}.txt").write_text("".join(r + "\n" for r in rows))
+    return directory
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def test_gaussian_kl_hand_computed() -> None:
+    mu = torch.tensor([[1.0, -2.0]])
+    logvar = torch.tensor([[0.0, math.log(2.0)]])
+    # 0.5 * (mu^2 + var - 1 - log var): dim 0 -> 0.5, dim 1 -> 0.5 * (4 + 2 - 1 - log 2)
+    expected = torch.tensor([[0.5, 0.5 * (5.0 - math.log(2.0))]])
+    torch.testing.assert_close(gaussian_kl(mu, logvar), expected)
+    assert gaussian_kl(torch.zeros(3, 4), torch.zeros(3, 4)).abs().max() == 0  # posterior = prior
+
+
+def test_free_bits_floor_per_dimension() -> None:
+    kl = torch.tensor([[0.2, 3.0], [0.4, 1.0]])  # batch means 0.3 and 2.0
+    assert free_bits_kl(kl, 0.0).item() == pytest.approx(2.3)
+    assert free_bits_kl(kl, 0.5).item() == pytest.approx(2.5)
+    with pytest.raises(ValueError, match="`free_bits` must be >= 0"):
+        free_bits_kl(kl, -1.0)
+
+
+def test_perplexity_counts_kl_and_eos() -> None:
+    # two sentences of 2 words + <eos> = 6 tokens, NLL 3 + 5, KL 1 + 0
+    assert perplexity(8.0, 1.0, 6) == pytest.approx(math.exp(9.0 / 6))
+    with pytest.raises(ValueError, match="`n_tokens` must be positive"):
+        perplexity(1.0, 0.0, 0)
+
+
+def test_model_elbo_and_ppl_match_hand_computed_sums() -> None:
+    """The logged ELBO/PPL are the paper's definitions of the per-sentence sums the model accumulates."""
+    model = TextVAE(vocab_size=12, **TINY)
+    model._eval_sums = {"rec": 30.0, "kl": 6.0, "n": 3.0, "tokens": 12.0}
+    model._eval_post = [(torch.tensor([[0.0, 1.0], [0.0, -1.0], [0.0, 0.0]]), torch.zeros(3, 2))]
+    m = model.eval_metrics()
+    assert m["rec"] == pytest.approx(10.0) and m["kl"] == pytest.approx(2.0)
+    assert m["elbo"] == pytest.approx(-12.0)
+    assert m["ppl"] == pytest.approx(math.exp(36.0 / 12.0))
+    assert m["au"] == 1
+
+
+def test_active_units_threshold() -> None:
+    mu = torch.zeros(100, 3)
+    mu[:, 0] = torch.linspace(-1, 1, 100)  # variance ~0.34: active
+    mu[:, 1] = torch.linspace(-0.1, 0.1, 100)  # variance ~0.0034: inactive
+    assert active_units(mu) == 1
+    assert active_units(mu, threshold=0.001) == 2
+    with pytest.raises(ValueError, match="`mu` must be"):
+        active_units(torch.zeros(1, 3))
+
+
+def test_mutual_information_on_constructed_posteriors() -> None:
+    g = torch.Generator().manual_seed(0)
+    # collapsed: every posterior is the prior -> I = 0
+    assert abs(mutual_information(torch.zeros(200, 4), torch.zeros(200, 4), generator=g)) < 1e-9
+    # K well-separated clusters of identical posteriors -> I = log K
+    k = 4
+    mu = torch.repeat_interleave(torch.arange(k, dtype=torch.float) * 100, 50)[:, None]
+    assert mutual_information(mu, torch.zeros(200, 1), generator=g) == pytest.approx(math.log(k), abs=1e-6)
+    # Gaussian channel: mu ~ N(0, s^2), q(z|x) = N(mu, 1) -> I = 0.5 log(1 + s^2)
+    s = 2.0
+    mu = torch.randn(2000, 1, generator=g) * s
+    assert mutual_information(mu, torch.zeros(2000, 1), generator=g) == pytest.approx(0.5 * math.log(1 + s**2), abs=0.06)
+    with pytest.raises(ValueError, match="`mu` and `logvar` must both be"):
+        mutual_information(torch.zeros(3, 2), torch.zeros(3, 3))
+
+
+def test_linear_probe_reads_separable_codes_only() -> None:
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (300,), generator=g)
+    z_info = torch.nn.functional.one_hot(y, 3).float() * 5 + torch.randn(300, 3, generator=g) * 0.1
+    assert linear_probe_accuracy(z_info[:200], y[:200], z_info[200:], y[200:]) > 0.95
+    z_noise = torch.randn(300, 3, generator=g)
+    assert linear_probe_accuracy(z_noise[:200], y[:200], z_noise[200:], y[200:]) < 0.6
+
+
+# ----------------------------------------------------------------------------- corpus and data
+
+
+def test_corpus_deterministic_and_splits_disjoint() -> None:
+    a, b = generate_corpus(300, 50, 50, seed=3), generate_corpus(300, 50, 50, seed=3)
+    assert a["train"].sentences == b["train"].sentences and a["test"].labels == b["test"].labels
+    assert generate_corpus(300, 50, 50, seed=4)["train"].sentences != a["train"].sentences
+    sets = {k: {tuple(s) for s in v.sentences} for k, v in a.items()}
+    assert len(sets["train"]) == 300  # no duplicate inside a split either
+    assert not (sets["train"] & sets["valid"]) and not (sets["train"] & sets["test"]) and not (sets["valid"] & sets["test"])
+    assert all(len(lab) == len(FACTORS) for lab in a["train"].labels)
+    # the length class is the number of clauses: longer classes really are longer
+    by_class = [[len(s) for s, lab in zip(a["train"].sentences, a["train"].labels) if lab[3] == c] for c in range(3)]
+    means = [sum(x) / len(x) for x in by_class]
+    assert means[0] < means[1] < means[2]
+    with pytest.raises(ValueError, match="`n_train` must be a positive int"):
+        generate_corpus(0)
+
+
+def test_write_corpus_round_trips_through_reader(tmp_path: Path) -> None:
+    write_corpus(tmp_path, seed=1, n_train=30, n_valid=5, n_test=5)
+    data = read_ptb(tmp_path)
+    assert data["train"] == generate_corpus(30, 5, 5, seed=1)["train"].sentences
+
+
+def test_reader_and_vocab_on_small_files(tmp_path: Path) -> None:
+    data = read_ptb(write_ptb(tmp_path))
+    assert data["train"][1] == ["a", "dog", "ran", "home"]
+    vocab = Vocab.build(data["train"], max_size=7)  # 4 specials + 3 most frequent words
+    assert len(vocab) == 7 and vocab.itos[:4] == ["<pad>", "<bos>", "<eos>", "<unk>"]
+    assert vocab.encode(["bird"]) == [vocab.stoi["<unk>"]]
+    split = EncodedSplit(data["test"], vocab)
+    assert split.tokens.shape == (2, 5) and split.lengths.tolist() == [4, 5]  # <eos> counted
+    assert split.tokens[0, 3] == vocab.stoi["<eos>"] and split.tokens[0, 4] == 0  # then padding
+
+
+def test_reader_maps_ptb_unk_to_vocab_unk(tmp_path: Path) -> None:
+    vocab = Vocab.build([["a", "<unk>", "b"]], max_size=10)
+    assert "<unk>" not in vocab.itos[4:]  # not a second <unk> entry
+    assert vocab.encode(["<unk>"]) == [3]
+
+
+@pytest.mark.parametrize(
+    ("setup", "error", "match"),
+    [
+        (lambda d: (d / "ptb.test.txt").unlink(), FileNotFoundError, r"lacks \['ptb.test.txt'\]"),
+        (lambda d: (d / "ptb.valid.txt").write_text("\n  \n"), ValueError, "no usable sentence"),
+        (lambda d: (d / "ptb.train.txt").write_bytes(b"the cat\nbad \xff\xfe byte\n"), ValueError, r"ptb.train.txt:2: bytes that are not UTF-8.*on_bad_line='skip'"),
+    ],
+    ids=["missing-file", "empty-file", "undecodable"],
+)
+def test_reader_errors(tmp_path: Path, setup, error: type[Exception], match: str) -> None:
+    d = write_ptb(tmp_path)
+    setup(d)
+    with pytest.raises(error, match=match):
+        read_ptb(d)
+
+
+def test_reader_missing_dir_and_bad_options(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="is not a directory"):
+        read_ptb(tmp_path / "nope")
+    with pytest.raises(ValueError, match="`on_bad_line` must be 'error' or 'skip', got 'ignore'"):
+        read_sentences(write_ptb(tmp_path) / "ptb.train.txt", on_bad_line="ignore")  # type: ignore[arg-type]
+
+
+def test_reader_skips_and_reports_long_and_undecodable_lines(tmp_path: Path) -> None:
+    path = tmp_path / "ptb.train.txt"
+    path.write_bytes(b"ok line\n" + b"w " * 50 + b"\n\xff\xfe\n\nanother ok\n" + b"x" * 200_000 + b"\n")
+    sentences, skipped = read_sentences(path, max_len=10, on_bad_line="skip")
+    assert sentences == [["ok", "line"], ["another", "ok"]]
+    assert skipped == {"blank": 1, "too_long": 2, "undecodable": 1}
+    d = write_ptb(tmp_path / "d")
+    (d / "ptb.train.txt").write_text("the cat sat\n" + "w " * 500 + "\n")
+    with pytest.warns(UserWarning, match=r"ptb.train.txt: skipped \{'too_long': 1\}"):
+        read_ptb(d, max_len=100)
+
+
+def test_bucketing_has_little_padding_and_covers_every_sentence() -> None:
+    dm = TextVAEDataModule(corpus_size=2000, batch_size=32)
+    batches = BucketedBatches(dm.split("train"), 32)
+    assert sorted(torch.cat(batches.index).tolist()) == list(range(2000))
+    assert padding_fraction(batches) < 0.02
+    b = batches[0]
+    assert b["tokens"].shape[1] == int(b["lengths"].max()) and b["labels"].shape == (len(b["lengths"]), len(FACTORS))
+
+
+def test_datamodule_from_dir_and_bad_args(tmp_path: Path) -> None:
+    dm = TextVAEDataModule(data_dir=str(write_ptb(tmp_path)), batch_size=2)
+    assert dm.vocab_size == 4 + 7 and dm.factor_names == ()
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert set(batch) == {"tokens", "lengths"}
+    with pytest.raises(ValueError, match="`batch_size` must be a positive int, got 0"):
+        TextVAEDataModule(batch_size=0)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def test_model_shapes_and_loss_on_tiny_batch() -> None:
+    torch.manual_seed(0)
+    model = TextVAE(vocab_size=12, **TINY)
+    tokens = torch.tensor([[5, 6, 7, 2], [8, 2, 0, 0]])  # second sentence padded
+    lengths = torch.tensor([4, 2])
+    mu, logvar = model.encode(tokens, lengths)
+    assert mu.shape == logvar.shape == (2, 2)
+    assert model.decode(tokens, mu).shape == (2, 4, 12)
+    out = model(tokens, lengths)
+    assert out["rec"].shape == (2,) and out["kl_dim"].shape == (2, 2)
+    # padding is neither read by the encoder nor scored by the decoder
+    mu_short, _ = model.encode(tokens[1:, :2], lengths[1:])
+    torch.testing.assert_close(mu_short, mu[1:])
+    model.eval()
+    torch.manual_seed(1)
+    rec_padded = model(tokens[1:], lengths[1:])["rec"]
+    torch.manual_seed(1)
+    torch.testing.assert_close(model(tokens[1:, :2], lengths[1:])["rec"], rec_padded)
+    # loss = rec + beta * kl with the raw KL logged separately
+    model.beta = 0.25
+    batch = {"tokens": tokens, "lengths": lengths}
+    torch.manual_seed(2)
+    loss, metrics = model._shared_step(batch, "train")
+    torch.testing.assert_close(loss, metrics["rec"] + 0.25 * metrics["kl"])
+    loss.backward()
+    assert model.enc_emb.weight.grad is not None  # the KL and the sample reach the encoder
+
+
+def test_model_free_bits_changes_training_objective_only() -> None:
+    model = TextVAE(vocab_size=12, free_bits=10.0, **TINY)
+    model.beta = 1.0
+    batch = {"tokens": torch.tensor([[5, 6, 2]]), "lengths": torch.tensor([3])}
+    loss, metrics = model._shared_step(batch, "train")
+    torch.testing.assert_close(loss, metrics["rec"] + 2 * 10.0)  # floor of 10 nats in each of 2 dims
+    assert metrics["kl"] < 10.0  # the raw KL is what gets reported
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"vocab_size": 0}, "`vocab_size` must be a positive int, got 0"),
+        ({"dropout": 1.0}, r"`dropout` must be in \[0, 1\), got 1.0"),
+        ({"free_bits": -0.1}, "`free_bits` must be >= 0"),
+        ({"lr_restart_cycles": -1}, "`lr_restart_cycles` must be an int >= 0"),
+    ],
+)
+def test_model_bad_arguments(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        TextVAE(**{"vocab_size": 12, **kwargs})
+
+
+def test_training_sees_scheduled_beta_and_evaluates_at_one(tmp_path: Path) -> None:
+    seen: dict[str, list[float]] = {"train": [], "val": []}
+
+    class Spy(TextVAE):
+        def _shared_step(self, batch, stage):  # type: ignore[override]
+            seen["train" if stage == "train" else "val"].append(float(self.beta))
+            return super()._shared_step(batch, stage)
+
+    dm = TextVAEDataModule(corpus_size=64, batch_size=16)
+    model = Spy(vocab_size=dm.vocab_size, lr_restart_cycles=2, **TINY)
+    trainer = L.Trainer(max_epochs=2, callbacks=[CyclicalKLAnnealing(n_cycle=2, ratio=0.5)], logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, dm)
+    assert seen["train"] == [0.0, 0.5, 1.0, 1.0] * 2  # T = 8 steps, 2 cycles
+    assert set(seen["val"]) == {1.0}
+    assert math.isfinite(trainer.callback_metrics["val/elbo"]) and "val/mi" in trainer.callback_metrics
+    # the optional cosine lr restarts with every beta cycle, on the callback's clock
+    factor = trainer.lr_scheduler_configs[0].scheduler.lr_lambdas[0]
+    expected = [0.5 * (1 + math.cos(math.pi * tau)) for tau in (0.0, 0.25, 0.5, 0.75)] * 2
+    assert [factor(step) for step in range(8)] == pytest.approx(expected)
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def test_train_cli_fast_dev_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["train.py"])  # pytest's own arguments are not the CLI's
+    cli = train_main(
+        ["fit", "--trainer.fast_dev_run", "1", "--trainer.default_root_dir", str(tmp_path),
+         "--data.data_dir", str(write_ptb(tmp_path / "ptb")), "--data.batch_size", "2",
+         "--model.emb_dim", "8", "--model.hidden_dim", "8", "--model.latent_dim", "2",
+         "--trainer.callbacks+=lightning_kl_anneal.CyclicalKLAnnealing", "--trainer.callbacks.n_cycle", "2"]
+    )  # fmt: skip
+    assert cli.model.hparams.vocab_size == 11  # linked from the data
+    assert any(isinstance(cb, CyclicalKLAnnealing) and cb.n_cycle == 2 for cb in cli.trainer.callbacks)
+
+
+def test_compare_tiny_budget_writes_results_and_figures(tmp_path: Path) -> None:
+    cfg = parse_args(
+        ["--out", str(tmp_path), "--seeds", "0", "1", "--max-epochs", "1", "--corpus-size", "120",
+         "--emb-dim", "8", "--hidden-dim", "8", "--latent-dim", "2", "--free-bits", "0.5", "--lr-restart",
+         "--probe-size", "60"]
+    )  # fmt: skip
+    results = compare(cfg)
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert list(on_disk) == ["constant", "monotonic", "cyclical", "cyclical+fb", "cyclical+lr"]
+    for row in on_disk.values():
+        assert set(row["per_seed"]) == {"0", "1"}
+        for key in ("rec", "kl", "elbo", "ppl", "au", "mi", "probe_topic"):
+            assert math.isfinite(row["mean"][key])
+            assert row["mean"][key] == pytest.approx((row["per_seed"]["0"][key] + row["per_seed"]["1"][key]) / 2)
+        assert row["mean"]["elbo"] == pytest.approx(-(row["mean"]["rec"] + row["mean"]["kl"]))
+    assert results["constant"]["mean"] == on_disk["constant"]["mean"]
+    for fig in ("curves.png", "latent.png"):
+        assert (tmp_path / fig).stat().st_size > 1000
+
+
+def test_compare_runs_as_a_script_from_the_repo_root() -> None:
+    proc = subprocess.run([sys.executable, "examples/text_vae/compare.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "--data-dir" in proc.stdout and "--free-bits" in proc.stdout
+
+
+def test_compare_rejects_bad_config(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="`seeds` must name at least one seed"):
+        compare(Config(out=str(tmp_path), seeds=[]))
