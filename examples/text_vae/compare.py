@@ -93,13 +93,18 @@ def schedules(cfg: Config) -> dict[str, dict[str, Any]]:
 
 
 class CurveRecorder(Callback):
-    """Keeps (step, beta, kl, rec) of every training step in memory for the learning-curve figure."""
+    """Keeps (step, beta, KL per sentence, Rec per token) of every training step for the curve figure.
+
+    Rec is divided by the batch's tokens because length-bucketed batches make the per-sentence
+    value jump with sentence length from one step to the next, hiding the trend.
+    """
 
     def __init__(self) -> None:
         self.rows: list[tuple[int, float, float, float]] = []
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.rows.append((trainer.global_step, float(pl_module.beta), float(outputs["kl"]), float(outputs["rec"])))
+        rec_per_token = float(outputs["rec"]) * len(batch["lengths"]) / float(batch["lengths"].sum())
+        self.rows.append((trainer.global_step, float(pl_module.beta), float(outputs["kl"]), rec_per_token))
 
 
 class RunProgress(Callback):
@@ -213,7 +218,7 @@ def plot_curves(curves: dict[str, list[tuple[int, float, float, float]]], path: 
         axes[0].plot(a[:, 0], a[:, 1], label=name)
         axes[1].plot(a[w - 1 :, 0], smooth(a[:, 2]), label=name)
         axes[2].plot(a[w - 1 :, 0], smooth(a[:, 3]), label=name)
-    for ax, label in zip(axes, ("β", "KL (nats, train)", "Rec (nats, train)")):
+    for ax, label in zip(axes, ("β", "KL (nats/sentence, train)", "Rec (nats/token, train)")):
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[1].set_yscale("symlog", linthresh=0.1)
