@@ -173,7 +173,8 @@ def test_read_dailydialog_pairs_speakers_and_counted_skips(tmp_path) -> None:
         exs = read_dailydialog(f, context_turns=1)
     assert [ex.response for ex in exs] == ["fine , thanks .", "good !", "b"]
     assert exs[1].context == ("fine , thanks .",)  # context_turns=1 keeps only the last utterance
-    assert read_dailydialog(f, context_turns=5)[1].speakers == (1, 0)
+    with pytest.warns(UserWarning):
+        assert read_dailydialog(f, context_turns=5)[1].speakers == (1, 0)
     with pytest.raises(FileNotFoundError, match="missing.txt"):
         read_dailydialog(tmp_path / "missing.txt")
 
