@@ -3,13 +3,15 @@
     python examples/dialog_cvae/compare.py                    # built-in corpus, 3 seeds, ~10 min on 2 CPU cores
     python examples/dialog_cvae/compare.py --bow-weight 1     # the CVAE + bag-of-words loss rows
     python examples/dialog_cvae/compare.py --ratio-zero 0     # the paper's cyclical schedule exactly (no hold)
+    python examples/dialog_cvae/compare.py --no-lr-restart    # cyclical beta without the cyclical learning rate
     python examples/dialog_cvae/compare.py --data-dir ~/data/dailydialog --preset paper --steps 20000 --accelerator gpu
 
 Every schedule trains the same model, on the same data, from the same seed, for the same number of steps:
     constant  beta = 1 throughout
     monotonic beta rises 0 -> 1 over the first half of training, then stays at 1 (n_cycle=1, ratio=0.5)
     cyclical  4 cycles; each holds beta = 0 for its first quarter (``--ratio-zero``), rises to 1 by 2/3 of
-              the cycle (the paper's dialog ratio) and stays at 1 for the last third
+              the cycle (the paper's dialog ratio) and stays at 1 for the last third; as in the paper, the
+              learning rate follows a cosine decay restarted at every cycle (``--no-lr-restart`` turns it off)
 Evaluation is at beta = 1 on the test split. ``--out`` receives ``results.json`` (per schedule: the test
 metrics of each seed and their mean), ``learning_curves.png`` and ``samples.txt``.
 
@@ -23,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -36,7 +37,7 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from examples.dialog_cvae.data import DialogDataModule
+from examples.dialog_cvae.data import DialogDataModule, collate
 from examples.dialog_cvae.model import SMALL_PRESET, DialogCVAE
 from lightning_kl_anneal import CyclicalKLAnnealing
 
@@ -71,8 +72,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ratio-zero", type=float, default=0.25,
                    help="cyclical only: share of each cycle held at beta=0 before the rise; 0 is the paper's schedule "
                         "(default: %(default)s)")
-    p.add_argument("--lr-restart", action="store_true",
-                   help="cyclical only: restart a cosine learning-rate decay at every cycle, as the paper did")
+    p.add_argument("--lr-restart", action=argparse.BooleanOptionalAction, default=True,
+                   help="cyclical only: restart a cosine learning-rate decay at every cycle, as the paper did; "
+                        "--no-lr-restart keeps the lr constant, to measure this confound (default: on)")
     p.add_argument("--preset", choices=("small", "paper"), default="small", help="model sizes (default: %(default)s)")
     p.add_argument("--data-dir", default=None, help="DailyDialog or JSONL directory instead of the built-in corpus")
     p.add_argument("--context-turns", type=int, default=10)
@@ -175,6 +177,9 @@ def plot_curves(csvs: dict[str, Path], path: Path) -> None:
                 ax.plot(*zip(*pts), label=name, marker="o" if key == "val/elbo" else None, ms=3)
             ax.set_title(key)
             ax.set_xlabel("step")
+    # KL spans 0.001 (collapsed) to hundreds (beta = 0): a symmetric log axis keeps both readable.
+    axes[0].set_yscale("symlog", linthresh=0.1)
+    axes[1].set_yscale("log")
     axes[0].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=80)
@@ -184,8 +189,6 @@ def plot_curves(csvs: dict[str, Path], path: Path) -> None:
 @torch.no_grad()
 def sample_examples(models: dict[str, DialogCVAE], dm: DialogDataModule, num_contexts: int = 3) -> str:
     """A few test contexts with 5 responses sampled from the prior by each schedule's model."""
-    from examples.dialog_cvae.data import collate
-
     vocab, items = dm.vocab, [dm.datasets["test"][i] for i in range(min(num_contexts, len(dm.datasets["test"])))]
     batch = collate(items)
     lines = []

@@ -21,10 +21,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-try:  # package import (tests, `python -m`) or script import (train.py / compare.py put this folder on sys.path)
-    from .corpus import DialogExample, generate_corpus
-except ImportError:  # pragma: no cover
-    from corpus import DialogExample, generate_corpus  # type: ignore[no-redef]
+from .corpus import DialogExample, generate_corpus
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")

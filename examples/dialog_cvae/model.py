@@ -24,17 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-try:
-    from typing import override  # type: ignore[attr-defined]
-except ImportError:  # Python < 3.12
-    from typing_extensions import override
+from typing_extensions import override
 
-try:
-    from .data import BOS, EOS, PAD
-    from .metrics import DistinctN, bleu_precision_recall, embedding_similarity, nearest_label
-except ImportError:  # pragma: no cover - run as a script from this folder
-    from data import BOS, EOS, PAD  # type: ignore[no-redef]
-    from metrics import DistinctN, bleu_precision_recall, embedding_similarity, nearest_label  # type: ignore[no-redef]
+from .data import BOS, EOS, PAD
+from .metrics import DistinctN, bleu_precision_recall, embedding_similarity, nearest_label
 
 #: Sizes for the built-in corpus: the paper's sizes (the constructor's defaults) are far more than
 #: ~170 words of vocabulary need, and would not train in minutes on a CPU.
@@ -197,6 +190,7 @@ class DialogCVAE(L.LightningModule):
 
     # ------------------------------------------------------------------------------------- losses
     def _shared_step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """Loss, the metrics to log (without the stage prefix), and the context vectors (reused by generation)."""
         c = self.encode_context(batch)
         mu_q, logvar_q = self.posterior_params(c, batch)
         mu_p, logvar_p = self.prior_params(c)
