@@ -36,6 +36,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from tqdm.auto import tqdm
+from typing_extensions import override
 
 from examples.text_vae.data import TextVAEDataModule
 from examples.text_vae.metrics import linear_probe_accuracy
@@ -102,6 +103,7 @@ class CurveRecorder(Callback):
     def __init__(self) -> None:
         self.rows: list[tuple[int, float, float, float]] = []
 
+    @override
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         rec_per_token = float(outputs["rec"]) * len(batch["lengths"]) / float(batch["lengths"].sum())
         self.rows.append((trainer.global_step, float(pl_module.beta), float(outputs["kl"]), rec_per_token))
@@ -114,15 +116,18 @@ class RunProgress(Callback):
         self.desc = desc
         self.bar: tqdm | None = None
 
+    @override
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.bar = tqdm(total=int(trainer.estimated_stepping_batches), desc=self.desc, leave=True, dynamic_ncols=True)
 
+    @override
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.bar is not None:
             self.bar.update(trainer.global_step - self.bar.n)
             if batch_idx % 20 == 0:
                 self.bar.set_postfix(beta=f"{float(pl_module.beta):.2f}", kl=f"{float(outputs['kl']):.2f}", rec=f"{float(outputs['rec']):.1f}")
 
+    @override
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.bar is not None:
             self.bar.close()

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset
+from typing_extensions import override
 
 from examples.text_vae.model import TextVAE
 from lightning_kl_anneal import CyclicalKLAnnealing
@@ -80,6 +81,8 @@ class Snapshots(Callback):
         self.batch, self.at = batch, set(at)
         self.taken: list[dict[str, Any]] = []
 
+    @override
+    @override
     @torch.no_grad()
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         if trainer.global_step in self.at:
