@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_only
 from tqdm.auto import tqdm
 from typing_extensions import override
 
@@ -118,6 +119,8 @@ class RunProgress(Callback):
 
     @override
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
         self.bar = tqdm(total=int(trainer.estimated_stepping_batches), desc=self.desc, leave=True, dynamic_ncols=True)
 
     @override
@@ -172,7 +175,7 @@ def run_one(cfg: Config, name: str, row: dict[str, Any], seed: int, dm: TextVAED
     if best:
         model = TextVAE.load_from_checkpoint(best)
     trainer.test(model, dm, verbose=False)
-    metrics = model.eval_metrics()
+    metrics = dict(model.last_eval)
     model.to("cpu")
     mu_test, z_test = sample_latents(model, dm.split("test"), seed)
     if dm.factor_names:
@@ -246,7 +249,8 @@ def plot_latents(latents: dict[str, tuple[torch.Tensor, torch.Tensor]], labels: 
         centred = mu - mu.mean(0)
         _, _, v = torch.linalg.svd(centred, full_matrices=False)
         xy = ((z - mu.mean(0)) @ v[:2].T).numpy()
-        ax.scatter(xy[:, 0], xy[:, 1], s=3, c=None if labels is None else labels.numpy(), cmap="tab10", alpha=0.6)
+        colour = {} if labels is None else {"c": labels.numpy(), "cmap": "tab10"}
+        ax.scatter(xy[:, 0], xy[:, 1], s=3, alpha=0.6, **colour)
         ax.set_title(name)
         ax.set_xlim(-4, 4)
         ax.set_ylim(-4, 4)
@@ -284,6 +288,8 @@ def compare(cfg: Config) -> dict[str, Any]:
                 curves[name] = res["curve"]
                 latents[name] = (res["z"], res["mu"])
     results = {name: summarize(p) for name, p in per.items()}
+    if rank_zero_only.rank != 0:  # under DDP every process runs this script; one writes the outputs
+        return results
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "config.json").write_text(json.dumps({**asdict(cfg), "wall_s": round(time.time() - t0, 1)}, indent=2) + "\n")
     plot_curves(curves, out / "curves.png")

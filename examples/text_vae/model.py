@@ -85,6 +85,7 @@ class TextVAE(L.LightningModule):
             nn.init.uniform_(p, -init_range, init_range)
         self._eval_sums: dict[str, float] = {}
         self._eval_post: list[tuple[Tensor, Tensor]] = []
+        self.last_eval: dict[str, float] = {}
 
     def encode(self, tokens: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Posterior parameters ``(mu, logvar)``, each (batch, latent)."""
@@ -168,31 +169,47 @@ class TextVAE(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_eval("test")
 
-    def eval_metrics(self) -> dict[str, float]:
-        """Rec, KL, ELBO (per sentence), PPL, AU and MI over the last evaluation epoch, at beta = 1.
+    @staticmethod
+    def eval_metrics(sums: dict[str, float], mu: Tensor, logvar: Tensor) -> dict[str, float]:
+        """Rec, KL, ELBO (per sentence), PPL, AU and MI from an evaluation epoch's sums and posteriors.
 
-        Computed on this process's share of the data (under DDP each rank reports its own shard).
+        Args:
+            sums: ``rec`` and ``kl`` summed over sentences, ``n`` sentences, ``tokens`` (``<eos>`` counted).
+            mu, logvar: (N, latent) posterior parameters of the same sentences.
         """
-        s = self._eval_sums
-        if not s:
-            return {}
-        mu = torch.cat([m for m, _ in self._eval_post])
-        logvar = torch.cat([v for _, v in self._eval_post])
-        rec, kl = s["rec"] / s["n"], s["kl"] / s["n"]
+        rec, kl = sums["rec"] / sums["n"], sums["kl"] / sums["n"]
         gen = torch.Generator().manual_seed(0)  # same z draws for every model, so MI differences are not sampling noise
         return {
             "rec": rec,
             "kl": kl,
             "elbo": -(rec + kl),
-            "ppl": perplexity(s["rec"], s["kl"], int(s["tokens"])),
+            "ppl": perplexity(sums["rec"], sums["kl"], int(sums["tokens"])),
             "au": float(active_units(mu)) if len(mu) > 1 else math.nan,
             "mi": mutual_information(mu, logvar, generator=gen),
         }
 
+    def _gather_eval(self) -> tuple[dict[str, float], Tensor, Tensor]:
+        """This epoch's sums and posteriors from every process (AU and MI need all of them)."""
+        keys = ("rec", "kl", "n", "tokens")
+        post = torch.cat([torch.cat(p, dim=1) for p in self._eval_post])  # (N, 2 * latent)
+        if self.trainer.world_size > 1:
+            sums = torch.tensor([self._eval_sums[k] for k in keys], dtype=torch.float64, device=self.device)
+            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+            # all_gather needs equal shapes: pad every shard to the largest, then cut the padding off
+            sizes = self.all_gather(torch.tensor([len(post)], device=self.device)).flatten().tolist()
+            padded = F.pad(post.to(self.device), (0, 0, 0, max(sizes) - len(post)))
+            shards = self.all_gather(padded).cpu()
+            post = torch.cat([shards[r, :n] for r, n in enumerate(sizes)])
+            self._eval_sums = {k: float(v) for k, v in zip(keys, sums.cpu())}
+        mu, logvar = post.chunk(2, dim=1)
+        return self._eval_sums, mu, logvar
+
     def _log_eval(self, stage: Stage) -> None:
-        if self.trainer.sanity_checking:
+        if self.trainer.sanity_checking or not self._eval_post:
             return
-        self.log_dict({f"{stage}/{k}": v for k, v in self.eval_metrics().items()})
+        #: the metrics of the last validation or test epoch, for scripts (compare.py) to read
+        self.last_eval = self.eval_metrics(*self._gather_eval())
+        self.log_dict({f"{stage}/{k}": v for k, v in self.last_eval.items()})
 
     @override
     def configure_optimizers(self) -> OptimizerLRScheduler:
