@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from examples.dialog_cvae import compare, train
+# `examples` is not an installed package; without `pythonpath = ["."]` in pytest's configuration the repo
+# root is not importable under plain `pytest`, so add it here.
+if str(Path(__file__).resolve().parents[1]) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from examples.dialog_cvae import compare, train  # noqa: E402
 from examples.dialog_cvae.corpus import ACTS, generate_corpus
 from examples.dialog_cvae.data import (
     EOS,
