@@ -1,14 +1,14 @@
 """Train the dialog CVAE with LightningCLI; every hyperparameter is a flag or a YAML key.
 
     python examples/dialog_cvae/train.py fit                  # small model, built-in corpus, cyclical beta (config.yaml)
-    python examples/dialog_cvae/train.py fit --trainer.max_steps 5000 --model.bow_weight 0
-    python examples/dialog_cvae/train.py fit --data.data_dir ~/data/dailydialog --config paper.yaml
-    python examples/dialog_cvae/train.py test --ckpt_path runs/dialog_cvae/cli/.../checkpoints/last.ckpt
+    python examples/dialog_cvae/train.py fit --model.bow_weight 1 --trainer.max_steps 5000
+    python examples/dialog_cvae/train.py fit --config examples/dialog_cvae/paper.yaml --data.data_dir ~/data/dailydialog
     python examples/dialog_cvae/train.py fit --print_config   # everything, as YAML
 
 ``config.yaml`` next to this file is loaded first (sizes of :data:`~examples.dialog_cvae.model.SMALL_PRESET`,
-the paper's cyclical schedule as a ``CyclicalKLAnnealing`` callback); flags and ``--config`` files override it.
-The vocabulary size is linked from the data module, so it is never given by hand.
+the cyclical schedule of ``compare.py`` as a ``CyclicalKLAnnealing`` callback); ``--config`` files and
+flags override it (``paper.yaml``: the paper's sizes, BoW loss and schedule). The vocabulary size is linked
+from the data module, so it is never given by hand. Logs go to ``runs/dialog_cvae/cli``.
 """
 
 from __future__ import annotations
