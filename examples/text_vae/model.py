@@ -1,6 +1,6 @@
 """The text VAE of Fu et al. (NAACL 2019, section 4.1) as a LightningModule.
 
-    python examples/text_vae/train.py --trainer.max_epochs 5
+    python examples/text_vae/train.py fit --trainer.max_epochs 5
 
 1-layer LSTM encoder -> diagonal Gaussian q(z|x) -> 1-layer LSTM decoder that sees z twice: through
 its initial state (a linear layer) and concatenated to every input embedding. ``self.beta`` is the
