@@ -1,6 +1,6 @@
 """Data for the text VAE: the built-in corpus or Penn Treebank-format files, bucketed by length.
 
-    python examples/text_vae/train.py --data.data_dir path/to/ptb
+    python examples/text_vae/train.py fit --data.data_dir path/to/ptb
 
 A folder with ``ptb.train.txt``, ``ptb.valid.txt`` and ``ptb.test.txt`` (Mikolov's format: one
 whitespace-tokenised sentence per line) is read once; the vocabulary comes from the training split

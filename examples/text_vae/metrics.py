@@ -1,6 +1,6 @@
 """Metrics of a Gaussian-latent text VAE: KL, ELBO, PPL, active units, mutual information, probes.
 
-    python -m pytest tests/test_examples_text_vae.py -k metrics
+    python -m pytest --doctest-modules examples/text_vae/metrics.py
 
 Conventions (Fu et al., NAACL 2019, section 4.1): per-sentence quantities are summed over the
 sentence's tokens, ``<eos>`` included; evaluation is always at beta = 1.
