@@ -7,6 +7,7 @@ import math
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
@@ -105,6 +106,24 @@ def test_bow_loss_hand_computed() -> None:
 def test_bad_model_arguments(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         DialogCVAE(**{**TINY, "vocab_size": 50, **kwargs})
+
+
+class _RecordLR(L.Callback):
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def test_lr_restarts_follow_a_cosine_per_cycle(tiny_dm: DialogDataModule) -> None:
+    model = DialogCVAE(vocab_size=tiny_dm.vocab_size, lr=0.01, lr_restart_cycles=2, **TINY)
+    rec = _RecordLR()
+    trainer = L.Trainer(max_steps=8, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, callbacks=[rec])
+    trainer.fit(model, datamodule=tiny_dm)
+    cosine = [0.5 * (1 + math.cos(math.pi * t / 4)) for t in range(4)]
+    assert rec.lrs == pytest.approx([0.01 * c for c in cosine * 2])
 
 
 # ------------------------------------------------------------------------------------------ metrics

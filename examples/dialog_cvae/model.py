@@ -26,6 +26,8 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from typing_extensions import override
 
+from lightning_kl_anneal import cycle_position
+
 from .data import BOS, EOS, PAD
 from .metrics import DistinctN, bleu_precision_recall, embedding_similarity, nearest_label
 
@@ -269,8 +271,6 @@ class DialogCVAE(L.LightningModule):
         cycles = self.hparams.lr_restart_cycles
         if cycles == 0:
             return optimizer
-        from lightning_kl_anneal import cycle_position
-
         total = int(self.trainer.estimated_stepping_batches)
         # Cosine decay restarted at every beta cycle, as the paper's cyclical runs did: a warm restart of the
         # optimiser to go with the warm restart of beta (a confound, hence optional).
