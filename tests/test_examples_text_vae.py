@@ -317,7 +317,7 @@ def test_compare_tiny_budget_writes_results_and_figures(tmp_path: Path) -> None:
     cfg = parse_args(
         ["--out", str(tmp_path), "--seeds", "0", "1", "--max-epochs", "1", "--corpus-size", "120",
          "--emb-dim", "8", "--hidden-dim", "8", "--latent-dim", "2", "--free-bits", "0.5", "--lr-restart",
-         "--probe-size", "60"]
+         "--probe-size", "60", "--threads", "0"]  # 0: leave torch's thread count alone for the other tests
     )  # fmt: skip
     results = compare(cfg)
     on_disk = json.loads((tmp_path / "results.json").read_text())
