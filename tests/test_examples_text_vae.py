@@ -317,9 +317,13 @@ def test_compare_tiny_budget_writes_results_and_figures(tmp_path: Path) -> None:
     cfg = parse_args(
         ["--out", str(tmp_path), "--seeds", "0", "1", "--max-epochs", "1", "--corpus-size", "120",
          "--emb-dim", "8", "--hidden-dim", "8", "--latent-dim", "2", "--free-bits", "0.5", "--lr-restart",
-         "--probe-size", "60", "--threads", "0"]  # 0: leave torch's thread count alone for the other tests
+         "--probe-size", "60", "--threads", "1"]
     )  # fmt: skip
-    results = compare(cfg)
+    threads = torch.get_num_threads()
+    try:
+        results = compare(cfg)
+    finally:
+        torch.set_num_threads(threads)  # compare() sets it process-wide; the other tests keep theirs
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert list(on_disk) == ["constant", "monotonic", "cyclical", "cyclical+fb", "cyclical+lr"]
     for row in on_disk.values():
