@@ -12,9 +12,6 @@ import lightning as L
 import pytest
 import torch
 
-# `examples` is not an installed package: plain `pytest` (unlike `python -m pytest`) would not find it
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from examples.text_vae.compare import Config, compare, parse_args
 from examples.text_vae.corpus import FACTORS, generate_corpus, write_corpus
 from examples.text_vae.data import (
