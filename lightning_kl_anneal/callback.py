@@ -203,6 +203,8 @@ class CyclicalKLAnnealing(Callback):
 
     def _owner(self, pl_module: pl.LightningModule) -> tuple[Any, str]:
         *path, name = self._path
+        if not path:
+            return pl_module, name
         owner: Any = pl_module
         for i, part in enumerate(path):
             if not hasattr(owner, part):
@@ -240,12 +242,15 @@ class CyclicalKLAnnealing(Callback):
             self.start, self.stop, self.shape, self.ratio_zero,
         )  # fmt: skip
         self._write(pl_module, self._beta)
-        if self.log_name is not None and trainer.loggers and trainer._logger_connector.should_update_logs:
+        every = trainer.log_every_n_steps
+        if self.log_name is not None and every and trainer.loggers:
             # Straight to the loggers, as LearningRateMonitor does: `self.log` costs far more per step.
-            # `_batches_that_stepped` is the step the Trainer logs this step's losses at.
+            # `_batches_that_stepped` is the step the Trainer logs this step's losses at, and the
+            # condition is the Trainer's own `should_update_logs` for the fit loop, minus its lookups.
             logged_step = trainer.fit_loop.epoch_loop._batches_that_stepped
-            for logger in trainer.loggers:
-                logger.log_metrics({self.log_name: self._beta}, step=logged_step)
+            if (logged_step + 1) % every == 0 or trainer.should_stop:
+                for logger in trainer.loggers:
+                    logger.log_metrics({self.log_name: self._beta}, step=logged_step)
 
     def _write_eval_beta(self, pl_module: pl.LightningModule) -> None:
         self._check_attribute(pl_module)
