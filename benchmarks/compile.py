@@ -84,6 +84,8 @@ def main() -> None:
     parser.add_argument("--backend", default="inductor", help="torch.compile backend (inductor needs a C compiler)")
     args = parser.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    # Every compile counted from scratch: no graphs reused from an earlier run's on-disk cache.
+    torch._inductor.config.force_disable_caches = True
     print(f"torch {torch.__version__}, backend {args.backend}, {args.steps} steps, {args.n_cycle} cycles")
     print(f"{'β held as':<24}{'graphs compiled':>16}{'fit s (incl. compile)':>23}")
     results = {}
