@@ -154,7 +154,8 @@ class CyclicalKLAnnealing(Callback):
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Checkpoints are restored after `on_fit_start` by some strategies, so T is settled here.
-        resumed = self._checkpoint_total_steps
+        # Used once: a later fit with the same callback and no checkpoint starts a fresh schedule.
+        resumed, self._checkpoint_total_steps = self._checkpoint_total_steps, None
         if self.total_steps is not None:
             total = self.total_steps
             if resumed is not None and resumed != total:

@@ -402,6 +402,16 @@ def test_checkpoint_loads_with_weights_only_and_keeps_total_steps(tmp_path: Path
     assert all(beta == expected(step, 30, n_cycle=3, start=0.1) for step, _, beta in resumed.seen)
 
 
+def test_checkpoint_schedule_not_carried_into_a_fresh_fit(tmp_path: Path) -> None:
+    _, last = _fit_with_crash(tmp_path, crash_at=12, accumulate=1)
+    cb = CyclicalKLAnnealing(n_cycle=3, ratio=0.5, start=0.1)
+    with pytest.warns(UserWarning, match=r"checkpoint's schedule spans 30 steps"):
+        make_trainer(tmp_path, [cb], max_epochs=5).fit(TinyVAE(n_batches=10), ckpt_path=last)
+    fresh = TinyVAE(n_batches=10)
+    make_trainer(tmp_path, [cb], max_epochs=5).fit(fresh)  # same callback object, no checkpoint
+    assert [b for _, _, b in fresh.seen] == [expected(t, 50, n_cycle=3, start=0.1) for t in range(50)]
+
+
 def test_two_instances_in_one_checkpoint(tmp_path: Path) -> None:
     model = WithLossFn(n_batches=4)
     cbs = [
