@@ -149,6 +149,16 @@ def _ramp_array_(u: npt.NDArray[np.float64], shape: str) -> None:
 # ----------------------------------------------------------------------------- the schedule
 
 
+def _period(total_steps: int, n_cycle: int) -> int:
+    return -(-total_steps // n_cycle)  # ceil(T / M) in integers
+
+
+def _tau(step: int, total_steps: int, n_cycle: int) -> float:
+    """:func:`cycle_position` without checks, for ``step < total_steps``."""
+    # One rounding only: (k * M) is exact in integers, then a single division by T.
+    return (step % _period(total_steps, n_cycle)) * n_cycle / total_steps
+
+
 def cycle_length(total_steps: int, n_cycle: int = 4) -> int:
     """Number of steps in one cycle, ``ceil(T / M)``; the last cycle may be shorter.
 
@@ -166,7 +176,7 @@ def cycle_length(total_steps: int, n_cycle: int = 4) -> int:
         3
     """
     validate_schedule_args(n_cycle=n_cycle, total_steps=total_steps)
-    return -(-total_steps // n_cycle)
+    return _period(total_steps, n_cycle)
 
 
 def cycle_position(step: int, total_steps: int, n_cycle: int = 4) -> float:
@@ -189,12 +199,11 @@ def cycle_position(step: int, total_steps: int, n_cycle: int = 4) -> float:
         >>> cycle_position(20, 20, 4)
         1.0
     """
-    period = cycle_length(total_steps, n_cycle)
+    validate_schedule_args(n_cycle=n_cycle, total_steps=total_steps)
     _check_int("step", step, 0)
     if step >= total_steps:
         return 1.0
-    # One rounding only: (k * M) is exact in integers, then a single division by T.
-    return (step % period) * n_cycle / total_steps
+    return _tau(step, total_steps, n_cycle)
 
 
 def cyclical_beta(
@@ -258,7 +267,7 @@ def _beta(
     """:func:`cyclical_beta` without argument checks, for callers that validated once (the callback)."""
     if step >= total_steps:
         return float(stop)
-    tau = (step % -(-total_steps // n_cycle)) * n_cycle / total_steps
+    tau = _tau(step, total_steps, n_cycle)
     if tau >= ratio:
         return float(stop)
     if tau < ratio_zero:
@@ -296,7 +305,7 @@ def cyclical_schedule(
     validate_schedule_args(n_cycle, ratio, start, stop, shape, ratio_zero, total_steps)
     # β depends on t only through t mod period: compute one cycle, then repeat it. Operations run
     # in place and in the same order as in `_beta`, so the values match it (bit for bit when linear).
-    period = -(-total_steps // n_cycle)
+    period = _period(total_steps, n_cycle)
     tau = np.arange(period, dtype=np.float64)  # exact integers: period < 2**53
     tau *= n_cycle
     tau /= total_steps
