@@ -13,6 +13,7 @@ Example:
 
 from lightning_kl_anneal.callback import CyclicalKLAnnealing, ScheduledAttribute, Unit
 from lightning_kl_anneal.exceptions import MisconfigurationException
+from lightning_kl_anneal.selection import PlateauEarlyStopping, PlateauModelCheckpoint
 from lightning_kl_anneal.schedules import (
     PHASES,
     SHAPES,
@@ -36,6 +37,8 @@ __all__ = [
     "CyclicalKLAnnealing",
     "MisconfigurationException",
     "Phase",
+    "PlateauEarlyStopping",
+    "PlateauModelCheckpoint",
     "ScheduledAttribute",
     "Shape",
     "Unit",

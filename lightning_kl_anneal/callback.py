@@ -328,6 +328,8 @@ class ScheduledAttribute(Callback):
 
     def _estimate_total(self, trainer: pl.Trainer) -> int | None:
         """The Trainer's length in ``unit``\\ s; 0 when no training step will run; None when unknown."""
+        if trainer.limit_train_batches == 0:
+            return 0  # a fit that only validates; Lightning's estimate reads -1 here
         if self._unit == "epoch":
             total: float = trainer.max_epochs if trainer.max_epochs is not None else -1
             total = math.inf if total < 0 else total
