@@ -161,6 +161,7 @@ class ScheduledAttribute(Callback):
         self._value: float | None = None
         self._loggers: list[Any] = []
         self._log_every = 0
+        self._epoch_loop: Any = None
 
     # ------------------------------------------------------------------ configuration (read-only)
 
@@ -404,8 +405,9 @@ class ScheduledAttribute(Callback):
             self._kind, self._target = _SETATTR, owner
         self._name = name
         self._cached_step = -1
-        self._loggers = list(trainer.loggers) if self._log_name is not None else []
         self._log_every = trainer.log_every_n_steps
+        self._loggers = list(trainer.loggers) if self._log_name is not None and self._log_every else []
+        self._epoch_loop = loop.epoch_loop
 
     # ------------------------------------------------------------------ checks
 
@@ -484,11 +486,11 @@ class ScheduledAttribute(Callback):
             self._target.fill_(value)  # in place: same object, dtype and device, so compiled graphs stay valid
         else:
             setattr(self._target, self._name, value)
-        if self._loggers and self._log_every:
+        if self._loggers:
             # Straight to the loggers, as LearningRateMonitor does: `self.log` costs far more per step.
             # `_batches_that_stepped` is the step the Trainer logs this step's losses at, and the
             # condition is the Trainer's own `should_update_logs` for the fit loop, minus its lookups.
-            logged_step = trainer.fit_loop.epoch_loop._batches_that_stepped
+            logged_step = self._epoch_loop._batches_that_stepped
             if (logged_step + 1) % self._log_every == 0 or trainer.should_stop:
                 for logger in self._loggers:
                     logger.log_metrics({self._log_name: value}, step=logged_step)
