@@ -202,6 +202,12 @@ class ScheduledAttribute(Callback):
         # Built once: Lightning reads it around every hook call.
         return self._state_key
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Spawned processes (ddp_spawn) pickle callbacks: leave out what binds this object to one run.
+        state = self.__dict__.copy()
+        state.update(_last_run=None, _counter=None, _target=None, _epoch_loop=None, _loggers=[], _kind=_SETATTR)
+        return state
+
     def _init_args(self) -> dict[str, Any]:
         return {
             "schedule": self._schedule, "attribute": self._attribute, "total_steps": self._total_steps,

@@ -390,3 +390,14 @@ def test_works_with_the_standalone_pytorch_lightning_package(tmp_path: Path) -> 
     assert model.seen == [expected(t, 8, n_cycle=2) for t in range(8)]
     with pytest.raises(PLMisconfiguration, match="has no attribute `beta`"):
         pl.Trainer(callbacks=[CyclicalKLAnnealing()], **kwargs).fit(PLVAE(with_beta=False), loader)
+
+
+def test_pickles_after_a_fit(tmp_path: Path) -> None:
+    # ddp_spawn pickles the callbacks at every fit; the second fit must work like the first.
+    import pickle
+
+    cb = CyclicalKLAnnealing(n_cycle=2)
+    trainer = make_trainer(tmp_path, [cb], max_epochs=1)
+    trainer.fit(TinyVAE(n_batches=4))
+    copy = pickle.loads(pickle.dumps(cb))
+    assert repr(copy) == repr(cb) and copy._total == 4
