@@ -28,6 +28,13 @@ def _check_nonnegative(name: str, value: object) -> float:
     return float(value)
 
 
+def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:
+    try:
+        return torch.broadcast_shapes(shape, target) == target
+    except RuntimeError:
+        return False
+
+
 def gaussian_kl(
     mu: Tensor, logvar: Tensor, prior_mu: Tensor | None = None, prior_logvar: Tensor | None = None
 ) -> Tensor:
@@ -65,7 +72,7 @@ def gaussian_kl(
     if logvar.shape != mu.shape:
         raise ValueError(f"`logvar` must have the shape of `mu` {tuple(mu.shape)}, got {tuple(logvar.shape)}")
     for name, prior in (("prior_mu", prior_mu), ("prior_logvar", prior_logvar)):
-        if prior is not None and torch.broadcast_shapes(prior.shape, mu.shape) != mu.shape:
+        if prior is not None and not _broadcasts_to(prior.shape, mu.shape):
             raise ValueError(f"`{name}` must broadcast to the shape of `mu` {tuple(mu.shape)}, got {tuple(prior.shape)}")
     if prior_mu is None and prior_logvar is None:
         return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
