@@ -68,10 +68,10 @@ class KLPerDimension(Metric):
     ) -> None:
         """Add a batch: ``mu``, ``logvar`` (and a conditional prior's) of shape (batch, d)."""
         _check_2d("mu", mu)
-        kl = gaussian_kl(mu.detach(), logvar.detach(),
-                         None if prior_mu is None else prior_mu.detach(),
-                         None if prior_logvar is None else prior_logvar.detach())  # fmt: skip
-        self.kl_sum = self.kl_sum + kl.double().sum(0)
+        mu, logvar = mu.detach().double(), logvar.detach().double()
+        prior_mu = None if prior_mu is None else prior_mu.detach().double()
+        prior_logvar = None if prior_logvar is None else prior_logvar.detach().double()
+        self.kl_sum = self.kl_sum + gaussian_kl(mu, logvar, prior_mu, prior_logvar).sum(0)
         self.n = self.n + len(mu)
 
     def compute(self) -> Tensor:
