@@ -11,11 +11,11 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
+from lightning_kl_anneal.exceptions import MisconfigurationException
 from lightning_kl_anneal.metrics import ActiveUnits, KLPerDimension, MutualInformation
 
 __all__ = ["ON_COLLAPSE", "LatentCollapseError", "LatentMonitor", "OnCollapse"]
@@ -83,8 +83,11 @@ class LatentMonitor(Callback):
     warning, then ``trainer.should_stop = True``: the fit ends cleanly after this validation, which is
     what a hyper-parameter sweep wants). Only validations during ``fit`` count, and only those taken
     while β was at its plateau: for each callback in the Trainer with a ``phase_at(step)`` method
-    (the library's annealing callbacks), ``phase_at(global_step - 1)`` must be ``"plateau"``,
-    ``"final"`` or ``None`` (unknown); without such a callback every validation counts. A low KL
+    (the library's :class:`~lightning_kl_anneal.CyclicalKLAnnealing` and
+    :class:`~lightning_kl_anneal.ScheduledAttribute`), the phase of the last training step,
+    ``current_phase(trainer)`` where the callback has it (it counts epochs for ``unit="epoch"``),
+    else ``phase_at(global_step - 1)``, must be ``"plateau"``, ``"final"`` or ``None`` (unknown);
+    without such a callback every validation counts. A low KL
     while β is still rising is expected and is neither counted nor resets the count.
 
     Defaults, and why:
@@ -283,8 +286,16 @@ class LatentMonitor(Callback):
     def _at_plateau(trainer: pl.Trainer) -> bool:
         step = max(trainer.global_step - 1, 0)  # the last training step that ran
         for callback in trainer.callbacks:  # type: ignore[attr-defined]
-            phase_at = getattr(callback, "phase_at", None)
-            if callable(phase_at) and phase_at(step) not in _COUNTING_PHASES:
+            # The library's callbacks know their own counter (epochs with `unit="epoch"`, batches under
+            # manual optimization): ask them; anything else with `phase_at` is asked at the last step.
+            current_phase, phase_at = getattr(callback, "current_phase", None), getattr(callback, "phase_at", None)
+            if callable(current_phase) and callable(phase_at):
+                phase = current_phase(trainer)
+            elif callable(phase_at):
+                phase = phase_at(step)
+            else:
+                continue
+            if phase not in _COUNTING_PHASES:
                 return False
         return True
 
@@ -314,8 +325,8 @@ class LatentMonitor(Callback):
             f"example (kl_threshold {self.kl_threshold}), {int(values['active_units'])}/{d} active units "
             f"(min_active_units {self.min_active_units}){mi}. Remedies: a cyclical schedule, "
             "`CyclicalKLAnnealing(n_cycle=4, ratio=0.5)`; β starting above 0, `start=0.1`; free bits in the "
-            "training loss, `free_bits_kl(gaussian_kl(mu, logvar), 0.5)`; a delay at β = 0 before each ramp, "
-            "`ratio_zero=0.25`."
+            "training loss, `free_bits_kl(gaussian_kl(mu, logvar), 0.5)`; a delay at β = 0 before annealing, "
+            "`delay=` steps (Li et al. 2019) or `ratio_zero=0.25` of each cycle (Optimus)."
         )
         if self.on_collapse == "raise":
             raise LatentCollapseError(message)

@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_kl_anneal import (
+    CyclicalKLAnnealing,
     LatentCollapseError,
     LatentMonitor,
     active_units,
@@ -46,6 +47,7 @@ class Latent(L.LightningModule):
         self.crash_at_epoch = crash_at_epoch
         self.out_dir = out_dir
         self.layer = nn.Linear(D, 1)
+        self.beta = 0.0
         self.x = torch.randn(32, D, generator=torch.Generator().manual_seed(0))
         self.train_steps = 0
 
@@ -137,7 +139,7 @@ def test_collapsed_model_warns_once_at_the_patience_th_validation(tmp_path: Path
     assert model.train_steps == 24  # "warn" does not stop the fit
     msg = messages[0]
     for part in ("For 3 consecutive validations", "KL 0.0000 nats", "0/4 active units", "MI 0.0000",
-                 "CyclicalKLAnnealing(n_cycle=4", "start=0.1", "free_bits_kl", "ratio_zero"):  # fmt: skip
+                 "CyclicalKLAnnealing(n_cycle=4", "start=0.1", "free_bits_kl", "delay=", "ratio_zero"):  # fmt: skip
         assert part in msg, part
 
 
@@ -216,6 +218,22 @@ def test_every_phase_callback_must_agree(tmp_path: Path) -> None:
     cbs = [Phases(lambda s: "plateau"), Phases(lambda s: "ramp" if s < 8 else "plateau"), monitor]
     fit_quietly(make_trainer(tmp_path, cbs), Latent("prior"))
     assert monitor.alert_step == 20
+
+
+def test_with_the_real_cyclical_callback(tmp_path: Path) -> None:
+    schedule = CyclicalKLAnnealing(n_cycle=2, ratio=0.5, total_steps=24)  # cycles of 12 steps, ramps 0-5, 12-17
+    phases = [schedule.phase_at(s) for s in (3, 7, 11, 15, 19, 23)]  # last steps before the 6 validations
+    assert phases == ["ramp", "plateau", "plateau", "ramp", "final", "final"]
+    monitor = LatentMonitor(patience=3)
+    fit_quietly(make_trainer(tmp_path, [schedule, monitor]), Latent("prior"))
+    assert monitor.alert_step == 20  # counted at 8, 12, (not 16), 20
+
+
+def test_with_the_real_cyclical_callback_counting_epochs(tmp_path: Path) -> None:
+    schedule = CyclicalKLAnnealing(n_cycle=1, ratio=0.5, unit="epoch")  # T = 6 epochs: ramp 0-2, then final
+    monitor = LatentMonitor(patience=3)
+    fit_quietly(make_trainer(tmp_path, [schedule, monitor]), Latent("prior"))
+    assert monitor.alert_step == 24  # validations of epochs 3, 4, 5 (asking phase_at(global_step - 1) would say 12)
 
 
 def test_validate_alone_logs_but_does_not_count(tmp_path: Path) -> None:
