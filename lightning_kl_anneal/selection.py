@@ -19,6 +19,7 @@ from typing import Any, Literal, get_args
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
@@ -43,6 +44,7 @@ class _FollowsSchedule:
             raise ValueError(f"`when` must be one of {WHENS}, got {when!r}")
         self.schedule_attribute = schedule_attribute
         self.when = when
+        self._checked_reachable = False
 
     def _schedule(self, trainer: pl.Trainer) -> ScheduledAttribute:
         found = [c for c in trainer.callbacks if isinstance(c, ScheduledAttribute)]  # type: ignore[attr-defined]
@@ -65,10 +67,30 @@ class _FollowsSchedule:
             )
 
     def _may_act(self, trainer: pl.Trainer) -> bool:
-        phase = self._schedule(trainer).current_phase(trainer)
+        schedule = self._schedule(trainer)
+        phase = schedule.current_phase(trainer)
         if phase is None:  # T not known yet (before the first training step): nothing to select
             return False
+        if not self._checked_reachable:
+            self._checked_reachable = True
+            self._warn_if_unreachable(schedule)
         return phase == "final" if self.when == "final" else phase in ("plateau", "final")
+
+    def _warn_if_unreachable(self, schedule: ScheduledAttribute) -> None:
+        """A schedule whose run never has the phase this callback waits for would silently disable it."""
+        length = schedule._schedule_length(schedule._total)
+        last = None if length is None else schedule.phase_at(length - 1)
+        if self.when == "final":
+            reachable = last == "final"
+        else:
+            reachable = last in ("plateau", "final") or getattr(schedule, "ratio", 1.0) < 1.0
+        if not reachable:
+            rank_zero_warn(
+                f"{type(self).__name__}(when={self.when!r}) follows `{self.schedule_attribute}`, whose schedule has "
+                f"no {'final plateau' if self.when == 'final' else 'plateau'} in this run ({schedule!r}"
+                f"{'' if length is None else f' over {length} {schedule.unit}s'}), so it will never act. Use a "
+                "`ratio` below 1, a finite `n_cycle`, or `when='plateau'`."
+            )
 
 
 class PlateauEarlyStopping(_FollowsSchedule, EarlyStopping):

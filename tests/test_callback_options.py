@@ -154,14 +154,14 @@ def test_scheduled_attribute_eval_value_and_unknown_length(tmp_path: Path) -> No
 
     cb = ScheduledAttribute(schedule, eval_value=0.5)
     make_trainer(tmp_path, [cb], max_epochs=-1, max_steps=3, limit_val_batches=1, val_check_interval=2).fit(model)
-    assert totals == [3, 3, 3]  # the Trainer's length where it has one
+    assert totals == [3, 3, 3, 3]  # the Trainer's length where it has one: a probe before training, then 3 steps
     assert [b for _, _, b in model.seen] == pytest.approx([0.0, 0.1, 0.2])
     assert set(model.eval_seen) == {0.5}
 
     model = Unbounded(n_batches=4)
     totals.clear()
     make_trainer(tmp_path, [ScheduledAttribute(schedule), StopAt(2)], max_epochs=-1, limit_train_batches=4).fit(model)
-    assert totals == [None, None]  # and None where it has none: the schedule decides
+    assert totals == [None, None, None]  # and None where it has none: the schedule decides
 
 
 def test_scheduled_attribute_bad_arguments() -> None:

@@ -148,19 +148,26 @@ def test_continuing_with_explicit_total_steps_reschedules(tmp_path: Path) -> Non
 # ---------------------------------------------------------------- runs that end before the schedule
 
 
-def test_early_stopping_before_the_end_warns_with_the_numbers(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("n_cycle", "message"),
+    [
+        (2, r"ended after 10 of the schedule's 50 steps.*`beta` last held 0.72, not its final value 1\. .*not trained on the ELBO"),
+        (4, r"ended after 10 of the schedule's 50 steps.*`beta` last held 1, its final value, but the rest of the schedule did not run"),
+    ],
+    ids=["on-a-ramp", "on-a-plateau"],
+)
+def test_early_stopping_before_the_end_warns_with_the_numbers(tmp_path: Path, n_cycle: int, message: str) -> None:
     class Worsening(TinyVAE):
         def validation_step(self, batch: Any, batch_idx: int) -> None:
             self.log("val_loss", float(self.current_epoch))  # never improves
 
     stop = EarlyStopping(monitor="val_loss", patience=1)
-    cb = CyclicalKLAnnealing(n_cycle=4, ratio=0.5)
+    cb = CyclicalKLAnnealing(n_cycle=n_cycle, ratio=0.5)
     with pytest.warns(UserWarning) as record:
         make_trainer(tmp_path, [cb, stop], max_epochs=10, limit_val_batches=1).fit(Worsening(n_batches=5))
     messages = [str(w.message) for w in record if "fit ended" in str(w.message)]
     assert len(messages) == 1
-    assert re.search(r"ended after 10 of the schedule's 50 steps.*`beta` last held 1, not its final value 1", messages[0])
-    assert "was not trained on the ELBO" in messages[0]
+    assert re.search(message, messages[0]), messages[0]
 
 
 def test_crash_warns_that_the_schedule_did_not_finish(tmp_path: Path) -> None:
@@ -401,3 +408,107 @@ def test_pickles_after_a_fit(tmp_path: Path) -> None:
     trainer.fit(TinyVAE(n_batches=4))
     copy = pickle.loads(pickle.dumps(cb))
     assert repr(copy) == repr(cb) and copy._total == 4
+
+
+# ---------------------------------------------------------------- found by trying the API as a new user
+
+
+class TensorProperty(TinyVAE):
+    """A property whose getter builds a new tensor: only the setter reaches the stored value."""
+
+    def __init__(self) -> None:
+        self._b = 0.0
+        super().__init__(n_batches=4)
+
+    def beta_value(self) -> float:
+        return float(self.beta)
+
+    @property
+    def beta(self) -> torch.Tensor:  # type: ignore[override]
+        return torch.tensor(self._b)
+
+    @beta.setter
+    def beta(self, value: float) -> None:
+        self._b = float(value)
+
+
+def test_property_returning_a_new_tensor_is_written_through_its_setter(tmp_path: Path) -> None:
+    model = TensorProperty()
+    make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=2, start=0.1, eval_beta=0.9)], max_epochs=1, limit_val_batches=1).fit(model)
+    assert [b for _, _, b in model.seen] == pytest.approx([expected(t, 4, n_cycle=2, start=0.1) for t in range(4)])
+    assert model.eval_seen == pytest.approx([0.9] * len(model.eval_seen)) and model.eval_seen
+
+
+class SlotsOwner(TinyVAE):
+    def __init__(self) -> None:
+        super().__init__(n_batches=4)
+
+        class Cfg:
+            __slots__ = ("beta",)
+
+        self.cfg = Cfg()
+        self.cfg.beta = 0.0
+
+    def beta_value(self) -> float:
+        return self.cfg.beta
+
+
+def test_dotted_path_through_an_object_with_slots(tmp_path: Path) -> None:
+    model = SlotsOwner()
+    make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=2, attribute="cfg.beta")], max_epochs=1).fit(model)
+    assert [b for _, _, b in model.seen] == [expected(t, 4, n_cycle=2) for t in range(4)]
+
+
+def test_manual_optimization_bounded_by_max_steps_warns(tmp_path: Path) -> None:
+    model = ManualVAE(n_opt=2, n_batches=20)
+    with pytest.warns(UserWarning, match=r"bounded by `max_steps=16`, which counts every optimizer's steps.*pass `total_steps=` in batches"):
+        make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=2, total_steps=None)], max_steps=16).fit(model)
+    model = ManualVAE(n_opt=2, n_batches=20)
+    _no_warning_fit(make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=2, total_steps=8)], max_steps=16), model)
+    assert [b for _, _, b in model.seen] == [expected(t, 8, n_cycle=2) for t in range(8)]
+
+
+def test_epoch_unit_is_logged_at_every_logging_step(tmp_path: Path) -> None:
+    logger = CSVLogger(tmp_path, name="epochs")
+    cb = CyclicalKLAnnealing(n_cycle=2, unit="epoch")
+    make_trainer(tmp_path, [cb], logger=logger, log_every_n_steps=5, max_epochs=4).fit(TinyVAE(n_batches=10))
+    logged = {int(r["step"]): float(r["beta"]) for r in _csv_rows(logger) if r.get("beta")}
+    assert sorted(logged) == [s for s in range(40) if (s + 1) % 5 == 0]
+    assert all(logged[s] == cyclical_beta(s // 10, 4, n_cycle=2) for s in logged)
+
+
+def test_schedule_that_cannot_run_is_refused_before_training(tmp_path: Path) -> None:
+    model = TinyVAE(n_batches=4)
+    threshold = ScheduledAttribute(lambda step, total: 0.5 * (1 - step / total), "beta")
+    with pytest.raises(MisconfigurationException, match=r"`schedule\(0, None\)` raised TypeError.*length is not known.*pass `total_steps=`"):
+        make_trainer(tmp_path, [threshold], max_epochs=None, max_time={"minutes": 1}).fit(model)
+    with pytest.raises(MisconfigurationException, match=r"`schedule\(0, 4\)` must return a finite real number, got nan"):
+        make_trainer(tmp_path, [ScheduledAttribute(lambda step, total: float("nan"))], max_epochs=1).fit(model)
+    assert model.seen == []
+
+
+def test_unpicklable_schedule_gets_a_clear_message() -> None:
+    import pickle
+
+    with pytest.raises(pickle.PicklingError, match=r"schedule <function .*<lambda>.* cannot be pickled.*`ddp_spawn`.*at module level"):
+        pickle.dumps(ScheduledAttribute(lambda step, total: 0.0))
+    pickle.dumps(ScheduledAttribute(min, "beta"))  # a module-level function pickles
+
+
+def test_fast_dev_run_with_a_long_delay_warns_and_runs(tmp_path: Path) -> None:
+    model = TinyVAE(n_batches=3)
+    with pytest.warns(UserWarning, match=r"`delay`=5000 must be smaller than the run's 1 steps"):
+        L.Trainer(fast_dev_run=True, callbacks=[CyclicalKLAnnealing(n_cycle=4, delay=5000)], enable_progress_bar=False,
+                  enable_model_summary=False).fit(model)  # fmt: skip
+    assert [b for _, _, b in model.seen] == [0.0]
+
+
+def test_after_fit_the_attribute_holds_the_evaluation_value(tmp_path: Path) -> None:
+    model = TinyVAE(n_batches=5)
+    make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=1, ratio=1.0, eval_beta=1.0)], max_epochs=1).fit(model)
+    assert model.seen[-1][2] == 0.8 and model.beta == 1.0
+
+
+def test_epoch_unit_without_max_epochs_names_max_steps(tmp_path: Path) -> None:
+    with pytest.raises(MisconfigurationException, match=r"`max_steps=10` counts steps, not epochs.*pass `total_steps=` \(in epochs\)"):
+        make_trainer(tmp_path, [CyclicalKLAnnealing(unit="epoch")], max_epochs=-1, max_steps=10).fit(TinyVAE())

@@ -123,3 +123,10 @@ def test_parent_arguments_still_work() -> None:
     ckpt = PlateauModelCheckpoint(monitor="val/elbo", mode="max", save_top_k=3, save_last=True)
     assert (ckpt.monitor, ckpt.save_top_k, ckpt.save_last, ckpt.schedule_attribute) == ("val/elbo", 3, True, "beta")
     assert torch.isfinite(torch.tensor(stop.min_delta))
+
+
+@pytest.mark.parametrize(("kwargs", "when"), [(dict(n_cycle=1, ratio=1.0), "final"), (dict(n_cycle=None, period=4), "final"), (dict(n_cycle=2, ratio=1.0), "plateau")])
+def test_a_phase_the_run_never_reaches_is_a_warning(tmp_path: Path, kwargs: dict, when: str) -> None:
+    ckpt = PlateauModelCheckpoint(monitor="val_loss", when=when, dirpath=tmp_path / "ckpt")
+    with pytest.warns(UserWarning, match=rf"PlateauModelCheckpoint\(when='{when}'\) follows `beta`, whose schedule has no .* so it will never act"):
+        make_trainer(tmp_path, [CyclicalKLAnnealing(**kwargs), ckpt], max_epochs=3, limit_val_batches=1, enable_checkpointing=True).fit(FlatValidation())
