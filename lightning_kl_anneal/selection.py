@@ -58,6 +58,9 @@ class _FollowsSchedule:
             f"{self.schedule_attribute!r})` or pass `schedule_attribute=` naming one of them"
         )
 
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._check_schedule(trainer)  # before the sanity check and the first step
+
     def _check_schedule(self, trainer: pl.Trainer) -> None:
         callback = self._schedule(trainer)
         if type(callback).phase_at is ScheduledAttribute.phase_at:
@@ -120,10 +123,6 @@ class PlateauEarlyStopping(_FollowsSchedule, EarlyStopping):
         self._init_follow(schedule_attribute, when)
 
     @override
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._check_schedule(trainer)
-
-    @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._may_act(trainer):
             super().on_train_epoch_end(trainer, pl_module)
@@ -159,10 +158,6 @@ class PlateauModelCheckpoint(_FollowsSchedule, ModelCheckpoint):
     def __init__(self, *args: Any, schedule_attribute: str = "beta", when: When = "plateau", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._init_follow(schedule_attribute, when)
-
-    @override
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._check_schedule(trainer)
 
     @override
     def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Tensor]) -> None:
