@@ -293,6 +293,15 @@ def test_metrics_and_histogram_land_in_tensorboard(tmp_path: Path) -> None:
     assert events.Scalars("latent/kl")[-1].value == pytest.approx(float(kl_dim.sum()), rel=1e-5)
 
 
+def test_rows_handed_to_the_metrics_in_chunks_give_the_same_values(tmp_path: Path) -> None:
+    whole, chunked = LatentMonitor(), LatentMonitor()
+    chunked._FLUSH_ROWS = 10  # flushes after 16 and 32 of the 32 rows, instead of once at the end
+    for monitor in (whole, chunked):
+        make_trainer(tmp_path, [monitor], max_epochs=1).fit(Latent("informative"))
+    assert chunked.last == pytest.approx(whole.last, rel=1e-12)
+    assert chunked.mutual_information.update_count == 2 and whole.mutual_information.update_count == 1
+
+
 def test_metrics_reach_callback_metrics_for_early_stopping(tmp_path: Path) -> None:
     trainer = make_trainer(tmp_path, [LatentMonitor(log_prefix="z1")], max_epochs=1)
     trainer.fit(Latent("informative"))
