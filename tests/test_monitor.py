@@ -249,7 +249,7 @@ def test_validate_alone_logs_but_does_not_count(tmp_path: Path) -> None:
 def _expected(model: Latent) -> dict[str, float]:
     post = {k: v.double() for k, v in model.posterior(model.x).items()}
     order = _canonical_order(torch.cat([post["mu"], post["logvar"]], 1))
-    mi = mutual_information(post["mu"][order], post["logvar"][order], 1, generator=torch.Generator().manual_seed(0))
+    mi = mutual_information(post["mu"][order], post["logvar"][order], 1, outer_rows=512, generator=torch.Generator().manual_seed(0))
     return {
         "kl": float(gaussian_kl(post["mu"], post["logvar"]).sum(1).mean()),
         "active_units": float(active_units(post["mu"])),
@@ -365,6 +365,7 @@ def test_missing_prior_key_names_it(tmp_path: Path) -> None:
         (dict(on_collapse="error"), r"`on_collapse` must be one of \('warn', 'raise', 'stop'\), got 'error'"),
         (dict(au_threshold=math.nan), r"`au_threshold` must be a finite real number >= 0, got nan"),
         (dict(mi_samples=0), r"`mi_samples` must be an int >= 1, got 0"),
+        (dict(mi_outer_rows=0), r"`mi_outer_rows` must be an int >= 1 or None, got 0"),
         (dict(mi_max_samples=-1), r"`mi_max_samples` must be an int >= 0, got -1"),
         (dict(log_prefix=None), r"`log_prefix` must be a non-empty string, got None"),
     ],
