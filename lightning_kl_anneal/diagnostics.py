@@ -92,7 +92,7 @@ def mutual_information(
     batch_size: int | None = None,
     outer_rows: int | None = None,
     generator: torch.Generator | None = None,
-    chunk: int = 1024,
+    chunk: int = 256,
 ) -> float:
     r"""I(x; z) under q(z|x) p_data(x), in nats: the estimator of He et al. (2019), with less variance.
 
@@ -132,7 +132,8 @@ def mutual_information(
             drops from O(N² d) to O(outer_rows N d), the estimand is unchanged, the variance grows
             about as N / outer_rows. ``None``: all rows.
         generator: for the z draws (on ``mu``'s device); pass one for reproducible numbers.
-        chunk: rows of z scored at a time; bounds memory at ``chunk x N`` float64 values.
+        chunk: rows of z scored at a time; bounds memory at ``chunk x N`` float64 values (256: the
+            block stays in cache; 1024 measured 2-3 times slower at N = 1000 on one CPU thread).
 
     Returns:
         The estimate in nats, a float <= log N.
