@@ -183,8 +183,9 @@ class MutualInformation(Metric):
     logvar: list[Tensor] | Tensor
 
     def __init__(
-        self, n_samples: int = 4, max_samples: int = 4096, outer_rows: int | None = None, seed: int | None = 0, **kwargs: Any
-    ) -> None:
+        self, n_samples: int = 4, max_samples: int = 4096, *, outer_rows: int | None = None, seed: int | None = 0,
+        **kwargs: Any,
+    ) -> None:  # fmt: skip
         super().__init__(**kwargs)
         for name, value in (("n_samples", n_samples), ("max_samples", max_samples), ("outer_rows", outer_rows)):
             if name == "outer_rows" and value is None:

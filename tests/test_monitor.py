@@ -347,6 +347,38 @@ def test_missing_key_fails_in_the_sanity_check_before_training(tmp_path: Path, m
     assert model.train_steps == 0
 
 
+class FlatMu(Latent):
+    def validation_step(self, batch: Any, batch_idx: int) -> Any:
+        return {"mu": torch.zeros(len(batch[0])), "logvar": torch.zeros(len(batch[0]))}
+
+
+class ImageLatent(Latent):
+    """A conv-VAE-like (batch, 2, 2) latent: flattened to (batch, 4)."""
+
+    def validation_step(self, batch: Any, batch_idx: int) -> Any:
+        post = self.posterior(batch[0])
+        return {k: v.reshape(-1, 2, 2) for k, v in post.items()}
+
+
+def test_latent_shapes(tmp_path: Path) -> None:
+    with pytest.raises(MisconfigurationException, match=r"LatentMonitor needs `mu` of shape \(batch, d\) .* got \(8,\)"):
+        make_trainer(tmp_path, [LatentMonitor()], num_sanity_val_steps=1).fit(FlatMu())
+    flat, image = LatentMonitor(), LatentMonitor()
+    make_trainer(tmp_path, [flat], max_epochs=1).fit(Latent("informative"))
+    make_trainer(tmp_path, [image], max_epochs=1).fit(ImageLatent("informative"))
+    assert image.last == flat.last
+
+
+def test_with_the_general_scheduled_attribute(tmp_path: Path) -> None:
+    from lightning_kl_anneal import ScheduledAttribute
+
+    schedule = ScheduledAttribute(lambda step, total: min(1.0, step / 8))  # a user's function: phase unknown
+    assert schedule.phase_at(3) is None
+    monitor = LatentMonitor(patience=3)
+    fit_quietly(make_trainer(tmp_path, [schedule, monitor]), Latent("prior"))
+    assert monitor.alert_step == 12  # every validation counts
+
+
 def test_missing_prior_key_names_it(tmp_path: Path) -> None:
     model = Latent("informative")
     with pytest.raises(MisconfigurationException, match=r"reads \['prior_mu'\].*'prior_mu': prior_mu"):
