@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+import pickle
 import weakref
 from collections.abc import Callable
 from typing import Any, Literal, get_args
@@ -50,6 +51,12 @@ def _check_eval_value(name: str, value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise ValueError(f"`{name}` must be a finite real number or None, got {value!r}")
     return float(value)
+
+
+def _has_setter(owner: object, name: str) -> bool:
+    """Whether ``owner.name`` is a data descriptor on the class (a property), whose setter must be used."""
+    static = inspect.getattr_static(type(owner), name, None)
+    return hasattr(type(static), "__set__") and not isinstance(static, type)
 
 
 class ScheduledAttribute(Callback):
@@ -161,6 +168,9 @@ class ScheduledAttribute(Callback):
         self._value: float | None = None
         self._loggers: list[Any] = []
         self._log_every = 0
+        self._epoch_loop: Any = None
+        self._logged_step = -1
+        self._log_between_changes = False
 
     # ------------------------------------------------------------------ configuration (read-only)
 
@@ -201,6 +211,21 @@ class ScheduledAttribute(Callback):
         # Built once: Lightning reads it around every hook call.
         return self._state_key
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Spawned processes (ddp_spawn) pickle callbacks: leave out what binds this object to one run.
+        if getattr(self._schedule, "__self__", None) is not self:
+            try:
+                pickle.dumps(self._schedule)
+            except Exception as err:  # noqa: BLE001 - pickle raises several types
+                raise pickle.PicklingError(
+                    f"{type(self).__name__}(`{self._attribute}`): its schedule {self._schedule!r} cannot be pickled, "
+                    "which spawning strategies such as `ddp_spawn` need: define it with `def` at module level (or "
+                    "as `functools.partial` of such a function) instead of a lambda or a local function"
+                ) from err
+        state = self.__dict__.copy()
+        state.update(_last_run=None, _counter=None, _target=None, _epoch_loop=None, _loggers=[], _kind=_SETATTR)
+        return state
+
     def _init_args(self) -> dict[str, Any]:
         return {
             "schedule": self._schedule, "attribute": self._attribute, "total_steps": self._total_steps,
@@ -223,7 +248,7 @@ class ScheduledAttribute(Callback):
         """Units after which the schedule has reached its end (None: no end)."""
         return total
 
-    def _check_total(self, total: int) -> None:
+    def _check_total(self, total: int, trainer: pl.Trainer) -> None:
         """Checks that need ``T``, before the first step."""
 
     def _config(self) -> dict[str, Any]:
@@ -231,6 +256,8 @@ class ScheduledAttribute(Callback):
         return {"unit": self._unit}
 
     def _unbounded_hint(self) -> str:
+        if self._unit == "epoch":
+            return "pass `total_steps=` (in epochs) to the callback, or set `max_epochs`"
         return "pass `total_steps=` to the callback, or bound the run with `max_steps` / `max_epochs`"
 
     def phase_at(self, step: int) -> Phase | None:
@@ -273,10 +300,47 @@ class ScheduledAttribute(Callback):
         self._check_attribute(pl_module, writing=True)
         self._check_other_schedules(trainer)
         self._estimate = self._estimate_total(trainer)
-        if self._total_steps is not None:
-            self._check_total(self._total_steps)
-        elif self._estimate:
-            self._check_total(self._estimate)
+        if self._estimate == 0 and self._total_steps is None:
+            return  # no training step will run
+        total = self._total_steps if self._total_steps is not None else self._estimate
+        if total is not None:
+            self._check_total(total, trainer)
+            self._warn_manual_max_steps(trainer, pl_module)
+        self._probe_schedule(trainer, total)
+
+    def _warn_manual_max_steps(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Under manual optimization `max_steps` counts every optimizer's steps, which no one knows per batch.
+        if (
+            self._total_steps is None and self._unit == "step" and not pl_module.automatic_optimization
+            and trainer.max_steps != -1 and self._estimate == trainer.max_steps
+        ):  # fmt: skip
+            rank_zero_warn(
+                f"{type(self).__name__}(`{self._attribute}`): under manual optimization the schedule counts training "
+                f"batches, but the run is bounded by `max_steps={trainer.max_steps}`, which counts every optimizer's "
+                f"steps. T = {trainer.max_steps} batches assumes one optimizer step per batch; if `training_step` "
+                "steps several optimizers (or steps every k batches), pass `total_steps=` in batches, or bound the "
+                "run with `max_epochs`."
+            )
+
+    def _probe_schedule(self, trainer: pl.Trainer, total: int | None) -> None:
+        """Call the schedule once at step 0, so that a function that cannot run fails before training."""
+        try:
+            value = self._value_at(0, total)
+        except Exception as err:  # noqa: BLE001 - any failure of the user's function is reported the same way
+            hint = (
+                f" This run's length is not known (the Trainer gives no number of {self._unit}s), so the schedule "
+                "gets `total_steps=None`: pass `total_steps=` to the callback, bound the run, or make the "
+                "function work without it."
+            ) if total is None else ""  # fmt: skip
+            raise MisconfigurationException(
+                f"{type(self).__name__}(`{self._attribute}`): `schedule(0, {total})` raised "
+                f"{type(err).__name__}: {err}.{hint}"
+            ) from err
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise MisconfigurationException(
+                f"{type(self).__name__}(`{self._attribute}`): `schedule(0, {total})` must return a finite real "
+                f"number, got {value!r}"
+            )
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -300,7 +364,7 @@ class ScheduledAttribute(Callback):
         else:
             total = estimate
         if total:
-            self._check_total(total)
+            self._check_total(total, trainer)
         self._total = total or None
         self._last_run = (weakref.ref(trainer), self._total)
         self._bind(trainer, pl_module)
@@ -328,6 +392,8 @@ class ScheduledAttribute(Callback):
 
     def _estimate_total(self, trainer: pl.Trainer) -> int | None:
         """The Trainer's length in ``unit``\\ s; 0 when no training step will run; None when unknown."""
+        if trainer.limit_train_batches == 0:
+            return 0  # a fit that only validates; Lightning's estimate reads -1 here
         if self._unit == "epoch":
             total: float = trainer.max_epochs if trainer.max_epochs is not None else -1
             total = math.inf if total < 0 else total
@@ -351,6 +417,8 @@ class ScheduledAttribute(Callback):
             )
         elif self._unit == "epoch":
             why = f"`max_epochs={trainer.max_epochs}` sets no number of epochs"
+            if trainer.max_steps != -1:
+                why += f" (`max_steps={trainer.max_steps}` counts steps, not epochs)"
         else:
             why = (
                 f"the Trainer estimates {estimate} optimizer steps (`max_epochs=-1`, or an iterable dataset "
@@ -390,20 +458,26 @@ class ScheduledAttribute(Callback):
             self._counter = (loop.epoch_loop, "_batches_that_stepped")
         owner, name = self._owner(pl_module)
         current = getattr(owner, name)
-        if isinstance(current, torch.Tensor):
+        instance_dict = getattr(owner, "__dict__", None)  # None with __slots__
+        if _has_setter(owner, name):
+            self._kind, self._target = _SETATTR, owner  # a property (or other descriptor): through its setter
+        elif isinstance(current, torch.Tensor):
             self._kind, self._target = _TENSOR, current
         elif (
-            name in vars(owner)
-            and not isinstance(inspect.getattr_static(type(owner), name, None), property)
+            instance_dict is not None
+            and name in instance_dict
             and not (isinstance(owner, torch.nn.Module) and name in owner._modules)
         ):
-            self._kind, self._target = _DICT, vars(owner)  # plain instance attribute: skip nn.Module.__setattr__
+            self._kind, self._target = _DICT, instance_dict  # plain instance attribute: skip nn.Module.__setattr__
         else:
             self._kind, self._target = _SETATTR, owner
         self._name = name
         self._cached_step = -1
-        self._loggers = list(trainer.loggers) if self._log_name is not None else []
+        self._logged_step = -1
+        self._log_between_changes = self._unit == "epoch"  # the value changes per epoch; logging steps don't
         self._log_every = trainer.log_every_n_steps
+        self._loggers = list(trainer.loggers) if self._log_name is not None and self._log_every else []
+        self._epoch_loop = loop.epoch_loop
 
     # ------------------------------------------------------------------ checks
 
@@ -471,30 +545,32 @@ class ScheduledAttribute(Callback):
     ) -> None:
         obj, field = self._counter  # type: ignore[misc]
         step = getattr(obj, field)
-        if step == self._cached_step:
-            return  # another micro-batch of the same optimizer step (or epoch): the value is in place
-        self._cached_step = step
-        value = self._value = self._value_at(step, self._total)
-        kind = self._kind
-        if kind == _DICT:
-            self._target[self._name] = value
-        elif kind == _TENSOR:
-            self._target.fill_(value)  # in place: same object, dtype and device, so compiled graphs stay valid
-        else:
-            setattr(self._target, self._name, value)
-        if self._loggers and self._log_every:
+        if step != self._cached_step:
+            self._cached_step = step
+            value = self._value = self._value_at(step, self._total)
+            kind = self._kind
+            if kind == _DICT:
+                self._target[self._name] = value
+            elif kind == _TENSOR:
+                self._target.fill_(value)  # in place: same object, dtype and device, so compiled graphs stay valid
+            else:
+                setattr(self._target, self._name, value)
+        elif not self._log_between_changes:
+            return  # another micro-batch of the same optimizer step: the value is in place, and logged
+        if self._loggers:
             # Straight to the loggers, as LearningRateMonitor does: `self.log` costs far more per step.
             # `_batches_that_stepped` is the step the Trainer logs this step's losses at, and the
             # condition is the Trainer's own `should_update_logs` for the fit loop, minus its lookups.
-            logged_step = trainer.fit_loop.epoch_loop._batches_that_stepped
-            if (logged_step + 1) % self._log_every == 0 or trainer.should_stop:
+            logged_step = self._epoch_loop._batches_that_stepped
+            if ((logged_step + 1) % self._log_every == 0 or trainer.should_stop) and logged_step != self._logged_step:
+                self._logged_step = logged_step
                 for logger in self._loggers:
-                    logger.log_metrics({self._log_name: value}, step=logged_step)
+                    logger.log_metrics({self._log_name: self._value}, step=logged_step)
 
     def _write_slow(self, pl_module: pl.LightningModule, value: float) -> None:
         owner, name = self._owner(pl_module)
         current = getattr(owner, name)
-        if isinstance(current, torch.Tensor):
+        if isinstance(current, torch.Tensor) and not _has_setter(owner, name):
             current.fill_(value)
         else:
             setattr(owner, name, value)
@@ -530,6 +606,11 @@ class ScheduledAttribute(Callback):
         self._warn_if_unfinished(trainer, pl_module)
 
     @override
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # After fit the model is evaluated (by hand, or by a later test) at the evaluation value.
+        self._write_eval_value(pl_module)
+
+    @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if trainer.state.fn == TrainerFn.FITTING:
             self._warn_if_unfinished(trainer, pl_module)
@@ -540,10 +621,15 @@ class ScheduledAttribute(Callback):
         length = self._schedule_length(self._total)
         reached = self._read_counter(trainer, pl_module)
         if length is not None and reached < length:
+            final = self._value_at(length, self._total)
+            held = f"`{self._attribute}` last held {self._value:.6g}"
+            held += (
+                f", its final value, but the rest of the schedule did not run. " if self._value == final
+                else f", not its final value {final:.6g}. {self._unfinished_advice()}"
+            )  # fmt: skip
             rank_zero_warn(
                 f"{type(self).__name__}(`{self._attribute}`): the fit ended after {reached} of the schedule's "
-                f"{length} {self._unit}s (`total_steps`); `{self._attribute}` last held {self._value:.6g}, "
-                f"not its final value {self._value_at(length, self._total):.6g}. {self._unfinished_advice()}"
+                f"{length} {self._unit}s (`total_steps`); {held.rstrip()}"
             )
         self._counter = None  # once per fit
 
@@ -731,14 +817,20 @@ class CyclicalKLAnnealing(ScheduledAttribute):
         return None if self._n_cycle is None else self._delay + self._n_cycle * self._period
 
     @override
-    def _check_total(self, total: int) -> None:
+    def _check_total(self, total: int, trainer: pl.Trainer) -> None:
         if self._period is not None:
             return
         if self._delay >= total:
-            raise MisconfigurationException(
+            message = (
                 f"CyclicalKLAnnealing: `delay`={self._delay} must be smaller than the run's {total} {self._unit}s "
                 "(`total_steps`): no cycle would run. Use a shorter delay or a longer run."
             )
+            if not trainer.fast_dev_run:
+                raise MisconfigurationException(message)
+            if not self._warned_cycles:  # a debug run: say it, and let it run at `start`
+                self._warned_cycles = True
+                rank_zero_warn(message)
+            return
         if self._n_cycle is not None and self._n_cycle >= total - self._delay and not self._warned_cycles:
             self._warned_cycles = True  # once: fast_dev_run and tiny debug runs still train
             rank_zero_warn(f"CyclicalKLAnnealing: {_too_many_cycles(total, self._n_cycle, self._delay)}")
@@ -753,9 +845,8 @@ class CyclicalKLAnnealing(ScheduledAttribute):
 
     @override
     def _unbounded_hint(self) -> str:
-        return (
-            "pass `total_steps=` to the callback, or `period=` (units per cycle) to cycle without knowing the run's "
-            "length, or bound the run with `max_steps` / `max_epochs`"
+        return super()._unbounded_hint().replace(
+            "to the callback,", "to the callback, or `period=` (units per cycle) to cycle without knowing the run's length,"
         )
 
     @override
