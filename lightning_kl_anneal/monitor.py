@@ -215,6 +215,7 @@ class LatentMonitor(Callback):
         self.last: dict[str, float] = {}
         self._buffer: list[dict[str, Tensor | None]] = []
         self._buffered = 0
+        self._device = torch.device("cpu")
 
     @property
     @override
@@ -256,8 +257,11 @@ class LatentMonitor(Callback):
 
     @override
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # The metrics accumulate in float64, which Apple's MPS lacks: there they stay on the CPU.
+        device = pl_module.device
+        self._device = torch.device("cpu") if device.type == "mps" else device
         for metric in self._metrics():
-            metric.to(pl_module.device)
+            metric.to(self._device)
             metric.reset()
         self._buffer, self._buffered = [], 0
 
@@ -281,7 +285,10 @@ class LatentMonitor(Callback):
     def _flush(self) -> None:
         if not self._buffer:
             return
-        post = {k: None if self._buffer[0][k] is None else torch.cat([b[k] for b in self._buffer]) for k in self._buffer[0]}
+        post = {
+            k: None if self._buffer[0][k] is None else torch.cat([b[k] for b in self._buffer]).to(self._device)  # type: ignore[misc]
+            for k in self._buffer[0]
+        }
         self._buffer, self._buffered = [], 0
         mu, logvar = post["mu"], post["logvar"]
         assert mu is not None and logvar is not None  # for type checkers; _read guarantees it
