@@ -115,8 +115,9 @@ def mutual_information(
     **Upper bound.** Every term is at most ``log N`` (the own density is one of the N terms of the
     mixture), so the estimate is at most ``log N``, and at most ``log batch_size`` per batch: a
     model whose N posteriors do not overlap reads ``log N``, however much information the code
-    carries. He et al.'s per-batch numbers are therefore capped at ``log B`` (3.47 for B = 32) and
-    are lower than this whole-set estimate for an informative code. Compare MI only at equal N
+    carries. He et al.'s per-batch numbers are therefore capped at ``log B`` (3.47 for B = 32): a
+    code informative enough to approach that cap reads lower per batch than over the whole set
+    (64 separated posteriors read log 64 over the set, log 8 in batches of 8). Compare MI only at equal N
     (or equal batch size). The estimate can be slightly negative for a collapsed code.
 
     It is I(x; z) under an unconditional prior; for a CVAE it is not I(x; z | c).
