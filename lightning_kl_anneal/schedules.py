@@ -245,6 +245,16 @@ def _check_step_args(step: object, total_steps: int | None, period: int | None) 
         )
 
 
+def _validate_position_args(n_cycle: int | None, total_steps: int | None, delay: int, period: int | None) -> None:
+    # Positions are well defined with as many cycles as steps (each cycle one step long, tau = 0), which
+    # e.g. a learning-rate restart under `fast_dev_run` meets; only the β functions refuse that.
+    validate_schedule_args(n_cycle=n_cycle, delay=delay, period=period)
+    if total_steps is not None:
+        _check_int("total_steps", total_steps, 1)
+        if period is None and delay >= total_steps:
+            raise ValueError(f"`delay`={delay} must be smaller than `total_steps`={total_steps}")
+
+
 def cycle_length(total_steps: int, n_cycle: int = 4, *, delay: int = 0) -> int:
     """Number of steps in one cycle, ``ceil((T - delay) / M)``; the last cycle may be shorter.
 
@@ -264,7 +274,7 @@ def cycle_length(total_steps: int, n_cycle: int = 4, *, delay: int = 0) -> int:
         >>> cycle_length(10_000, 4, delay=2_000)
         2000
     """
-    validate_schedule_args(n_cycle=n_cycle, total_steps=total_steps, delay=delay)
+    _validate_position_args(n_cycle, total_steps, delay, None)
     return _period(total_steps - delay, n_cycle)
 
 
@@ -295,7 +305,7 @@ def cycle_position(
         >>> cycle_position(7, n_cycle=None, period=4, delay=2)
         0.25
     """
-    validate_schedule_args(n_cycle=n_cycle, total_steps=total_steps, delay=delay, period=period)
+    _validate_position_args(n_cycle, total_steps, delay, period)
     _check_step_args(step, total_steps, period)
     if step < delay:
         return 0.0

@@ -360,3 +360,10 @@ def test_phase_worked_example() -> None:
 def test_bad_delay_and_period(call: Any, exc: type, match: str) -> None:
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_positions_allow_as_many_cycles_as_steps() -> None:
+    # e.g. a cosine learning-rate restart per cycle under fast_dev_run (T = 1)
+    assert cycle_position(0, 1, 4) == 0.0 and cycle_length(1, 4) == 1
+    with pytest.raises(ValueError, match=r"`n_cycle`=4 cycles need more than 4 steps"):
+        cyclical_beta(0, 1, 4)
