@@ -89,8 +89,8 @@ class LatentMonitor(Callback):
     :class:`~lightning_kl_anneal.ScheduledAttribute`), the phase of the last training step,
     ``current_phase(trainer)`` where the callback has it (it counts epochs for ``unit="epoch"``),
     else ``phase_at(global_step - 1)``, must be ``"plateau"``, ``"final"`` or ``None`` (unknown);
-    without such a callback every validation counts. A low KL
-    while β is still rising is expected and is neither counted nor resets the count.
+    without such a callback every validation counts. A low KL while β is still rising is expected
+    and is neither counted nor resets the count.
 
     Defaults, and why:
 
@@ -104,8 +104,8 @@ class LatentMonitor(Callback):
 
     Cost: no work on training steps (no per-step hook); per validation batch, keeping a reference
     to the posterior tensors, handed to the metrics every 4096 rows (O(rows x d) sums, and a copy
-    of at most ``mi_max_samples`` rows); per validation one MI estimate over at most
-    ``mi_max_samples`` rows (O(n² d), float64). State saved in checkpoints is plain Python
+    of at most ``mi_max_samples`` rows); per validation one MI estimate over the n <=
+    ``mi_max_samples`` rows kept (O(``mi_outer_rows`` x n x d), float64). State saved in checkpoints is plain Python
     (``torch.load(..., weights_only=True)`` works): the running count and whether the alert fired,
     so a resumed fit alerts at the same validation as an uninterrupted one.
 
@@ -122,12 +122,12 @@ class LatentMonitor(Callback):
         au_threshold: variance of the posterior mean above which a dimension is active.
         mi_samples: z draws per row for the MI estimate.
         mi_outer_rows: rows (evenly spaced) whose draws are scored against the aggregate posterior
-            of all rows; ``None`` for all. With 1000 validation rows, one draw and 512 outer rows
-            the MI's standard deviation over draws measured 0.005 nats at MI 0.008, 0.017 at 0.21
+            of all rows; ``None`` for all. On synthetic posteriors of 1000 rows (``benchmarks/monitor.py``),
+            with one draw and 512 outer rows the MI's standard deviation over draws measured 0.005 nats at MI 0.008, 0.017 at 0.21
             and 0.049 at 1.46 (all rows: 0.004, 0.013, 0.033 at twice the cost; 4 draws and all rows:
             0.002, 0.008, 0.015 at 8 times the cost). The draws are seeded, so two validations of
-            one model agree exactly. These defaults keep the monitor under 5 % of the text VAE's
-            validation loop (``benchmarks/monitor.py``).
+            one model agree exactly. With these defaults the monitor took 4.4 % of the text VAE's
+            validation loop (``benchmarks/monitor.py``, README).
         mi_max_samples: rows kept per process for the MI estimate; 0 turns MI off.
         log_prefix: the metrics are ``f"{log_prefix}/kl"`` etc.; change it to monitor two latents.
 
