@@ -68,20 +68,19 @@ def _check_posterior(mu: Tensor, logvar: Tensor) -> None:
         raise ValueError(f"`mu` and `logvar` must both be (N >= 1, d) tensors of the same shape, got {shapes[0]} and {shapes[1]}")
 
 
-def _mi_sum(mu: Tensor, logvar: Tensor, z: Tensor, chunk: int) -> float:
-    """Σ_i [log q(z_i|x_i) − log((1/N) Σ_j q(z_i|x_j))] for one draw z (N, d), aggregate over all N rows."""
+def _mi_sum(mu: Tensor, logvar: Tensor, z: Tensor, own: Tensor, chunk: int) -> float:
+    """Σ_i [log q(z_i|x_own_i) − log((1/N) Σ_j q(z_i|x_j))] over the rows of z (z_i drawn from row own_i)."""
     n, d = mu.shape
     inv_var = (-logvar).exp()
-    # log q(z_i | x_j) for all pairs through matrix products (Σ_d (z − mu)² / var expanded): BLAS-fast
+    # log q(z_i | x_j) = [z_i², z_i, 1] · [−½/var_j, mu_j/var_j, c_j]: all pairs in one matrix product
     const = -0.5 * (logvar.sum(1) + d * math.log(2 * math.pi) + (mu * mu * inv_var).sum(1))  # (N,)
-    scaled_mu = mu * inv_var
+    weights = torch.cat([-0.5 * inv_var, mu * inv_var, const[:, None]], dim=1)  # (N, 2d + 1)
     total = 0.0
-    for start in range(0, n, chunk):
-        zc = z[start : start + chunk]
-        rows = torch.arange(len(zc), device=mu.device)
-        log_dens = const[None] - 0.5 * (zc * zc) @ inv_var.T + zc @ scaled_mu.T  # (c, N)
-        own = log_dens[rows, rows + start]
-        total += float((own - (torch.logsumexp(log_dens, dim=1) - math.log(n))).sum())
+    for start in range(0, len(z), chunk):
+        zc, oc = z[start : start + chunk], own[start : start + chunk]
+        log_dens = torch.cat([zc * zc, zc, torch.ones_like(zc[:, :1])], dim=1) @ weights.T  # (c, N)
+        own_dens = log_dens[torch.arange(len(zc), device=mu.device), oc]
+        total += float((own_dens - (torch.logsumexp(log_dens, dim=1) - math.log(n))).sum())
     return total
 
 
@@ -91,8 +90,9 @@ def mutual_information(
     n_samples: int = 4,
     *,
     batch_size: int | None = None,
+    outer_rows: int | None = None,
     generator: torch.Generator | None = None,
-    chunk: int = 1024,
+    chunk: int = 256,
 ) -> float:
     r"""I(x; z) under q(z|x) p_data(x), in nats: the estimator of He et al. (2019), with less variance.
 
@@ -115,8 +115,9 @@ def mutual_information(
     **Upper bound.** Every term is at most ``log N`` (the own density is one of the N terms of the
     mixture), so the estimate is at most ``log N``, and at most ``log batch_size`` per batch: a
     model whose N posteriors do not overlap reads ``log N``, however much information the code
-    carries. He et al.'s per-batch numbers are therefore capped at ``log B`` (3.47 for B = 32) and
-    are lower than this whole-set estimate for an informative code. Compare MI only at equal N
+    carries. He et al.'s per-batch numbers are therefore capped at ``log B`` (3.47 for B = 32): a
+    code informative enough to approach that cap reads lower per batch than over the whole set
+    (64 separated posteriors read log 64 over the set, log 8 in batches of 8). Compare MI only at equal N
     (or equal batch size). The estimate can be slightly negative for a collapsed code.
 
     It is I(x; z) under an unconditional prior; for a CVAE it is not I(x; z | c).
@@ -127,14 +128,20 @@ def mutual_information(
         n_samples: z draws per row, >= 1.
         batch_size: ``None`` for the whole-set aggregate posterior, or an int >= 1 for He et al.'s
             per-batch variant.
+        outer_rows: average the outer expectation over at most this many rows, evenly spaced in the
+            order given (each still scored against the aggregate posterior of all N rows): the cost
+            drops from O(N² d) to O(outer_rows N d), the estimand is unchanged, the variance grows
+            about as N / outer_rows. ``None``: all rows.
         generator: for the z draws (on ``mu``'s device); pass one for reproducible numbers.
-        chunk: rows of z scored at a time; bounds memory at ``chunk x N`` float64 values.
+        chunk: rows of z scored at a time; bounds memory at ``chunk x N`` float64 values (256: the
+            block stays in cache; 1024 measured 2-3 times slower at N = 1000 on one CPU thread).
 
     Returns:
         The estimate in nats, a float <= log N.
 
     Raises:
-        ValueError: for shapes other than two equal (N, d), or a bad ``n_samples``, ``batch_size`` or ``chunk``.
+        ValueError: for shapes other than two equal (N, d), or a bad ``n_samples``, ``batch_size``,
+            ``outer_rows`` or ``chunk``.
 
     Example:
         >>> import torch
@@ -145,7 +152,10 @@ def mutual_information(
         True
     """
     _check_posterior(mu, logvar)
-    for name, value, allow_none in (("n_samples", n_samples, False), ("batch_size", batch_size, True), ("chunk", chunk, False)):
+    for name, value, allow_none in (
+        ("n_samples", n_samples, False), ("batch_size", batch_size, True), ("outer_rows", outer_rows, True),
+        ("chunk", chunk, False),
+    ):  # fmt: skip
         if value is None and allow_none:
             continue
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
@@ -153,11 +163,16 @@ def mutual_information(
     n = mu.shape[0]
     mu, logvar = mu.detach().double(), logvar.detach().double()
     std = (0.5 * logvar).exp()
+    outer = torch.arange(n, device=mu.device)
+    if outer_rows is not None and outer_rows < n:
+        outer = torch.linspace(0, n - 1, int(outer_rows), device=mu.device).round().long()
     step = n if batch_size is None else int(batch_size)
     total = 0.0
     for _ in range(n_samples):
         z = mu + std * torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
         for start in range(0, n, step):
-            sl = slice(start, start + step)
-            total += _mi_sum(mu[sl], logvar[sl], z[sl], chunk)
-    return total / (n * n_samples)
+            rows = outer[(outer >= start) & (outer < start + step)]
+            if len(rows):
+                sl = slice(start, start + step)
+                total += _mi_sum(mu[sl], logvar[sl], z[rows], rows - start, chunk)
+    return total / (len(outer) * n_samples)

@@ -102,13 +102,13 @@ def free_bits_kl(kl_per_dim: Tensor, threshold: float, mode: FreeBitsMode = "dim
     |                   |                                 | ``kl_tolerance * z_size``)                | is below λ                        |
     | ``"batch"``       | ``max(λ, mean_x Σ_d K[x, d])``  | Kingma et al. 2016 with one group;        | for the whole batch while its     |
     |                   |                                 | sketch-rnn (Ha & Eck 2018; KL averaged    | mean total KL is below λ          |
-    |                   |                                 | over dimensions there, so their λ = ours/d)|                                  |
+    |                   |                                 | over dimensions: their λ is ours / d)     |                                   |
 
     λ is per dimension in ``"dim"`` and ``"example_dim"``, per example (whole latent vector) in
     ``"example"`` and ``"batch"``. The mask form of Li et al. and Optimus, ``K · [K > λ]``, has the
     same gradient as ``max(λ, K)``; only the reported value differs (0 instead of λ below the floor).
-    The floors on the batch mean let single examples carry KL below λ as long as the batch average
-    is above it; the per-example floors pressure no example below λ at all. Razavi et al.'s δ-VAE
+    The floors on the batch mean still push an example's KL down while the batch mean is above λ;
+    the per-example floors leave every example (or entry) below λ alone. Razavi et al.'s δ-VAE
     (2019) is a different remedy (it constrains the posterior family) and is not a mode here.
 
     Args:

@@ -71,20 +71,23 @@ def _draws(mu: torch.Tensor, logvar: torch.Tensor, n_samples: int, seed: int) ->
     return [mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=g, dtype=torch.float64) for _ in range(n_samples)]
 
 
-def _brute_force_mi(mu: torch.Tensor, logvar: torch.Tensor, zs: list[torch.Tensor], batch: int | None = None) -> float:
+def _brute_force_mi(
+    mu: torch.Tensor, logvar: torch.Tensor, zs: list[torch.Tensor], batch: int | None = None, outer: list[int] | None = None
+) -> float:
     """Loops over rows and torch.distributions log-densities: mean of log q(z_i|x_i) - log (1/B) Σ_j q(z_i|x_j)."""
     mu, logvar = mu.double(), logvar.double()
     n = len(mu)
     batch = batch or n
+    outer = list(range(n)) if outer is None else outer
     total = 0.0
     for z in zs:
-        for i in range(n):
+        for i in outer:
             lo = (i // batch) * batch
             members = range(lo, min(lo + batch, n))
             logs = torch.stack([Normal(mu[j], (0.5 * logvar[j]).exp()).log_prob(z[i]).sum() for j in members])
             own = Normal(mu[i], (0.5 * logvar[i]).exp()).log_prob(z[i]).sum()
             total += float(own - (torch.logsumexp(logs, 0) - math.log(len(members))))
-    return total / (n * len(zs))
+    return total / (len(outer) * len(zs))
 
 
 @pytest.mark.parametrize(("n", "d", "n_samples", "seed"), [(7, 3, 2, 0), (12, 2, 1, 1), (5, 6, 3, 2)])
@@ -101,6 +104,16 @@ def test_mi_per_batch_variant_matches_brute_force(batch_size: int) -> None:
     mu, logvar = torch.randn(10, 3, generator=g) * 2, torch.randn(10, 3, generator=g) * 0.3
     got = mutual_information(mu, logvar, 2, batch_size=batch_size, generator=torch.Generator().manual_seed(9))
     assert got == pytest.approx(_brute_force_mi(mu, logvar, _draws(mu, logvar, 2, 9), batch=batch_size), abs=1e-10)
+
+
+@pytest.mark.parametrize(("outer_rows", "batch_size"), [(4, None), (10, None), (50, None), (4, 3)])
+def test_mi_outer_rows_average_over_evenly_spaced_rows(outer_rows: int, batch_size: int | None) -> None:
+    g = torch.Generator().manual_seed(6)
+    mu, logvar = torch.randn(10, 3, generator=g) * 2, torch.randn(10, 3, generator=g) * 0.3
+    got = mutual_information(mu, logvar, 2, outer_rows=outer_rows, batch_size=batch_size, generator=torch.Generator().manual_seed(9))
+    rows = sorted({round(i * 9 / (outer_rows - 1)) for i in range(outer_rows)}) if outer_rows < 10 else None
+    expected = _brute_force_mi(mu, logvar, _draws(mu, logvar, 2, 9), batch=batch_size, outer=rows)
+    assert got == pytest.approx(expected, abs=1e-10)
 
 
 def test_mi_per_batch_is_bounded_by_log_batch_size() -> None:
@@ -161,6 +174,7 @@ def test_mi_does_not_depend_on_chunk_and_agrees_with_he_et_al_in_expectation() -
         ((torch.zeros(3, 2), torch.zeros(3, 2), 0), {}, r"`n_samples` must be an int >= 1, got 0"),
         ((torch.zeros(3, 2), torch.zeros(3, 2)), dict(batch_size=0), r"`batch_size` must be an int >= 1 or None, got 0"),
         ((torch.zeros(3, 2), torch.zeros(3, 2)), dict(chunk=2.5), r"`chunk` must be an int >= 1, got 2.5"),
+        ((torch.zeros(3, 2), torch.zeros(3, 2)), dict(outer_rows=0), r"`outer_rows` must be an int >= 1 or None, got 0"),
     ],
 )
 def test_mi_bad_arguments(args: tuple, kwargs: dict, match: str) -> None:

@@ -107,9 +107,19 @@ def test_mutual_information_does_not_depend_on_row_order_or_split() -> None:
     assert float(a.compute()) == float(a.compute())  # seeded draws: the same value every time
 
 
-def test_canonical_order_is_lexicographic() -> None:
-    rows = torch.tensor([[1.0, 2.0], [0.0, 5.0], [1.0, -1.0], [0.0, 5.0]])
-    assert _canonical_order(rows).tolist() == [1, 3, 2, 0]
+def test_mutual_information_outer_rows() -> None:
+    mu, logvar = _rows(n=25)
+    m = MutualInformation(n_samples=2, outer_rows=5, seed=3)
+    m.update(mu, logvar)
+    order = _canonical_order(torch.cat([mu, logvar], 1))
+    expected = mutual_information(mu[order], logvar[order], 2, outer_rows=5, generator=torch.Generator().manual_seed(3))
+    assert float(m.compute()) == pytest.approx(expected, abs=1e-12)
+
+
+def test_canonical_order_depends_on_values_only() -> None:
+    rows = torch.cat([torch.randn(20, 6, generator=torch.Generator().manual_seed(1)), torch.zeros(3, 6)])
+    perm = torch.randperm(23, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(rows[_canonical_order(rows)], rows[perm][_canonical_order(rows[perm])], rtol=0, atol=0)
 
 
 def test_mutual_information_keeps_at_most_max_samples() -> None:
@@ -118,9 +128,11 @@ def test_mutual_information_keeps_at_most_max_samples() -> None:
     for b_mu, b_lv in _batches(mu, logvar):
         m.update(b_mu, b_lv)
     assert sum(len(t) for t in m.mu) == 12  # the first 12 rows: 7, 1 and 4 of the third batch
-    torch.testing.assert_close(torch.cat(m.mu), mu[:12].double())
+    torch.testing.assert_close(torch.cat(m.mu), mu[:12])
     m.reset()
     assert m.mu == []
+    m.update(mu, logvar)
+    assert sum(len(t) for t in m.mu) == 12  # room again after a reset
 
 
 @pytest.mark.filterwarnings("ignore:.*was called before the ``update``")
@@ -140,6 +152,7 @@ def test_mutual_information_subsamples_evenly_when_more_rows_were_gathered() -> 
         (dict(n_samples=0), r"`n_samples` must be an int >= 1, got 0"),
         (dict(max_samples=1.5), r"`max_samples` must be an int >= 1, got 1.5"),
         (dict(seed="0"), r"`seed` must be an int or None, got '0'"),
+        (dict(outer_rows=0), r"`outer_rows` must be an int >= 1 or None, got 0"),
     ],
 )
 def test_mutual_information_bad_arguments(kwargs: dict, match: str) -> None:

@@ -249,7 +249,7 @@ def test_validate_alone_logs_but_does_not_count(tmp_path: Path) -> None:
 def _expected(model: Latent) -> dict[str, float]:
     post = {k: v.double() for k, v in model.posterior(model.x).items()}
     order = _canonical_order(torch.cat([post["mu"], post["logvar"]], 1))
-    mi = mutual_information(post["mu"][order], post["logvar"][order], 4, generator=torch.Generator().manual_seed(0))
+    mi = mutual_information(post["mu"][order], post["logvar"][order], 1, outer_rows=512, generator=torch.Generator().manual_seed(0))
     return {
         "kl": float(gaussian_kl(post["mu"], post["logvar"]).sum(1).mean()),
         "active_units": float(active_units(post["mu"])),
@@ -291,6 +291,15 @@ def test_metrics_and_histogram_land_in_tensorboard(tmp_path: Path) -> None:
     assert hist[-1].histogram_value.sum == pytest.approx(float(kl_dim.sum()), rel=1e-5)
     assert hist[-1].histogram_value.min == pytest.approx(float(kl_dim.min()), rel=1e-5)
     assert events.Scalars("latent/kl")[-1].value == pytest.approx(float(kl_dim.sum()), rel=1e-5)
+
+
+def test_rows_handed_to_the_metrics_in_chunks_give_the_same_values(tmp_path: Path) -> None:
+    whole, chunked = LatentMonitor(), LatentMonitor()
+    chunked._FLUSH_ROWS = 10  # flushes after 16 and 32 of the 32 rows, instead of once at the end
+    for monitor in (whole, chunked):
+        make_trainer(tmp_path, [monitor], max_epochs=1).fit(Latent("informative"))
+    assert chunked.last == pytest.approx(whole.last, rel=1e-12)
+    assert chunked.mutual_information.update_count == 2 and whole.mutual_information.update_count == 1
 
 
 def test_metrics_reach_callback_metrics_for_early_stopping(tmp_path: Path) -> None:
@@ -338,6 +347,38 @@ def test_missing_key_fails_in_the_sanity_check_before_training(tmp_path: Path, m
     assert model.train_steps == 0
 
 
+class FlatMu(Latent):
+    def validation_step(self, batch: Any, batch_idx: int) -> Any:
+        return {"mu": torch.zeros(len(batch[0])), "logvar": torch.zeros(len(batch[0]))}
+
+
+class ImageLatent(Latent):
+    """A conv-VAE-like (batch, 2, 2) latent: flattened to (batch, 4)."""
+
+    def validation_step(self, batch: Any, batch_idx: int) -> Any:
+        post = self.posterior(batch[0])
+        return {k: v.reshape(-1, 2, 2) for k, v in post.items()}
+
+
+def test_latent_shapes(tmp_path: Path) -> None:
+    with pytest.raises(MisconfigurationException, match=r"LatentMonitor needs `mu` of shape \(batch, d\) .* got \(8,\)"):
+        make_trainer(tmp_path, [LatentMonitor()], num_sanity_val_steps=1).fit(FlatMu())
+    flat, image = LatentMonitor(), LatentMonitor()
+    make_trainer(tmp_path, [flat], max_epochs=1).fit(Latent("informative"))
+    make_trainer(tmp_path, [image], max_epochs=1).fit(ImageLatent("informative"))
+    assert image.last == flat.last
+
+
+def test_with_the_general_scheduled_attribute(tmp_path: Path) -> None:
+    from lightning_kl_anneal import ScheduledAttribute
+
+    schedule = ScheduledAttribute(lambda step, total: min(1.0, step / 8))  # a user's function: phase unknown
+    assert schedule.phase_at(3) is None
+    monitor = LatentMonitor(patience=3)
+    fit_quietly(make_trainer(tmp_path, [schedule, monitor]), Latent("prior"))
+    assert monitor.alert_step == 12  # every validation counts
+
+
 def test_missing_prior_key_names_it(tmp_path: Path) -> None:
     model = Latent("informative")
     with pytest.raises(MisconfigurationException, match=r"reads \['prior_mu'\].*'prior_mu': prior_mu"):
@@ -356,6 +397,7 @@ def test_missing_prior_key_names_it(tmp_path: Path) -> None:
         (dict(on_collapse="error"), r"`on_collapse` must be one of \('warn', 'raise', 'stop'\), got 'error'"),
         (dict(au_threshold=math.nan), r"`au_threshold` must be a finite real number >= 0, got nan"),
         (dict(mi_samples=0), r"`mi_samples` must be an int >= 1, got 0"),
+        (dict(mi_outer_rows=0), r"`mi_outer_rows` must be an int >= 1 or None, got 0"),
         (dict(mi_max_samples=-1), r"`mi_max_samples` must be an int >= 0, got -1"),
         (dict(log_prefix=None), r"`log_prefix` must be a non-empty string, got None"),
     ],
