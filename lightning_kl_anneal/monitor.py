@@ -211,6 +211,7 @@ class LatentMonitor(Callback):
         self.collapsed_count = 0
         #: ``trainer.global_step`` at the validation that fired the alert, or None
         self.alert_step: int | None = None
+        self._warned_rows = False
         #: the values of the last validation, e.g. ``{"kl": 0.01, "active_units": 0.0, "mi": 0.003}``
         self.last: dict[str, float] = {}
         self._buffer: list[dict[str, Tensor | None]] = []
@@ -307,7 +308,13 @@ class LatentMonitor(Callback):
         if not self.kl_per_dim.update_called:
             return
         kl_dim = self.kl_per_dim.compute()
-        values = {"kl": float(kl_dim.sum()), "active_units": float(self.active_units.compute())}
+        values = {"kl": float(kl_dim.sum())}
+        try:
+            values["active_units"] = float(self.active_units.compute())
+        except ValueError as err:  # one validation row in all (fast_dev_run, batch size 1): no variance
+            if not self._warned_rows:
+                self._warned_rows = True
+                rank_zero_warn(f"LatentMonitor: `latent/active_units` skipped: {err}. Validate on more rows to see it.")
         if self.mutual_information is not None:
             values["mi"] = float(self.mutual_information.compute())
         self.last = values
@@ -350,7 +357,7 @@ class LatentMonitor(Callback):
         return low_kl or low_au
 
     def _count(self, trainer: pl.Trainer, values: dict[str, float], d: int) -> None:
-        if not self.is_collapsed(values["kl"], values["active_units"]):
+        if not self.is_collapsed(values["kl"], values.get("active_units", math.nan)):
             self.collapsed_count = 0
             return
         self.collapsed_count += 1
@@ -358,11 +365,14 @@ class LatentMonitor(Callback):
             return
         self.alert_step = trainer.global_step
         mi = f", MI {round(values['mi'], 4) + 0.0:.4f} nats" if "mi" in values else ""  # + 0.0: no "-0.0000"
+        au = (
+            f"{int(values['active_units'])}/{d} active units (min_active_units {self.min_active_units})"
+            if "active_units" in values else "active units unknown (one validation row)"
+        )  # fmt: skip
         message = (
             f"LatentMonitor: the posterior has collapsed (KL vanishing). For {self.patience} consecutive "
             f"validations at β's plateau (the last at step {trainer.global_step}): KL {values['kl']:.4f} nats per "
-            f"example (kl_threshold {self.kl_threshold}), {int(values['active_units'])}/{d} active units "
-            f"(min_active_units {self.min_active_units}){mi}. Remedies: a cyclical schedule, "
+            f"example (kl_threshold {self.kl_threshold}), {au}{mi}. Remedies: a cyclical schedule, "
             "`CyclicalKLAnnealing(n_cycle=4, ratio=0.5)`; β starting above 0, `start=0.1`; free bits in the "
             "training loss, `free_bits_kl(gaussian_kl(mu, logvar), 0.5)`; a delay at β = 0 before annealing, "
             "`delay=` steps (Li et al. 2019) or `ratio_zero=0.25` of each cycle (Optimus)."

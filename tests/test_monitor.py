@@ -452,3 +452,17 @@ def test_ddp_two_ranks_equal_one(tmp_path: Path) -> None:
     assert ranks[0].keys() == one.keys() == {"kl", "active_units", "mi"}
     for key in one:
         assert ranks[0][key] == pytest.approx(one[key], rel=1e-9, abs=1e-12), key
+
+
+class OneRow(Latent):
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(self.x[:1]), batch_size=1)
+
+
+def test_a_validation_of_one_row_skips_active_units_with_a_warning(tmp_path: Path) -> None:
+    # fast_dev_run or a batch size of 1: no variance, so no active units; the rest is still logged
+    monitor = LatentMonitor(patience=1)
+    messages = fit_quietly(make_trainer(tmp_path, [monitor], max_epochs=2), OneRow(kind="prior"))
+    assert sum("`latent/active_units` skipped" in m for m in messages) == 1
+    assert set(monitor.last) == {"kl", "mi"} and monitor.last["kl"] == 0.0
+    assert any("posterior has collapsed" in m and "active units unknown" in m for m in messages)  # the KL alone tells
