@@ -90,7 +90,11 @@ class LatentMonitor(Callback):
     ``current_phase(trainer)`` where the callback has it (it counts epochs for ``unit="epoch"``),
     else ``phase_at(global_step - 1)``, must be ``"plateau"``, ``"final"`` or ``None`` (unknown);
     without such a callback every validation counts. A low KL while β is still rising is expected
-    and is neither counted nor resets the count.
+    and is not counted; a ramp also restarts the count, since every cycle is a new chance for the
+    latent (the text example's cyclical runs that collapse on one plateau often recover in the next
+    cycle). So the alert needs ``patience`` collapsed validations on one plateau, or after the last
+    ramp: validate often enough that a plateau holds that many (``val_check_interval``), or lower
+    ``patience``.
 
     Defaults, and why:
 
@@ -325,8 +329,11 @@ class LatentMonitor(Callback):
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):  # a distribution, not d scalars
                 logger.experiment.add_histogram(f"{self.log_prefix}/kl_per_dim", kl_dim.float().cpu(), global_step=step)
-        if trainer.state.fn == TrainerFn.FITTING and self.alert_step is None and self._at_plateau(trainer):
-            self._count(trainer, values, len(kl_dim))
+        if trainer.state.fn == TrainerFn.FITTING and self.alert_step is None:
+            if self._at_plateau(trainer):
+                self._count(trainer, values, len(kl_dim))
+            else:  # a ramp restarts the schedule: a new chance for the latent, so the count starts again
+                self.collapsed_count = 0
 
     @staticmethod
     def _at_plateau(trainer: pl.Trainer) -> bool:

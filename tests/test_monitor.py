@@ -201,7 +201,7 @@ def test_each_criterion_alone(tmp_path: Path, kwargs: dict, collapsed: bool) -> 
         (lambda s: "ramp" if s < 8 else "plateau", 20),  # validations at 4 and 8 (steps 3, 7) don't count
         (lambda s: "delay" if s < 8 else "final", 20),
         (lambda s: None, 12),  # the schedule cannot say: every validation counts
-        (lambda s: "ramp" if 8 <= s < 12 else "plateau", 16),  # a ramp in between neither counts nor resets
+        (lambda s: "ramp" if 8 <= s < 12 else "plateau", 24),  # a ramp in between restarts the count
         (lambda s: "ramp", None),
     ],
     ids=["ramp-then-plateau", "delay-then-final", "unknown", "ramp-in-between", "always-ramping"],
@@ -226,7 +226,10 @@ def test_with_the_real_cyclical_callback(tmp_path: Path) -> None:
     assert phases == ["ramp", "plateau", "plateau", "ramp", "final", "final"]
     monitor = LatentMonitor(patience=3)
     fit_quietly(make_trainer(tmp_path, [schedule, monitor]), Latent("prior"))
-    assert monitor.alert_step == 20  # counted at 8, 12, (not 16), 20
+    assert monitor.alert_step is None  # counted at 8, 12; the ramp at 16 restarts; 20, 24: only 2 in a row
+    monitor = LatentMonitor(patience=2)
+    fit_quietly(make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=2, ratio=0.5, total_steps=24), monitor]), Latent("prior"))
+    assert monitor.alert_step == 12
 
 
 def test_with_the_real_cyclical_callback_counting_epochs(tmp_path: Path) -> None:
