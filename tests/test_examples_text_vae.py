@@ -22,6 +22,7 @@ from examples.text_vae.data import (
     padding_fraction,
     read_ptb,
     read_sentences,
+    training_subset,
 )
 from examples.text_vae.metrics import (
     active_units,
@@ -203,7 +204,7 @@ def test_reader_skips_and_reports_long_and_undecodable_lines(tmp_path: Path) -> 
 def test_bucketing_has_little_padding_and_covers_every_sentence() -> None:
     dm = TextVAEDataModule(corpus_size=2000, batch_size=32)
     batches = BucketedBatches(dm.split("train"), 32)
-    assert sorted(torch.cat(batches.index).tolist()) == list(range(2000))
+    assert sorted(torch.cat(batches.index).tolist()) == list(range(len(dm.split("train"))))
     assert padding_fraction(batches) < 0.02
     b = batches[0]
     assert b["tokens"].shape[1] == int(b["lengths"].max()) and b["labels"].shape == (len(b["lengths"]), len(FACTORS))
@@ -211,12 +212,61 @@ def test_bucketing_has_little_padding_and_covers_every_sentence() -> None:
 
 def test_datamodule_from_dir_and_bad_args(tmp_path: Path) -> None:
     dm = TextVAEDataModule(data_dir=str(write_ptb(tmp_path)), batch_size=2)
-    assert dm.vocab_size == 4 + 7 and dm.factor_names == ()
+    assert dm.vocab_size == 4 + 6 and dm.factor_names == ()  # "home" is seen once: below min_count=2
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert set(batch) == {"tokens", "lengths"}
     with pytest.raises(ValueError, match="`batch_size` must be a positive int, got 0"):
         TextVAEDataModule(batch_size=0)
+
+
+def test_vocab_min_count_and_cap() -> None:
+    sentences = [["a", "b", "a"], ["c", "a", "b"], ["d"]]
+    assert Vocab.build(sentences, min_count=2).itos[4:] == ["a", "b"]
+    assert Vocab.build(sentences, min_count=1).itos[4:] == ["a", "b", "c", "d"]
+    assert Vocab.build(sentences, max_size=5, min_count=1).itos[4:] == ["a"]
+    with pytest.raises(ValueError, match="`min_count` must be a positive int, got 0"):
+        Vocab.build(sentences, min_count=0)
+
+
+def test_training_subset_is_seeded_and_caps_length() -> None:
+    lengths = list(range(1, 201))  # 1..200
+    keep, cap = training_subset(lengths)
+    assert cap == 198 and keep == list(range(198))  # the 99th percentile of 200 lengths is the 198th
+    a, _ = training_subset(lengths, n=50, max_len=1000, seed=3)
+    assert a == training_subset(lengths, n=50, max_len=1000, seed=3)[0] != training_subset(lengths, n=50, max_len=1000, seed=4)[0]
+    assert len(a) == 50 and a == sorted(a) and len(set(a)) == 50
+    assert training_subset(lengths, n=50, max_len=20, seed=3)[0] == [i for i in a if lengths[i] <= 20]
+    assert training_subset(lengths, n=200, max_len=1000)[0] == list(range(200))  # n = size: everything
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"n": 0}, r"`train_sentences` must be an int in \[1, 5\] .* got 0"),
+        ({"n": 6}, r"`train_sentences` must be an int in \[1, 5\] .* got 6"),
+        ({"max_len": 0}, r"`max_train_len` must be a positive int or None .* got 0"),
+    ],
+)
+def test_training_subset_bad_arguments(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        training_subset([1, 2, 3, 4, 5], **kwargs)
+
+
+def test_datamodule_train_sentences_subsample_from_dir(tmp_path: Path) -> None:
+    train = [f"w{i % 7} w{i % 3} x" for i in range(40)] + ["rare word only once"]
+    d = write_ptb(tmp_path, {"train": train, "valid": ["w1 w2 x", "rare x"], "test": ["w0 x"]})
+    full = TextVAEDataModule(data_dir=str(d), batch_size=4)
+    assert full.vocab_size == 4 + 7 + 1  # w0..w6 and x; the once-seen words become <unk>
+    sub = TextVAEDataModule(data_dir=str(d), batch_size=4, train_sentences=10, max_train_len=50)
+    sub2 = TextVAEDataModule(data_dir=str(d), batch_size=4, train_sentences=10, max_train_len=50, seed=5)
+    assert len(sub.split("train")) == 10 and len(sub.split("valid")) == 2  # evaluation splits stay whole
+    torch.testing.assert_close(sub.split("train").tokens, sub2.split("train").tokens)  # model seed: same data
+    assert sub.stats["valid_unk"] > 0 and "10 (of 41) train / 2 valid / 1 test" in sub.describe()
+    with pytest.raises(ValueError, match="`train_sentences` must be a positive int or None"):
+        TextVAEDataModule(train_sentences=0)
+    with pytest.raises(ValueError, match=r"`train_sentences` must be an int in \[1, 41\]"):
+        TextVAEDataModule(data_dir=str(d), train_sentences=100).setup("fit")
 
 
 # ----------------------------------------------------------------------------- model
@@ -306,7 +356,7 @@ def test_train_cli_fast_dev_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
          "--model.emb_dim", "8", "--model.hidden_dim", "8", "--model.latent_dim", "2",
          "--trainer.callbacks+=lightning_kl_anneal.CyclicalKLAnnealing", "--trainer.callbacks.n_cycle", "2"]
     )  # fmt: skip
-    assert cli.model.hparams.vocab_size == 11  # linked from the data
+    assert cli.model.hparams.vocab_size == 10  # linked from the data
     assert any(isinstance(cb, CyclicalKLAnnealing) and cb.n_cycle == 2 for cb in cli.trainer.callbacks)
 
 

@@ -58,7 +58,10 @@ class Config:
     max_steps: int = -1
     batch_size: int = 32
     corpus_size: int = 10_000
+    train_sentences: int | None = None
     max_vocab: int = 10_000
+    min_count: int = 2
+    max_train_len: int | None = None
     # built-in corpus preset: a quarter of the paper's model runs in minutes on 2 CPU cores
     emb_dim: int = 64
     hidden_dim: int = 128
@@ -278,8 +281,11 @@ def compare(cfg: Config) -> dict[str, Any]:
     latents: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     n_runs, k = len(rows) * len(cfg.seeds), 0
     for seed in cfg.seeds:
-        dm = TextVAEDataModule(cfg.data_dir, batch_size=cfg.batch_size, max_vocab=cfg.max_vocab,
+        dm = TextVAEDataModule(cfg.data_dir, batch_size=cfg.batch_size, max_vocab=cfg.max_vocab, min_count=cfg.min_count,
+                               max_train_len=cfg.max_train_len, train_sentences=cfg.train_sentences,
                                corpus_size=cfg.corpus_size, seed=seed)  # fmt: skip
+        if seed == cfg.seeds[0]:
+            print(f"data: {dm.describe()}", flush=True)
         for name, row in rows.items():
             k += 1
             res = run_one(cfg, name, row, seed, dm, desc=f"[{k}/{n_runs}] {name:<11} seed {seed}")
@@ -310,7 +316,12 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--max-steps", type=int, default=d.max_steps, help="-1: use --max-epochs")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--corpus-size", type=int, default=d.corpus_size, help="built-in corpus: training sentences")
-    p.add_argument("--max-vocab", type=int, default=d.max_vocab)
+    p.add_argument("--train-sentences", type=int, default=d.train_sentences,
+                   help="train on a seeded subsample of this many training sentences (the same for every run); default: all")
+    p.add_argument("--max-vocab", type=int, default=d.max_vocab, help="vocabulary cap, 4 special tokens included")
+    p.add_argument("--min-count", type=int, default=d.min_count, help="training words seen fewer times become <unk>")
+    p.add_argument("--max-train-len", type=int, default=d.max_train_len,
+                   help="leave longer training sentences out; default: the 99th percentile of training lengths")
     p.add_argument("--emb-dim", type=int, default=d.emb_dim, help="paper: 256")
     p.add_argument("--hidden-dim", type=int, default=d.hidden_dim, help="paper: 256")
     p.add_argument("--latent-dim", type=int, default=d.latent_dim, help="paper: 32")
