@@ -17,6 +17,7 @@ from examples.text_vae.corpus import FACTORS, generate_corpus, write_corpus
 from examples.text_vae.data import (
     BucketedBatches,
     EncodedSplit,
+    ShardSampler,
     TextVAEDataModule,
     Vocab,
     padding_fraction,
@@ -309,6 +310,24 @@ def test_model_free_bits_changes_training_objective_only() -> None:
     assert metrics["kl"] < 10.0  # the raw KL is what gets reported
 
 
+@pytest.mark.parametrize("mode", ["h0", "h0c0"])
+def test_decoder_initial_state_from_z(mode: str) -> None:
+    """``h0``: z -> h0 and c0 = 0 (the paper's code); ``h0c0``: z -> both."""
+    torch.manual_seed(0)
+    model = TextVAE(vocab_size=12, dec_init=mode, **TINY)
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    model.decoder.register_forward_pre_hook(lambda module, args: seen.append(args[1]))
+    z = torch.randn(3, TINY["latent_dim"])
+    model.decode(torch.tensor([[5, 6, 2]] * 3), z)
+    (h0, c0), state = seen[0], model.to_state(z)
+    if mode == "h0":
+        torch.testing.assert_close(h0[0], state)
+        assert c0.abs().max() == 0
+    else:
+        torch.testing.assert_close(torch.cat([h0[0], c0[0]], dim=1), state)
+        assert c0.abs().max() > 0
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -316,6 +335,7 @@ def test_model_free_bits_changes_training_objective_only() -> None:
         ({"dropout": 1.0}, r"`dropout` must be in \[0, 1\), got 1.0"),
         ({"free_bits": -0.1}, "`free_bits` must be >= 0"),
         ({"lr_restart_cycles": -1}, "`lr_restart_cycles` must be an int >= 0"),
+        ({"dec_init": "c0"}, "`dec_init` must be 'h0' .* or 'h0c0' .*, got 'c0'"),
     ],
 )
 def test_model_bad_arguments(kwargs: dict, match: str) -> None:
@@ -343,6 +363,36 @@ def test_training_sees_scheduled_beta_and_evaluates_at_one(tmp_path: Path) -> No
     factor = trainer.lr_scheduler_configs[0].scheduler.lr_lambdas[0]
     expected = [0.5 * (1 + math.cos(math.pi * tau)) for tau in (0.0, 0.25, 0.5, 0.75)] * 2
     assert [factor(step) for step in range(8)] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_shard_sampler_gives_every_item_once(world: int) -> None:
+    for n in range(1, 8):
+        shards = [list(ShardSampler(range(n), num_replicas=world, rank=r)) for r in range(world)]
+        assert sorted(i for shard in shards for i in shard) == list(range(n))
+        assert [len(ShardSampler(range(n), num_replicas=world, rank=r)) for r in range(world)] == [len(sh) for sh in shards]
+
+
+def _eval_metrics(model: TextVAE, dm: TextVAEDataModule, devices: int, stage: str) -> dict[str, float]:
+    trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto", logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    run = trainer.validate if stage == "val" else trainer.test
+    return {k: float(v) for k, v in run(model, dm, verbose=False)[0].items()}
+
+
+def test_ddp_evaluation_counts_every_sentence_once() -> None:
+    """2 ddp_spawn processes report the numbers of 1 process, on splits whose batches do not divide evenly."""
+    dm = TextVAEDataModule(corpus_size=50, batch_size=2)  # valid and test: 5 sentences in 3 batches
+    assert len(BucketedBatches(dm.split("valid"), 2)) == 3  # Lightning's DistributedSampler would repeat one
+    torch.manual_seed(0)
+    model = TextVAE(vocab_size=dm.vocab_size, **TINY)
+    with torch.no_grad():  # logvar = -30: z = mu, so evaluation has no sampling noise to differ between runs
+        model.to_posterior.weight[TINY["latent_dim"] :] = 0.0
+        model.to_posterior.bias[TINY["latent_dim"] :] = -30.0
+    # validation only: test batches come from the same loader code, and each spawn costs seconds
+    one, two = _eval_metrics(model, dm, 1, "val"), _eval_metrics(model, dm, 2, "val")
+    assert set(one) == set(two) == {f"val/{k}" for k in ("rec", "kl", "elbo", "ppl", "au", "mi")}
+    assert two == pytest.approx(one, rel=1e-5, abs=1e-6)
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -380,6 +430,12 @@ def test_compare_tiny_budget_writes_results_and_figures(tmp_path: Path) -> None:
             assert row["mean"][key] == pytest.approx((row["per_seed"]["0"][key] + row["per_seed"]["1"][key]) / 2)
         assert row["mean"]["elbo"] == pytest.approx(-(row["mean"]["rec"] + row["mean"]["kl"]))
     assert results["constant"]["mean"] == on_disk["constant"]["mean"]
+    kl = {name: [on_disk[name]["per_seed"][s]["kl"] for s in ("0", "1")] for name in on_disk}
+    assert on_disk["monotonic"]["std"]["kl"] == pytest.approx(abs(kl["monotonic"][0] - kl["monotonic"][1]) / math.sqrt(2))  # ddof=1
+    paired = on_disk["cyclical"]["paired"]
+    assert paired["per_seed"] == pytest.approx({s: c - m for s, c, m in zip(("0", "1"), kl["cyclical"], kl["monotonic"])})
+    assert paired["greater"] == sum(c > m for c, m in zip(kl["cyclical"], kl["monotonic"])) and "paired" not in on_disk["constant"]
+    assert (tmp_path / "logs" / "lightning.log").read_text().count("GPU available") == 10  # banners kept in the log
     for fig in ("curves.png", "latent.png"):
         assert (tmp_path / fig).stat().st_size > 1000
 

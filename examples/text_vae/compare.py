@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +70,7 @@ class Config:
     hidden_dim: int = 128
     latent_dim: int = 16
     dropout: float = 0.5
+    dec_init: str = "h0"
     lr: float = 1e-3
     n_cycle: int = 4
     ratio: float = 0.5
@@ -95,6 +99,33 @@ def schedules(cfg: Config) -> dict[str, dict[str, Any]]:
     if cfg.lr_restart:
         rows["cyclical+lr"] = {"anneal": cyc, "model": {"lr_restart_cycles": cfg.n_cycle}}
     return rows
+
+
+@contextmanager
+def lightning_to_file(path: Path) -> Iterator[None]:
+    """Send Lightning's log lines and Python warnings to ``path`` instead of the console.
+
+    Lightning prints accelerator banners, tips and ``limit_*_batches`` notices at every ``fit``
+    and ``test``; in a comparison of many runs they bury the progress lines. They are kept, in
+    the file, with their time and source.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric", "lightning", "py.warnings")]
+    saved = [(lg, lg.handlers[:], lg.propagate) for lg in loggers]
+    captured = logging._warnings_showwarning is not None  # type: ignore[attr-defined]  # already captured by the caller
+    for lg in loggers:
+        lg.handlers, lg.propagate = [handler], False
+    logging.captureWarnings(True)
+    try:
+        yield
+    finally:
+        if not captured:
+            logging.captureWarnings(False)
+        for lg, handlers, propagate in saved:
+            lg.handlers, lg.propagate = handlers, propagate
+        handler.close()
 
 
 class CurveRecorder(Callback):
@@ -160,7 +191,7 @@ def run_one(cfg: Config, name: str, row: dict[str, Any], seed: int, dm: TextVAED
     L.seed_everything(seed, workers=True, verbose=False)
     model = TextVAE(
         vocab_size=dm.vocab_size, emb_dim=cfg.emb_dim, hidden_dim=cfg.hidden_dim, latent_dim=cfg.latent_dim,
-        dropout=cfg.dropout, lr=cfg.lr, **row.get("model", {}),
+        dropout=cfg.dropout, dec_init=cfg.dec_init, lr=cfg.lr, **row.get("model", {}),
     )  # fmt: skip
     curve, ckpt = CurveRecorder(), ModelCheckpoint(monitor="val/ppl", mode="min", save_top_k=1, save_weights_only=True,
                                                     dirpath=Path(cfg.out) / "ckpt" / f"{name}_seed{seed}", filename="best")
@@ -190,13 +221,32 @@ def run_one(cfg: Config, name: str, row: dict[str, Any], seed: int, dm: TextVAED
 
 
 def summarize(per_seed: dict[int, dict[str, float]]) -> dict[str, Any]:
+    """Per-seed metrics, their mean and their *sample* standard deviation (ddof=1; None for one seed)."""
     keys = list(next(iter(per_seed.values())))
     vals = {k: np.array([m[k] for m in per_seed.values()], dtype=float) for k in keys}
     return {
         "per_seed": {str(s): m for s, m in per_seed.items()},
         "mean": {k: float(v.mean()) for k, v in vals.items()},
-        "std": {k: float(v.std()) for k, v in vals.items()},
+        "std": {k: float(v.std(ddof=1)) if len(v) > 1 else None for k, v in vals.items()},
     }
+
+
+def paired(results: dict[str, Any], base: str = "monotonic", key: str = "kl") -> dict[str, dict[str, Any]]:
+    """Per-seed differences ``row - base`` of one metric for every other row, and how many are > 0.
+
+    Seeds share the data order and the initial weights, so the paired difference removes the
+    seed-to-seed spread that the rows' standard deviations include.
+    """
+    if base not in results:
+        return {}
+    ref = results[base]["per_seed"]
+    out = {}
+    for name, r in results.items():
+        if name in (base, "constant"):
+            continue
+        diffs = {s: r["per_seed"][s][key] - ref[s][key] for s in ref if s in r["per_seed"]}
+        out[name] = {"key": key, "base": base, "per_seed": diffs, "greater": sum(d > 0 for d in diffs.values()), "n": len(diffs)}
+    return out
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -208,8 +258,14 @@ def format_table(results: dict[str, Any]) -> str:
         cells = []
         for c in cols:
             m, s = r["mean"][c], r["std"][c]
-            cells.append(f"{m:>9.3f} ±{s:<5.3f}" if abs(m) < 100 else f"{m:>9.2f} ±{s:<5.2f}")
+            digits = 3 if abs(m) < 100 else 2
+            cells.append(f"{m:>9.{digits}f} ±{s:<5.{digits}f}" if s is not None else f"{m:>9.{digits}f}       ")
         lines.append(f"{name:<13}" + "".join(f"{c:>16}" for c in cells))
+    n = len(first_seeds := next(iter(results.values()))["per_seed"])
+    lines.append(f"mean ± sample std (ddof=1) over {n} seed{'s' * (n > 1)}: {', '.join(first_seeds)}" if n > 1 else f"one seed: {', '.join(first_seeds)}")
+    for name, p in paired(results).items():
+        diffs = " / ".join(f"{d:+.3f}" for d in p["per_seed"].values())
+        lines.append(f"{name} - {p['base']} {p['key'].upper()} per seed: {diffs} ({p['greater']} of {p['n']} seeds > 0)")
     return "\n".join(lines)
 
 
@@ -280,20 +336,23 @@ def compare(cfg: Config) -> dict[str, Any]:
     curves: dict[str, list] = {}
     latents: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     n_runs, k = len(rows) * len(cfg.seeds), 0
-    for seed in cfg.seeds:
-        dm = TextVAEDataModule(cfg.data_dir, batch_size=cfg.batch_size, max_vocab=cfg.max_vocab, min_count=cfg.min_count,
-                               max_train_len=cfg.max_train_len, train_sentences=cfg.train_sentences,
-                               corpus_size=cfg.corpus_size, seed=seed)  # fmt: skip
-        if seed == cfg.seeds[0]:
-            print(f"data: {dm.describe()}", flush=True)
-        for name, row in rows.items():
-            k += 1
-            res = run_one(cfg, name, row, seed, dm, desc=f"[{k}/{n_runs}] {name:<11} seed {seed}")
-            per[name][seed] = res["metrics"]
+    with lightning_to_file(out / "logs" / "lightning.log"):
+        for seed in cfg.seeds:
+            dm = TextVAEDataModule(cfg.data_dir, batch_size=cfg.batch_size, max_vocab=cfg.max_vocab, min_count=cfg.min_count,
+                                   max_train_len=cfg.max_train_len, train_sentences=cfg.train_sentences,
+                                   corpus_size=cfg.corpus_size, seed=seed)  # fmt: skip
             if seed == cfg.seeds[0]:
-                curves[name] = res["curve"]
-                latents[name] = (res["z"], res["mu"])
+                tqdm.write(f"data: {dm.describe()}")
+            for name, row in rows.items():
+                k += 1
+                res = run_one(cfg, name, row, seed, dm, desc=f"[{k}/{n_runs}] {name:<11} seed {seed}")
+                per[name][seed] = res["metrics"]
+                if seed == cfg.seeds[0]:
+                    curves[name] = res["curve"]
+                    latents[name] = (res["z"], res["mu"])
     results = {name: summarize(p) for name, p in per.items()}
+    for name, p in paired(results).items():
+        results[name]["paired"] = p
     if rank_zero_only.rank != 0:  # under DDP every process runs this script; one writes the outputs
         return results
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -326,6 +385,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--hidden-dim", type=int, default=d.hidden_dim, help="paper: 256")
     p.add_argument("--latent-dim", type=int, default=d.latent_dim, help="paper: 32")
     p.add_argument("--dropout", type=float, default=d.dropout)
+    p.add_argument("--dec-init", choices=("h0", "h0c0"), default=d.dec_init,
+                   help="z sets the decoder's h0 (paper's code) or both h0 and c0")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--n-cycle", type=int, default=d.n_cycle)
     p.add_argument("--ratio", type=float, default=d.ratio)

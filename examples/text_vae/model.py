@@ -3,7 +3,8 @@
     python examples/text_vae/train.py fit --trainer.max_epochs 5
 
 1-layer LSTM encoder -> diagonal Gaussian q(z|x) -> 1-layer LSTM decoder that sees z twice: through
-its initial state (a linear layer) and concatenated to every input embedding. ``self.beta`` is the
+its initial hidden state h0 (a linear layer; the cell state c0 starts at zero, as in the paper's
+reference code) and concatenated to every input embedding. ``self.beta`` is the
 KL weight that ``lightning_kl_anneal.CyclicalKLAnnealing`` writes before every training step;
 evaluation runs at the callback's ``eval_beta`` (1.0), so validation and test report the true ELBO.
 """
@@ -42,6 +43,9 @@ class TextVAE(L.LightningModule):
             training (the paper's cyclical runs used one restart per beta cycle: set it to the
             callback's ``n_cycle``); 0 keeps the learning rate constant.
         init_range: Parameters start uniform in (-init_range, init_range) (paper: 0.1).
+        dec_init: How z sets the decoder's initial state: ``"h0"`` (the paper's reference code:
+            a linear map of z to h0, c0 = 0) or ``"h0c0"`` (z to both h0 and c0); measured
+            against each other in the README.
         beta: KL weight before the callback's first write; 1.0 makes a model without the callback
             the constant-beta baseline.
         pad_id: Padding id of the data (``data.Vocab``: 0); BOS is ``pad_id + 1``.
@@ -58,6 +62,7 @@ class TextVAE(L.LightningModule):
         free_bits: float = 0.0,
         lr_restart_cycles: int = 0,
         init_range: float = 0.1,
+        dec_init: Literal["h0", "h0c0"] = "h0",
         beta: float = 1.0,
         pad_id: int = 0,
     ) -> None:
@@ -71,13 +76,15 @@ class TextVAE(L.LightningModule):
             raise ValueError(f"`free_bits` must be >= 0 (nats per dimension; 0 = off), got {free_bits!r}")
         if isinstance(lr_restart_cycles, bool) or not isinstance(lr_restart_cycles, int) or lr_restart_cycles < 0:
             raise ValueError(f"`lr_restart_cycles` must be an int >= 0 (0 = constant lr), got {lr_restart_cycles!r}")
+        if dec_init not in ("h0", "h0c0"):
+            raise ValueError(f"`dec_init` must be 'h0' (z -> h0, as in the paper's code) or 'h0c0' (z -> h0 and c0), got {dec_init!r}")
         self.save_hyperparameters()
         self.beta = beta
         self.enc_emb = nn.Embedding(vocab_size, emb_dim, padding_idx=pad_id)
         self.encoder = nn.LSTM(emb_dim, hidden_dim, batch_first=True)
         self.to_posterior = nn.Linear(hidden_dim, 2 * latent_dim)
         self.dec_emb = nn.Embedding(vocab_size, emb_dim, padding_idx=pad_id)
-        self.to_state = nn.Linear(latent_dim, 2 * hidden_dim)
+        self.to_state = nn.Linear(latent_dim, hidden_dim * (2 if dec_init == "h0c0" else 1))
         self.decoder = nn.LSTM(emb_dim + latent_dim, hidden_dim, batch_first=True)
         self.drop = nn.Dropout(dropout)
         self.out = nn.Linear(hidden_dim, vocab_size)
@@ -100,7 +107,11 @@ class TextVAE(L.LightningModule):
         bos = torch.full_like(tokens[:, :1], self.hparams.pad_id + 1)
         inputs = self.drop(self.dec_emb(torch.cat([bos, tokens[:, :-1]], dim=1)))
         inputs = torch.cat([inputs, z[:, None, :].expand(-1, inputs.shape[1], -1)], dim=-1)
-        h0, c0 = self.to_state(z).chunk(2, dim=-1)
+        state = self.to_state(z)
+        if self.hparams.dec_init == "h0c0":
+            h0, c0 = state.chunk(2, dim=-1)
+        else:
+            h0, c0 = state, torch.zeros_like(state)
         states, _ = self.decoder(inputs, (h0[None].contiguous(), c0[None].contiguous()))
         return self.out(self.drop(states))
 
