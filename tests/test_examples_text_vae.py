@@ -12,7 +12,7 @@ import lightning as L
 import pytest
 import torch
 
-from examples.text_vae.compare import Config, compare, parse_args
+from examples.text_vae.compare import Config, compare, parse_args, schedules
 from examples.text_vae.corpus import FACTORS, generate_corpus, write_corpus
 from examples.text_vae.data import (
     BucketedBatches,
@@ -412,8 +412,8 @@ def test_train_cli_fast_dev_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 def test_compare_tiny_budget_writes_results_and_figures(tmp_path: Path) -> None:
     cfg = parse_args(
-        ["--out", str(tmp_path), "--seeds", "0", "1", "--max-epochs", "1", "--corpus-size", "120",
-         "--emb-dim", "8", "--hidden-dim", "8", "--latent-dim", "2", "--free-bits", "0.5", "--lr-restart",
+        ["--out", str(tmp_path), "--seeds", "0", "1", "--max-epochs", "2", "--n-cycle", "2", "--corpus-size", "120",
+         "--emb-dim", "8", "--hidden-dim", "8", "--latent-dim", "2", "--free-bits", "0.5", "--lr-restart", "--delay", "2",
          "--probe-size", "60", "--threads", "1"]
     )  # fmt: skip
     threads = torch.get_num_threads()
@@ -422,7 +422,7 @@ def test_compare_tiny_budget_writes_results_and_figures(tmp_path: Path) -> None:
     finally:
         torch.set_num_threads(threads)  # compare() sets it process-wide; the other tests keep theirs
     on_disk = json.loads((tmp_path / "results.json").read_text())
-    assert list(on_disk) == ["constant", "monotonic", "cyclical", "cyclical+fb", "cyclical+lr"]
+    assert list(on_disk) == ["constant", "monotonic", "cyclical", "cyclical+fb", "cyclical+lr", "delay+cyclical"]
     for row in on_disk.values():
         assert set(row["per_seed"]) == {"0", "1"}
         for key in ("rec", "kl", "elbo", "ppl", "au", "mi", "probe_topic"):
@@ -435,7 +435,7 @@ def test_compare_tiny_budget_writes_results_and_figures(tmp_path: Path) -> None:
     paired = on_disk["cyclical"]["paired"]
     assert paired["per_seed"] == pytest.approx({s: c - m for s, c, m in zip(("0", "1"), kl["cyclical"], kl["monotonic"])})
     assert paired["greater"] == sum(c > m for c, m in zip(kl["cyclical"], kl["monotonic"])) and "paired" not in on_disk["constant"]
-    assert (tmp_path / "logs" / "lightning.log").read_text().count("GPU available") == 10  # banners kept in the log
+    assert (tmp_path / "logs" / "lightning.log").read_text().count("GPU available") == 12  # banners kept in the log
     for fig in ("curves.png", "latent.png"):
         assert (tmp_path / fig).stat().st_size > 1000
 
@@ -449,3 +449,18 @@ def test_compare_runs_as_a_script_from_the_repo_root() -> None:
 def test_compare_rejects_bad_config(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="`seeds` must name at least one seed"):
         compare(Config(out=str(tmp_path), seeds=[]))
+    with pytest.raises(ValueError, match="`delay` must be an int >= 0"):
+        compare(Config(out=str(tmp_path), delay=-1))
+    # 120 sentences / 32 = 4 batches x 1 epoch: a delay of 4 leaves no step for the cycles; refused before any run
+    with pytest.raises(ValueError, match="`delay` must be smaller than the run's 4 training steps, got 4"):
+        compare(Config(out=str(tmp_path), delay=4, corpus_size=120, max_epochs=1, threads=0))
+    assert not (tmp_path / "logs" / "constant").exists()
+
+
+def test_delay_row_is_li_et_al_recipe() -> None:
+    """beta = 0 for the delay, then the cyclical row's cycles from 0 over the remaining steps."""
+    rows = schedules(Config(delay=5, n_cycle=2, ratio=0.5, start=0.1))
+    assert rows["delay+cyclical"]["anneal"] == {"n_cycle": 2, "ratio": 0.5, "start": 0.0, "delay": 5}
+    assert "delay+cyclical" not in schedules(Config())
+    cb = CyclicalKLAnnealing(**rows["delay+cyclical"]["anneal"], total_steps=13)
+    assert [cb.beta_at(t) for t in range(13)] == pytest.approx([0.0] * 5 + [0.0, 0.5, 1.0, 1.0] * 2)

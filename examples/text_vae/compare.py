@@ -13,7 +13,10 @@ in the paper), prints a table like the paper's Table 1 and writes into ``--out``
 * ``logs/``: a CSVLogger run per schedule and seed.
 
 ``--free-bits 0.5`` adds a ``cyclical+fb`` row, ``--lr-restart`` a ``cyclical+lr`` row (cosine
-learning rate restarted every cycle, the paper's confound, measured on its own).
+learning rate restarted every cycle, the paper's confound, measured on its own), ``--delay D`` a
+``delay+cyclical`` row (Li et al. 2019: beta = 0 for the first D steps, then the cycles, from 0).
+
+Rows are defined in ``schedules()``: one entry of callback arguments (and model overrides) each.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from tqdm.auto import tqdm
 from typing_extensions import override
 
-from examples.text_vae.data import TextVAEDataModule
+from examples.text_vae.data import BucketedBatches, TextVAEDataModule
 from examples.text_vae.metrics import linear_probe_accuracy
 from examples.text_vae.model import TextVAE
 from lightning_kl_anneal import CyclicalKLAnnealing
@@ -77,6 +80,7 @@ class Config:
     start: float = 0.1  # the paper's LM runs; measured against 0.0 in README.md
     free_bits: float = 0.0
     lr_restart: bool = False
+    delay: int = 0
     select: str = "best"
     accelerator: str = "cpu"
     devices: int = 1
@@ -98,6 +102,9 @@ def schedules(cfg: Config) -> dict[str, dict[str, Any]]:
         rows["cyclical+fb"] = {"anneal": cyc, "model": {"free_bits": cfg.free_bits}}
     if cfg.lr_restart:
         rows["cyclical+lr"] = {"anneal": cyc, "model": {"lr_restart_cycles": cfg.n_cycle}}
+    if cfg.delay > 0:
+        # Li et al. (2019): an autoencoder phase at beta = 0, then the cycles fill the remaining steps
+        rows["delay+cyclical"] = {"anneal": {**cyc, "start": 0.0, "delay": cfg.delay}}
     return rows
 
 
@@ -112,7 +119,9 @@ def lightning_to_file(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
-    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric", "lightning", "py.warnings")]
+    # both package names: `pytorch_lightning` / `lightning_fabric` log under their own once imported
+    names = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric", "py.warnings")
+    loggers = [logging.getLogger(name) for name in names]
     saved = [(lg, lg.handlers[:], lg.propagate) for lg in loggers]
     captured = logging._warnings_showwarning is not None  # type: ignore[attr-defined]  # already captured by the caller
     for lg in loggers:
@@ -220,6 +229,17 @@ def run_one(cfg: Config, name: str, row: dict[str, Any], seed: int, dm: TextVAED
     return {"metrics": metrics, "curve": curve.rows, "z": z_test, "mu": mu_test, "best_ckpt": best}
 
 
+def check_delay(cfg: Config, dm: TextVAEDataModule) -> None:
+    """Refuse a ``--delay`` that leaves no step for the cycles before the first run starts, not at its row."""
+    if cfg.delay == 0:
+        return
+    n = len(BucketedBatches(dm.split("train"), cfg.batch_size))
+    per_epoch = int(n * cfg.limit_batches) if isinstance(cfg.limit_batches, float) else min(n, cfg.limit_batches)
+    total = cfg.max_steps if cfg.max_steps > 0 else cfg.max_epochs * per_epoch
+    if cfg.delay >= total:
+        raise ValueError(f"`delay` must be smaller than the run's {total} training steps, got {cfg.delay}")
+
+
 def summarize(per_seed: dict[int, dict[str, float]]) -> dict[str, Any]:
     """Per-seed metrics, their mean and their *sample* standard deviation (ddof=1; None for one seed)."""
     keys = list(next(iter(per_seed.values())))
@@ -252,7 +272,7 @@ def paired(results: dict[str, Any], base: str = "monotonic", key: str = "kl") ->
 def format_table(results: dict[str, Any]) -> str:
     first = next(iter(results.values()))["mean"]
     cols = [k for k in METRICS if k in first] + sorted(k for k in first if k.startswith("probe_"))
-    head = f"{'schedule':<13}" + "".join(f"{c.replace('probe_', 'p_'):>16}" for c in cols)
+    head = f"{'schedule':<16}" + "".join(f"{c.replace('probe_', 'p_'):>16}" for c in cols)
     lines = [head, "-" * len(head)]
     for name, r in results.items():
         cells = []
@@ -260,7 +280,7 @@ def format_table(results: dict[str, Any]) -> str:
             m, s = r["mean"][c], r["std"][c]
             digits = 3 if abs(m) < 100 else 2
             cells.append(f"{m:>9.{digits}f} ±{s:<5.{digits}f}" if s is not None else f"{m:>9.{digits}f}       ")
-        lines.append(f"{name:<13}" + "".join(f"{c:>16}" for c in cells))
+        lines.append(f"{name:<16}" + "".join(f"{c:>16}" for c in cells))
     n = len(first_seeds := next(iter(results.values()))["per_seed"])
     lines.append(f"mean ± sample std (ddof=1) over {n} seed{'s' * (n > 1)}: {', '.join(first_seeds)}" if n > 1 else f"one seed: {', '.join(first_seeds)}")
     for name, p in paired(results).items():
@@ -326,6 +346,8 @@ def compare(cfg: Config) -> dict[str, Any]:
         raise ValueError(f"`select` must be 'best' or 'last', got {cfg.select!r}")
     if not cfg.seeds:
         raise ValueError("`seeds` must name at least one seed, got []")
+    if isinstance(cfg.delay, bool) or not isinstance(cfg.delay, int) or cfg.delay < 0:
+        raise ValueError(f"`delay` must be an int >= 0 (steps at beta = 0; 0 = no delay row), got {cfg.delay!r}")
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
@@ -343,6 +365,7 @@ def compare(cfg: Config) -> dict[str, Any]:
                                    corpus_size=cfg.corpus_size, seed=seed)  # fmt: skip
             if seed == cfg.seeds[0]:
                 tqdm.write(f"data: {dm.describe()}")
+                check_delay(cfg, dm)
             for name, row in rows.items():
                 k += 1
                 res = run_one(cfg, name, row, seed, dm, desc=f"[{k}/{n_runs}] {name:<11} seed {seed}")
@@ -393,6 +416,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--start", type=float, default=d.start, help="beta at the start of each cycle (0.1 as in the paper's LM runs)")
     p.add_argument("--free-bits", type=float, default=d.free_bits, help="> 0 adds a 'cyclical+fb' row")
     p.add_argument("--lr-restart", action="store_true", help="add a 'cyclical+lr' row: cosine lr restart per cycle")
+    p.add_argument("--delay", type=int, default=d.delay,
+                   help="> 0 adds a 'delay+cyclical' row: beta = 0 for this many steps, then n-cycle cycles from 0 (Li et al. 2019)")
     p.add_argument("--select", choices=("best", "last"), default=d.select, help="test the best-val-PPL or the last checkpoint")
     p.add_argument("--accelerator", default=d.accelerator)
     p.add_argument("--devices", type=int, default=d.devices)
