@@ -48,7 +48,7 @@ from typing_extensions import override
 from examples.text_vae.data import BucketedBatches, TextVAEDataModule
 from examples.text_vae.metrics import linear_probe_accuracy
 from examples.text_vae.model import TextVAE
-from lightning_kl_anneal import CyclicalKLAnnealing
+from lightning_kl_anneal import CyclicalKLAnnealing, LatentMonitor, ScheduledAttribute
 
 METRICS = ("rec", "kl", "elbo", "ppl", "au", "mi")
 
@@ -89,11 +89,19 @@ class Config:
     probe_size: int = 3000
 
 
+def constant_beta(step: int, total_steps: int | None) -> float:
+    """beta = 1 at every step (module level, so a DDP spawn can pickle it)."""
+    return 1.0
+
+
 def schedules(cfg: Config) -> dict[str, dict[str, Any]]:
-    """Row name -> (callback arguments, model overrides)."""
+    """Row name -> ``{"anneal": CyclicalKLAnnealing arguments or None, "model": TextVAE overrides}``.
+
+    ``anneal=None`` is constant beta = 1, written by ``ScheduledAttribute`` so beta is logged like in
+    the other rows; a general schedule has no ramp, so ``LatentMonitor`` counts every validation.
+    """
     rows: dict[str, dict[str, Any]] = {
-        # start = stop = 1 keeps beta at 1 through the same callback, so beta is logged alike for every row
-        "constant": {"anneal": {"n_cycle": 1, "start": 1.0, "stop": 1.0}},
+        "constant": {"anneal": None},
         "monotonic": {"anneal": {"n_cycle": 1, "ratio": cfg.ratio, "start": cfg.start}},
         "cyclical": {"anneal": {"n_cycle": cfg.n_cycle, "ratio": cfg.ratio, "start": cfg.start}},
     }
@@ -117,7 +125,7 @@ def lightning_to_file(path: Path) -> Iterator[None]:
     the file, with their time and source.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path)
+    handler = logging.FileHandler(path, mode="w")
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
     # both package names: `pytorch_lightning` / `lightning_fabric` log under their own once imported
     names = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric", "py.warnings")
@@ -195,25 +203,37 @@ def sample_latents(model: TextVAE, split: Any, seed: int, limit: int | None = No
     return torch.cat(mus), torch.cat(zs)
 
 
+def schedule_callback(row: dict[str, Any]) -> Callback:
+    if row["anneal"] is None:
+        return ScheduledAttribute(constant_beta, "beta", log_name="beta")
+    return CyclicalKLAnnealing(**row["anneal"])
+
+
 def run_one(cfg: Config, name: str, row: dict[str, Any], seed: int, dm: TextVAEDataModule, desc: str) -> dict[str, Any]:
     """Train and test one (schedule, seed); returns test metrics, the curve and test latents."""
     L.seed_everything(seed, workers=True, verbose=False)
+    t0, c0 = time.perf_counter(), time.process_time()
     model = TextVAE(
         vocab_size=dm.vocab_size, emb_dim=cfg.emb_dim, hidden_dim=cfg.hidden_dim, latent_dim=cfg.latent_dim,
         dropout=cfg.dropout, dec_init=cfg.dec_init, lr=cfg.lr, **row.get("model", {}),
     )  # fmt: skip
+    # the collapse alert with its defaults, as a user would attach it; "warn" lets the run finish, so the
+    # table is comparable, and records the step at which on_collapse="stop" would have ended it.
+    # MI is off here because the model already logs it (val/mi) from the same posteriors.
+    monitor = LatentMonitor(mi_max_samples=0)
     curve, ckpt = CurveRecorder(), ModelCheckpoint(monitor="val/ppl", mode="min", save_top_k=1, save_weights_only=True,
                                                     dirpath=Path(cfg.out) / "ckpt" / f"{name}_seed{seed}", filename="best")
     trainer = L.Trainer(
         max_epochs=cfg.max_epochs, max_steps=cfg.max_steps, accelerator=cfg.accelerator, devices=cfg.devices,
         gradient_clip_val=5.0,  # paper
-        callbacks=[CyclicalKLAnnealing(**row["anneal"]), curve, ckpt, RunProgress(desc)],
+        callbacks=[schedule_callback(row), monitor, curve, ckpt, RunProgress(desc)],
         logger=CSVLogger(Path(cfg.out) / "logs", name=name, version=f"seed{seed}"),
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
         limit_train_batches=cfg.limit_batches, limit_val_batches=cfg.limit_batches, limit_test_batches=cfg.limit_batches,
         deterministic=False,
     )  # fmt: skip
     trainer.fit(model, dm)
+    alert = {"step": monitor.alert_step, "steps": trainer.global_step, "steps_per_epoch": int(trainer.num_training_batches)}
     best = ckpt.best_model_path if cfg.select == "best" and ckpt.best_model_path else None
     if best:
         model = TextVAE.load_from_checkpoint(best)
@@ -226,7 +246,9 @@ def run_one(cfg: Config, name: str, row: dict[str, Any], seed: int, dm: TextVAED
         ytr, yte = dm.split("train").labels, dm.split("test").labels
         for j, factor in enumerate(dm.factor_names):
             metrics[f"probe_{factor}"] = linear_probe_accuracy(z_train, ytr[: len(z_train), j], z_test, yte[:, j])
-    return {"metrics": metrics, "curve": curve.rows, "z": z_test, "mu": mu_test, "best_ckpt": best}
+    # CPU time next to wall time: on a shared machine the wall time says more about the neighbours
+    seconds = {"wall": round(time.perf_counter() - t0, 1), "cpu": round(time.process_time() - c0, 1)}
+    return {"metrics": metrics, "curve": curve.rows, "z": z_test, "mu": mu_test, "best_ckpt": best, "alert": alert, "seconds": seconds}
 
 
 def check_delay(cfg: Config, dm: TextVAEDataModule) -> None:
@@ -286,6 +308,20 @@ def format_table(results: dict[str, Any]) -> str:
     for name, p in paired(results).items():
         diffs = " / ".join(f"{d:+.3f}" for d in p["per_seed"].values())
         lines.append(f"{name} - {p['base']} {p['key'].upper()} per seed: {diffs} ({p['greater']} of {p['n']} seeds > 0)")
+    return "\n".join(lines)
+
+
+def format_alerts(results: dict[str, Any]) -> str:
+    """Where LatentMonitor's collapse alert fired, per row, and how much of the run "stop" would save."""
+    lines = ["LatentMonitor collapse alert (defaults: KL < 0.05 nats or no active unit, 3 validations in a row at β's plateau):"]
+    for name, r in results.items():
+        fired = {s: a for s, a in r.get("alert", {}).items() if a["step"] is not None}
+        text = f"  {name:<16}fired on {len(fired)} of {len(r.get('alert', {}))} seeds"
+        if fired:
+            where = ", ".join(f"seed {s}: validation {a['step'] // a['steps_per_epoch']} (step {a['step']} of {a['steps']}, "
+                              f"'stop' saves {1 - a['step'] / a['steps']:.0%})" for s, a in fired.items())  # fmt: skip
+            text += f" ({where})"
+        lines.append(text)
     return "\n".join(lines)
 
 
@@ -355,6 +391,8 @@ def compare(cfg: Config) -> dict[str, Any]:
     rows = schedules(cfg)
     t0 = time.time()
     per: dict[str, dict[int, dict[str, float]]] = {name: {} for name in rows}
+    alerts: dict[str, dict[str, dict[str, int | None]]] = {name: {} for name in rows}
+    seconds: dict[str, dict[str, dict[str, float]]] = {name: {} for name in rows}
     curves: dict[str, list] = {}
     latents: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     n_runs, k = len(rows) * len(cfg.seeds), 0
@@ -370,21 +408,28 @@ def compare(cfg: Config) -> dict[str, Any]:
                 k += 1
                 res = run_one(cfg, name, row, seed, dm, desc=f"[{k}/{n_runs}] {name:<11} seed {seed}")
                 per[name][seed] = res["metrics"]
+                alerts[name][str(seed)] = res["alert"]
+                seconds[name][str(seed)] = res["seconds"]
                 if seed == cfg.seeds[0]:
                     curves[name] = res["curve"]
                     latents[name] = (res["z"], res["mu"])
     results = {name: summarize(p) for name, p in per.items()}
     for name, p in paired(results).items():
         results[name]["paired"] = p
+    for name, a in alerts.items():
+        results[name]["alert"] = a
+        results[name]["seconds"] = seconds[name]
     if rank_zero_only.rank != 0:  # under DDP every process runs this script; one writes the outputs
         return results
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "config.json").write_text(json.dumps({**asdict(cfg), "wall_s": round(time.time() - t0, 1)}, indent=2) + "\n")
+    cpu_s = sum(t["cpu"] for r in seconds.values() for t in r.values())
+    (out / "config.json").write_text(json.dumps({**asdict(cfg), "wall_s": round(time.time() - t0, 1), "runs_cpu_s": round(cpu_s, 1)}, indent=2) + "\n")
     plot_curves(curves, out / "curves.png")
     labels = dm.split("test").labels
     plot_latents(latents, None if labels is None else labels[:, 0], "topic", out / "latent.png")
     print(format_table(results))
-    print(f"\n{n_runs} runs in {time.time() - t0:.0f} s; results in {out / 'results.json'}")
+    print(format_alerts(results))
+    print(f"\n{n_runs} runs in {time.time() - t0:.0f} s wall ({cpu_s:.0f} s CPU in the runs); results in {out / 'results.json'}")
     return results
 
 
