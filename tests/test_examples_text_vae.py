@@ -436,5 +436,8 @@ def test_delay_row_is_li_et_al_recipe() -> None:
     rows = schedules(Config(delay=5, n_cycle=2, ratio=0.5, start=0.1))
     assert rows["delay+cyclical"]["anneal"] == {"n_cycle": 2, "ratio": 0.5, "start": 0.0, "delay": 5}
     assert "delay+cyclical" not in schedules(Config())
+    assert list(schedules(Config(delay=5, rows=["delay+cyclical", "monotonic"]))) == ["delay+cyclical", "monotonic"]
+    with pytest.raises(ValueError, match=r"`rows` must name rows of this configuration, \['constant', 'monotonic', 'cyclical'\], got \['cyclical\+fb'\]"):
+        schedules(Config(rows=["cyclical+fb"]))
     cb = CyclicalKLAnnealing(**rows["delay+cyclical"]["anneal"], total_steps=13)
     assert [cb.beta_at(t) for t in range(13)] == pytest.approx([0.0] * 5 + [0.0, 0.5, 1.0, 1.0] * 2)

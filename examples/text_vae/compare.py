@@ -81,6 +81,7 @@ class Config:
     free_bits: float = 0.0
     lr_restart: bool = False
     delay: int = 0
+    rows: list[str] | None = None
     select: str = "best"
     accelerator: str = "cpu"
     devices: int = 1
@@ -113,6 +114,11 @@ def schedules(cfg: Config) -> dict[str, dict[str, Any]]:
     if cfg.delay > 0:
         # Li et al. (2019): an autoencoder phase at beta = 0, then the cycles fill the remaining steps
         rows["delay+cyclical"] = {"anneal": {**cyc, "start": 0.0, "delay": cfg.delay}}
+    if cfg.rows is not None:
+        unknown = [r for r in cfg.rows if r not in rows]
+        if unknown or not cfg.rows:
+            raise ValueError(f"`rows` must name rows of this configuration, {list(rows)}, got {cfg.rows!r}")
+        rows = {name: rows[name] for name in cfg.rows}
     return rows
 
 
@@ -463,6 +469,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--lr-restart", action="store_true", help="add a 'cyclical+lr' row: cosine lr restart per cycle")
     p.add_argument("--delay", type=int, default=d.delay,
                    help="> 0 adds a 'delay+cyclical' row: beta = 0 for this many steps, then n-cycle cycles from 0 (Li et al. 2019)")
+    p.add_argument("--rows", nargs="+", default=d.rows,
+                   help="run only these rows (e.g. monotonic cyclical); default: every row the other flags define")
     p.add_argument("--select", choices=("best", "last"), default=d.select, help="test the best-val-PPL or the last checkpoint")
     p.add_argument("--accelerator", default=d.accelerator)
     p.add_argument("--devices", type=int, default=d.devices)
