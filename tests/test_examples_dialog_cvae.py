@@ -18,10 +18,11 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from examples.dialog_cvae import compare, train  # noqa: E402
-from examples.dialog_cvae.corpus import ACTS, generate_corpus
+from examples.dialog_cvae.corpus import ACTS, generate_corpus, split_keys
 from examples.dialog_cvae.data import (
     EOS,
     DialogDataModule,
+    EvalDistributedSampler,
     Vocab,
     collate,
     read_dailydialog,
@@ -62,12 +63,13 @@ def test_shapes_and_losses_on_a_tiny_batch(tiny_dm: DialogDataModule) -> None:
     assert logits.shape == (*batch["response"].shape, tiny_dm.vocab_size)
 
     model.beta = 0.25
-    loss, m, _ = model._shared_step(batch, "train")
+    loss, m, _, latent = model._shared_step(batch, "train")
     for key in ("rec", "kl", "bow"):
-        assert torch.isfinite(m[key]) and m[key] >= 0
-    assert torch.isclose(m["elbo"], -(m["rec"] + m["kl"]))
+        assert m[key].shape == (4,) and torch.isfinite(m[key]).all() and (m[key] >= 0).all()
+    torch.testing.assert_close(m["elbo"], -(m["rec"] + m["kl"]))
     # The next draw of z differs, so check the combination rule with the logged terms of the same call.
-    assert torch.isclose(loss, m["rec"] + 0.25 * m["kl"] + 1.0 * m["bow"])
+    assert torch.isclose(loss, (m["rec"] + 0.25 * m["kl"] + 1.0 * m["bow"]).mean())
+    assert set(latent) == {"mu", "logvar", "prior_mu", "prior_logvar"} and latent["prior_mu"].shape == (4, 4)
     loss.backward()
     assert all(p.grad is not None for n, p in model.named_parameters() if not n.startswith("distinct"))
 
@@ -79,8 +81,8 @@ def test_shapes_and_losses_on_a_tiny_batch(tiny_dm: DialogDataModule) -> None:
 def test_bow_weight_zero_gives_the_plain_cvae(tiny_dm: DialogDataModule) -> None:
     model = DialogCVAE(vocab_size=tiny_dm.vocab_size, bow_weight=0.0, beta=1.0, **TINY)
     batch = next(iter(tiny_dm.train_dataloader()))
-    loss, m, _ = model._shared_step(batch, "train")
-    assert torch.isclose(loss, m["rec"] + m["kl"])
+    loss, m, _, _ = model._shared_step(batch, "train")
+    assert torch.isclose(loss, (m["rec"] + m["kl"]).mean())
 
 
 def test_gaussian_kl_matches_torch_distributions() -> None:
@@ -135,10 +137,13 @@ def test_bleu_precision_recall_protocol() -> None:
     assert out["bleu1_p"] == pytest.approx((1.0 + sentence_bleu([9, 9, 9, 9], refs[0], 1)) / 2)
     assert out["bleu1_r"] == pytest.approx((1.0 + max(sentence_bleu(h, refs[1], 1) for h in ([1, 2, 3, 4], [9, 9, 9, 9]))) / 2)
     assert out["bleu2_f1"] == pytest.approx(2 * out["bleu2_p"] * out["bleu2_r"] / (out["bleu2_p"] + out["bleu2_r"]))
-    # Covering both references with two samples gives perfect recall; repeating one sample does not.
-    assert bleu_precision_recall(refs, refs)["bleu4_r"] == pytest.approx(1.0)
-    assert bleu_precision_recall([refs[0]] * 5, refs)["bleu4_r"] == pytest.approx(0.5)
-    assert bleu_precision_recall([refs[0]] * 5, refs)["bleu4_p"] == pytest.approx(1.0)
+    # Covering both references with two samples gives the best recall; repeating one sample does not.
+    # (NLTK's method7 scores an exact 4-token match slightly above 1, hence `exact`.)
+    exact = sentence_bleu(refs[0], refs[0], 4)
+    assert bleu_precision_recall(refs, refs)["bleu4_r"] == pytest.approx(exact)
+    repeated = bleu_precision_recall([refs[0]] * 5, refs)
+    assert repeated["bleu4_r"] == pytest.approx((exact + sentence_bleu(refs[0], refs[1], 4)) / 2)
+    assert repeated["bleu4_p"] == pytest.approx(exact)
     with pytest.raises(ValueError, match="at least one"):
         bleu_precision_recall([], refs)
 
@@ -149,6 +154,14 @@ def test_embedding_similarity_average_and_extrema() -> None:
     # Extrema keeps the signed value of largest magnitude per dimension: [1,2,3] -> [-2, 1].
     p, r = embedding_similarity([[1, 2, 3]], [[3, 2]], emb, "extrema")
     assert p == pytest.approx(1.0) and r == pytest.approx(1.0)
+    # (cos + 1) / 2: orthogonal -> 0.5, opposite -> 0.
+    assert embedding_similarity([[1]], [[2]], emb) == pytest.approx((0.5, 0.5))
+    opposite = torch.tensor([[0.0, 0.0], [1.0, 0.0], [-1.0, 0.0]])
+    assert embedding_similarity([[1]], [[2]], opposite) == pytest.approx((0.0, 0.0))
+    # Words without a vector (zero rows, e.g. id 0) are skipped; a response with none left scores 0.
+    assert embedding_similarity([[0, 1, 0]], [[1]], emb) == pytest.approx((1.0, 1.0))
+    assert embedding_similarity([[0], [1]], [[1]], emb) == pytest.approx((0.5, 1.0))
+    assert embedding_similarity([[99]], [[1]], emb) == pytest.approx((0.0, 0.0))  # out of range: no vector
     with pytest.raises(ValueError, match="kind"):
         embedding_similarity([[1]], [[1]], emb, "max")
 
@@ -172,6 +185,40 @@ def test_nearest_label() -> None:
 
 
 # ------------------------------------------------------------------------------------------ corpus
+def test_references_are_a_function_of_the_visible_context() -> None:
+    corpus = generate_corpus(3000, 300, 200, seed=1234)
+    refs: dict[tuple[str, ...], set] = {}
+    for examples in corpus.values():
+        for ex in examples:
+            refs.setdefault(ex.context, set()).add(ex.references)
+            # Every slot word a reference uses is visible in the context (or is common wording).
+            assert ex.response in ex.references
+    assert all(len(r) == 1 for r in refs.values())
+
+
+def test_splits_share_no_context_and_test_combinations_are_unseen() -> None:
+    corpus = generate_corpus(3000, 300, 200, seed=1234)
+    contexts = {split: {ex.context for ex in exs} for split, exs in corpus.items()}
+    assert contexts["train"].isdisjoint(contexts["test"])
+    assert contexts["train"].isdisjoint(contexts["valid"])
+    assert contexts["valid"].isdisjoint(contexts["test"])
+    assert len(contexts["test"]) == 200  # test contexts are distinct
+    # The test split's slot combinations never occur in training, so neither does any test reference set...
+    train_refs = {ex.references for ex in corpus["train"]}
+    assert all(ex.references not in train_refs for ex in corpus["test"])
+    train_pairs = {(t.response, *t.context) for t in corpus["train"]}
+    assert all((ex.response, *ex.context) not in train_pairs for ex in corpus["test"])
+    # ...while every word of a test context is a training word: new combinations of known values.
+    train_words = {w for ex in corpus["train"] for u in (*ex.context, *ex.references) for w in u.split()}
+    assert {w for ex in corpus["test"] for u in (*ex.context, *ex.references) for w in u.split()} <= train_words
+    keys = split_keys(seed=1234)
+    assert set(keys["train"]).isdisjoint(keys["test"]) and set(keys["train"]).isdisjoint(keys["valid"])
+    with pytest.raises(ValueError, match="test_fraction"):
+        split_keys(seed=0, test_fraction=0.7)
+    with pytest.raises(ValueError, match="num_test"):
+        generate_corpus(10, 10, 5000, seed=0)
+
+
 def test_corpus_is_deterministic_with_multiple_labelled_references() -> None:
     a, b = generate_corpus(50, 5, 10, seed=7), generate_corpus(50, 5, 10, seed=7)
     assert a == b
@@ -254,8 +301,29 @@ def test_compare_fast_dev_run_writes_results(tmp_path) -> None:
     results = compare.main(["--fast-dev-run", "--seeds", "0", "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "results.json").read_text())
     for name in ("constant", "monotonic", "cyclical"):
-        assert set(saved[name]) == {"seeds", "mean"}
-        for key in ("elbo", "rec", "kl", "bow", "bleu4_r", "distinct2", "factor_acc"):
-            assert key in saved[name]["mean"] and key in saved[name]["seeds"]["0"]
+        assert set(saved[name]) == {"seeds", "val", "mean", "std"}
+        for key in ("elbo", "rec", "kl", "bow", "bleu4_r", "distinct2", "factor_acc", "emb_avg_r"):
+            assert key in saved[name]["mean"] and key in saved[name]["seeds"]["0"] and key in saved[name]["val"]["0"]
         assert saved[name]["mean"] == results[name]["mean"]
+    assert saved["config"]["std"] == "sample (ddof=1)"
+    assert saved["config"]["schedules"]["monotonic"]["ratio"] == pytest.approx(10000 / 20592)
+    assert saved["config"]["lr_restart_cycles"] == {"constant": 0, "monotonic": 0, "cyclical": 0}
     assert (tmp_path / "samples.txt").read_text().count("context:") == 3
+
+
+def test_compare_console_has_progress_lines_and_no_lightning_banners(tmp_path, capsys) -> None:
+    compare.main(["--fast-dev-run", "--seeds", "0", "--schedules", "constant", "cyclical", "--table", "paper",
+                  "--out", str(tmp_path)])
+    out = capsys.readouterr()
+    console = out.out + out.err
+    assert "[1/2] constant" in console and "[2/2] cyclical" in console
+    for banner in ("GPU available", "TPU available", "litlogger", "fast_dev_run", "Epoch 0"):
+        assert banner not in console
+    assert "GPU available" in (tmp_path / "logs" / "lightning.log").read_text()  # kept, in the log
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["config"]["lr_restart_cycles"] == {"constant": 0, "cyclical": 4}  # the paper's: cyclical only
+
+
+def test_std_is_the_sample_std() -> None:
+    assert compare.mean_std([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.0))
+    assert compare.mean_std([5.0]) == (5.0, 0.0)
