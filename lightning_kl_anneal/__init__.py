@@ -11,6 +11,10 @@ Example:
 """
 
 from lightning_kl_anneal.callback import CyclicalKLAnnealing
+from lightning_kl_anneal.diagnostics import active_units, mutual_information
+from lightning_kl_anneal.kl import FREE_BITS_MODES, FreeBitsMode, capacity_kl, free_bits_kl, gaussian_kl
+from lightning_kl_anneal.metrics import ActiveUnits, KLPerDimension, MutualInformation
+from lightning_kl_anneal.monitor import LatentCollapseError, LatentMonitor
 from lightning_kl_anneal.schedules import (
     SHAPES,
     Shape,
@@ -26,10 +30,19 @@ from lightning_kl_anneal.schedules import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "FREE_BITS_MODES",
     "SHAPES",
+    "ActiveUnits",
     "CyclicalKLAnnealing",
+    "FreeBitsMode",
+    "KLPerDimension",
+    "LatentCollapseError",
+    "LatentMonitor",
+    "MutualInformation",
     "Shape",
     "__version__",
+    "active_units",
+    "capacity_kl",
     "cycle_length",
     "cycle_position",
     "cyclical_beta",
@@ -37,4 +50,7 @@ __all__ = [
     "frange_cycle_cosine",
     "frange_cycle_linear",
     "frange_cycle_sigmoid",
+    "free_bits_kl",
+    "gaussian_kl",
+    "mutual_information",
 ]
