@@ -19,8 +19,9 @@ Two tables (``--table``):
     paper       the paper's: a cosine learning rate restarted every cycle for cyclical only, constant otherwise
 Evaluation is at beta = 1 on the test split, every example exactly once on any number of devices.
 ``--out`` receives ``results.json`` (per schedule: the test and final validation metrics of each seed,
-their mean and sample standard deviation), ``learning_curves.png``, ``samples.txt`` and the logs
-(``logs/``, including Lightning's console output in ``logs/lightning.log``).
+their mean and sample standard deviation; validation includes ``LatentMonitor``'s ``latent/*`` values and the
+step of its collapse alert, -1 if it never fired), ``learning_curves.png``, ``samples.txt`` and the logs
+(``logs/``, including Lightning's console output and the alert's warning in ``logs/lightning.log``).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from examples.dialog_cvae.data import DialogDataModule, collate
 from examples.dialog_cvae.model import SMALL_PRESET, DialogCVAE
-from lightning_kl_anneal import CyclicalKLAnnealing
+from lightning_kl_anneal import CyclicalKLAnnealing, LatentMonitor
 
 #: The paper's monotonic schedule, beta = min(t / 10000, 1), over its 4 cycles of 5148 iterations.
 PAPER_MONOTONIC_RATIO = 10000 / (4 * 5148)
@@ -179,15 +180,19 @@ def run_one(schedule: str, seed: int, args: argparse.Namespace, dm: DialogDataMo
                        lr_restart_cycles=lr_restarts(schedule, args),
                        max_decode_len=20 if args.data_dir is None else dm.max_len, val_gen_contexts=32, **sizes)
     logger = CSVLogger(out / "logs", name=schedule, version=f"seed{seed}")
+    # The CVAE's KL is to its learned prior p(z | c): the monitor reads both from validation_step's dict.
+    monitor = LatentMonitor(prior_mu_key="prior_mu", prior_logvar_key="prior_logvar")
     trainer = L.Trainer(
         max_steps=args.steps, accelerator=args.accelerator, devices=args.devices, logger=logger,
-        callbacks=[CyclicalKLAnnealing(**schedule_kwargs(schedule, args))], gradient_clip_val=5.0,
+        callbacks=[CyclicalKLAnnealing(**schedule_kwargs(schedule, args)), monitor], gradient_clip_val=5.0,
         val_check_interval=min(args.val_every, args.steps), check_val_every_n_epoch=None, log_every_n_steps=20,
         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,
         fast_dev_run=args.fast_dev_run, num_sanity_val_steps=0,
     )
     trainer.fit(model, datamodule=dm)
-    val = {k.removeprefix("val/"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    val = {k.removeprefix("val/"): float(v) for k, v in trainer.callback_metrics.items()
+           if k.startswith(("val/", "latent/"))}
+    val["collapse_alert_step"] = -1 if monitor.alert_step is None else monitor.alert_step  # -1: never fired
     result = trainer.test(model, datamodule=dm, verbose=False)[0]
     metrics = {k.removeprefix("test/"): float(v) for k, v in result.items() if k.startswith("test/")}
     csv = Path(logger.log_dir) / "metrics.csv"
@@ -296,9 +301,11 @@ def _compare(args: argparse.Namespace) -> dict[str, Any]:
                 t = time.perf_counter()
                 metrics, val, model, csv = run_one(name, seed, args, dm, out)
                 done += 1
+                alert = val["collapse_alert_step"]
                 print(f"[{done}/{total}] {name:<9} seed {seed}: test ELBO {metrics['elbo']:.3f}, KL {metrics['kl']:.3f}, "
                       f"BLEU-1 recall {metrics.get('bleu1_r', float('nan')):.3f}; validation ELBO "
-                      f"{val.get('elbo', float('nan')):.3f} ({time.perf_counter() - t:.0f} s)", flush=True)
+                      f"{val.get('elbo', float('nan')):.3f}" + (f"; collapse alert at step {alert}" if alert >= 0 else "")
+                      + f" ({time.perf_counter() - t:.0f} s)", flush=True)
                 results[name]["seeds"][str(seed)] = metrics
                 results[name]["val"][str(seed)] = val
                 if seed == args.seeds[0]:

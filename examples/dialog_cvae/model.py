@@ -11,6 +11,9 @@
 The bag-of-words term is not weighted by beta (as in the paper): it makes z predictive of the response
 words, and so is the CVAE's own defence against KL vanishing. beta lives in ``self.beta`` and is written
 by :class:`lightning_kl_anneal.CyclicalKLAnnealing`; evaluation is at beta = 1 (ELBO = -(Rec + KL)).
+The KL is the library's :func:`lightning_kl_anneal.gaussian_kl` with the learned prior; ``validation_step``
+returns ``mu``, ``logvar``, ``prior_mu`` and ``prior_logvar`` for :class:`lightning_kl_anneal.LatentMonitor`
+(``LatentMonitor(prior_mu_key="prior_mu", prior_logvar_key="prior_logvar")``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from torchmetrics import MeanMetric
 from typing_extensions import override
 
-from lightning_kl_anneal import cycle_position
+from lightning_kl_anneal import cycle_position, gaussian_kl
 
 from .data import BOS, EOS, PAD
 from .metrics import DistinctN, bleu_precision_recall, embedding_similarity, nearest_label
@@ -35,16 +38,6 @@ from .metrics import DistinctN, bleu_precision_recall, embedding_similarity, nea
 #: ~170 words of vocabulary need, and would not train in minutes on a CPU.
 SMALL_PRESET: dict[str, int] = dict(embed_dim=64, utt_hidden=64, ctx_hidden=128, dec_hidden=128, latent_dim=16,
                                     prior_hidden=64, bow_hidden=128)
-
-
-def gaussian_kl(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor, logvar_p: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu_q, exp(logvar_q)) || N(mu_p, exp(logvar_p))) for diagonal Gaussians, summed over the last dim.
-
-    >>> z = torch.zeros(2, 3)
-    >>> gaussian_kl(z, z, z, z)
-    tensor([0., 0.])
-    """
-    return 0.5 * (logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p).pow(2)) / logvar_p.exp() - 1).sum(-1)
 
 
 #: Evaluation metrics averaged per example (losses) or per context (generation), each a torchmetrics
@@ -245,7 +238,7 @@ class DialogCVAE(L.LightningModule):
         z = mu_q + eps * (0.5 * logvar_q).exp()
         logits = self.decode_logits(c, z, batch["response"])
         rec = F.cross_entropy(logits.transpose(1, 2), batch["response"], ignore_index=PAD, reduction="none").sum(1)
-        kl = gaussian_kl(mu_q, logvar_q, mu_p, logvar_p)
+        kl = gaussian_kl(mu_q, logvar_q, prior_mu=mu_p, prior_logvar=logvar_p).sum(-1)  # KL(q || p), per example
         bow = bow_loss(self.bow(torch.cat([c, z], dim=-1)), batch["response"])
         loss = rec + self.beta * kl + self.hparams.bow_weight * bow
         # Raw Rec and KL are logged, not beta * KL: the weighted term says nothing about how much z is used.
