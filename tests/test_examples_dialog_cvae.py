@@ -332,3 +332,41 @@ def test_compare_console_has_progress_lines_and_no_lightning_banners(tmp_path, c
 def test_std_is_the_sample_std() -> None:
     assert compare.mean_std([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.0))
     assert compare.mean_std([5.0]) == (5.0, 0.0)
+
+
+# ------------------------------------------------------------------------------------------ real data
+def test_real_data_defaults_come_from_the_data(tmp_path) -> None:
+    # 20 dialogs; "common" words cover most tokens, each "rareN" occurs once.
+    lines = [f"hello there common common common __eou__ common words common rare{i} __eou__\n" for i in range(20)]
+    for split in ("train", "validation", "test"):
+        (tmp_path / f"dialogues_{split}.txt").write_text("".join(lines))
+    dm = DialogDataModule(data_dir=str(tmp_path), num_valid=5, num_test=3)
+    assert dm.min_freq == 2 and "rare3" not in dm.vocab.stoi  # seen once: <unk>
+    # Counts over the 20 pairs: common 100, hello/there/words 20 each, 20 rare words once: 180 tokens. The 4
+    # frequent words cover 160 (89%); reaching 95% (171) takes 11 rare ones: 15 words + the 4 specials.
+    assert dm.max_vocab == 15 + 4
+    assert dm.max_len == 10  # the 90th percentile (5 + <eos>) clipped to at least 10
+    assert len(dm.splits["valid"]) == 5 and len(dm.splits["test"]) == 3  # evaluation capped, spread evenly
+    explicit = DialogDataModule(data_dir=str(tmp_path), min_freq=1, max_vocab=None, max_len=7)
+    assert explicit.min_freq == 1 and explicit.max_len == 7
+    builtin = DialogDataModule(num_train=10, num_valid=2, num_test=2)
+    assert (builtin.min_freq, builtin.max_len, builtin.max_vocab) == (1, 40, None)
+    with pytest.raises(ValueError, match="max_len"):
+        DialogDataModule(max_len=1)
+
+
+def test_prepare_chitchat_writes_dailydialog_files(tmp_path) -> None:
+    from examples.dialog_cvae import prepare_chitchat
+
+    convs = {f"c{i}": {"messages": [[{"text": f"hi {i}"}, {"text": "how are you?"}], [{"text": "fine __eou__ thanks"}]]}
+             for i in range(5)}
+    (tmp_path / "dataset.json").write_text(json.dumps(convs))
+    prepare_chitchat.main(["--json", str(tmp_path / "dataset.json"), "--out", str(tmp_path / "out"),
+                           "--train", "3", "--valid", "1", "--test", "1"])
+    splits = read_data_dir(tmp_path / "out")
+    assert [len(splits[s]) for s in ("train", "valid", "test")] == [3, 1, 1]
+    assert splits["train"][0].response == "fine thanks" and splits["train"][0].context[0].endswith("how are you ?")
+    train_ctx = {ex.context for ex in splits["train"]}
+    assert all(ex.context not in train_ctx for ex in splits["test"])
+    with pytest.raises(SystemExit):
+        prepare_chitchat.main(["--json", str(tmp_path / "dataset.json"), "--out", str(tmp_path / "x"), "--train", "9"])

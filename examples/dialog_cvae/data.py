@@ -300,9 +300,13 @@ class DialogDataModule(L.LightningDataModule):
         corpus_seed: seed of the built-in corpus.
         min_freq: words seen fewer times in the training split become ``<unk>``; None picks 1 on the
             built-in corpus and 2 on real data (a word seen once cannot be learned, only memorised).
-        max_vocab: at most this many words, specials included.
+        max_vocab: at most this many words, specials included; None keeps every word on the built-in
+            corpus and, on real data, the most frequent words that together cover 95% of the training
+            tokens (at most 20000): the rest is a long tail of typos and names that a CPU-sized model
+            cannot learn, and every word costs a row of the output and bag-of-words layers.
         max_len: utterances are truncated to this many tokens; None picks 40 on the built-in corpus and,
-            on real data, the 95th percentile of the training utterances' lengths, clipped to [10, 60].
+            on real data, the 90th percentile of the training utterances' lengths plus the ``<eos>``,
+            clipped to [10, 40] (decoding and the encoders' cost grow with it).
         embeddings: a GloVe / word2vec text file for the embedding metrics; None derives the vectors
             from the training split (``embeddings.ppmi_svd_vectors``). Either way one fixed space scores
             every model.
@@ -319,7 +323,7 @@ class DialogDataModule(L.LightningDataModule):
         num_test: int | None = 300,
         corpus_seed: int = 1234,
         min_freq: int | None = None,
-        max_vocab: int | None = 20000,
+        max_vocab: int | None = None,
         max_len: int | None = None,
         embeddings: str | None = None,
         num_workers: int = 0,
@@ -337,6 +341,7 @@ class DialogDataModule(L.LightningDataModule):
         self._splits: dict[str, list[DialogExample]] | None = None
         self._vocab: Vocab | None = None
         self._vectors: torch.Tensor | None = None
+        self._utterances: list[str] | None = None
 
     @property
     def splits(self) -> dict[str, list[DialogExample]]:
@@ -372,19 +377,38 @@ class DialogDataModule(L.LightningDataModule):
         if self.hparams.data_dir is None:
             return 40
         lengths = sorted(len(u.split()) for u in self._train_utterances())
-        return min(60, max(10, lengths[int(0.95 * (len(lengths) - 1))] + 1))  # + 1: the <eos>
+        return min(40, max(10, lengths[int(0.9 * (len(lengths) - 1))] + 1))  # + 1: the <eos>
 
     def _train_utterances(self) -> list[str]:
         """Every distinct utterance of the training split, in a fixed order."""
-        return sorted({u for ex in self.splits["train"] for u in (*ex.context, ex.response)})
+        if self._utterances is None:
+            self._utterances = sorted({u for ex in self.splits["train"] for u in (*ex.context, ex.response)})
+        return self._utterances
+
+    @property
+    def max_vocab(self) -> int | None:
+        """The vocabulary's size cap: ``max_vocab``, or none (built-in) / 95% token coverage (real data)."""
+        if self.hparams.max_vocab is not None or self.hparams.data_dir is None:
+            return self.hparams.max_vocab
+        counts = sorted(self._train_counts().values(), reverse=True)
+        total, covered = sum(counts), 0
+        for n, c in enumerate(counts, start=1):
+            covered += c
+            if covered >= 0.95 * total:
+                return min(20000, n + len(SPECIALS))
+        return min(20000, len(counts) + len(SPECIALS))
 
     @property
     def vocab(self) -> Vocab:
         if self._vocab is None:
             train = self.splits["train"]
             sents = [u.split() for ex in train for u in (*ex.context, ex.response)]
-            self._vocab = Vocab.build(sents, self.min_freq, self.hparams.max_vocab)
+            self._vocab = Vocab.build(sents, self.min_freq, self.max_vocab)
         return self._vocab
+
+    def _train_counts(self) -> Counter:
+        """Word counts over the training examples (contexts and responses), as the vocabulary counts them."""
+        return Counter(w for ex in self.splits["train"] for u in (*ex.context, ex.response) for w in u.split())
 
     @property
     def word_vectors(self) -> torch.Tensor:
@@ -406,7 +430,8 @@ class DialogDataModule(L.LightningDataModule):
         return len(self.vocab)
 
     def setup(self, stage: str | None = None) -> None:
-        self.datasets = {k: DialogDataset(v, self.vocab, self.max_len) for k, v in self.splits.items()}
+        if getattr(self, "datasets", None) is None:  # encoded once, reused by every fit/test with this module
+            self.datasets = {k: DialogDataset(v, self.vocab, self.max_len) for k, v in self.splits.items()}
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         sampler = None
