@@ -1,6 +1,6 @@
 """Constant vs monotonic vs cyclical KL annealing for the dialog CVAE (Fu et al., NAACL 2019, Table 2).
 
-    python examples/dialog_cvae/compare.py                    # the controlled table: 3 schedules x 3 seeds, ~8 min on 2 CPU cores
+    python examples/dialog_cvae/compare.py                    # the controlled table: 3 schedules x 3 seeds (wall times: README)
     python examples/dialog_cvae/compare.py --table paper      # the paper's settings: lr restarts for cyclical only
     python examples/dialog_cvae/compare.py --bow-weight 1     # the CVAE + bag-of-words loss
     python examples/dialog_cvae/compare.py --data-dir DIR     # DailyDialog / JSONL files (README: a real corpus)
