@@ -18,10 +18,11 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from examples.dialog_cvae import compare, train  # noqa: E402
-from examples.dialog_cvae.corpus import ACTS, generate_corpus
+from examples.dialog_cvae.corpus import ACTS, generate_corpus, split_keys
 from examples.dialog_cvae.data import (
     EOS,
     DialogDataModule,
+    EvalDistributedSampler,
     Vocab,
     collate,
     read_dailydialog,
@@ -36,7 +37,7 @@ from examples.dialog_cvae.metrics import (
     nearest_label,
     sentence_bleu,
 )
-from examples.dialog_cvae.model import DialogCVAE, bow_loss, gaussian_kl
+from examples.dialog_cvae.model import DialogCVAE, bow_loss
 
 TINY = dict(embed_dim=8, utt_hidden=8, ctx_hidden=12, dec_hidden=12, latent_dim=4, prior_hidden=8, bow_hidden=8,
             max_decode_len=6, num_samples=3)
@@ -62,12 +63,13 @@ def test_shapes_and_losses_on_a_tiny_batch(tiny_dm: DialogDataModule) -> None:
     assert logits.shape == (*batch["response"].shape, tiny_dm.vocab_size)
 
     model.beta = 0.25
-    loss, m, _ = model._shared_step(batch, "train")
+    loss, m, _, latent = model._shared_step(batch, "train")
     for key in ("rec", "kl", "bow"):
-        assert torch.isfinite(m[key]) and m[key] >= 0
-    assert torch.isclose(m["elbo"], -(m["rec"] + m["kl"]))
+        assert m[key].shape == (4,) and torch.isfinite(m[key]).all() and (m[key] >= 0).all()
+    torch.testing.assert_close(m["elbo"], -(m["rec"] + m["kl"]))
     # The next draw of z differs, so check the combination rule with the logged terms of the same call.
-    assert torch.isclose(loss, m["rec"] + 0.25 * m["kl"] + 1.0 * m["bow"])
+    assert torch.isclose(loss, (m["rec"] + 0.25 * m["kl"] + 1.0 * m["bow"]).mean())
+    assert set(latent) == {"mu", "logvar", "prior_mu", "prior_logvar"} and latent["prior_mu"].shape == (4, 4)
     loss.backward()
     assert all(p.grad is not None for n, p in model.named_parameters() if not n.startswith("distinct"))
 
@@ -79,15 +81,17 @@ def test_shapes_and_losses_on_a_tiny_batch(tiny_dm: DialogDataModule) -> None:
 def test_bow_weight_zero_gives_the_plain_cvae(tiny_dm: DialogDataModule) -> None:
     model = DialogCVAE(vocab_size=tiny_dm.vocab_size, bow_weight=0.0, beta=1.0, **TINY)
     batch = next(iter(tiny_dm.train_dataloader()))
-    loss, m, _ = model._shared_step(batch, "train")
-    assert torch.isclose(loss, m["rec"] + m["kl"])
+    loss, m, _, _ = model._shared_step(batch, "train")
+    assert torch.isclose(loss, (m["rec"] + m["kl"]).mean())
 
 
-def test_gaussian_kl_matches_torch_distributions() -> None:
-    g = torch.Generator().manual_seed(0)
-    mu_q, lv_q, mu_p, lv_p = (torch.randn(5, 7, generator=g) for _ in range(4))
-    expected = kl_divergence(Normal(mu_q, (0.5 * lv_q).exp()), Normal(mu_p, (0.5 * lv_p).exp())).sum(-1)
-    torch.testing.assert_close(gaussian_kl(mu_q, lv_q, mu_p, lv_p), expected)
+def test_kl_is_to_the_learned_prior(tiny_dm: DialogDataModule) -> None:
+    torch.manual_seed(0)
+    model = DialogCVAE(vocab_size=tiny_dm.vocab_size, **TINY)
+    _, m, _, lat = model._shared_step(next(iter(tiny_dm.val_dataloader())), "val")
+    q = Normal(lat["mu"], (0.5 * lat["logvar"]).exp())
+    p = Normal(lat["prior_mu"], (0.5 * lat["prior_logvar"]).exp())
+    torch.testing.assert_close(m["kl"], kl_divergence(q, p).sum(-1))
 
 
 def test_bow_loss_hand_computed() -> None:
@@ -135,10 +139,13 @@ def test_bleu_precision_recall_protocol() -> None:
     assert out["bleu1_p"] == pytest.approx((1.0 + sentence_bleu([9, 9, 9, 9], refs[0], 1)) / 2)
     assert out["bleu1_r"] == pytest.approx((1.0 + max(sentence_bleu(h, refs[1], 1) for h in ([1, 2, 3, 4], [9, 9, 9, 9]))) / 2)
     assert out["bleu2_f1"] == pytest.approx(2 * out["bleu2_p"] * out["bleu2_r"] / (out["bleu2_p"] + out["bleu2_r"]))
-    # Covering both references with two samples gives perfect recall; repeating one sample does not.
-    assert bleu_precision_recall(refs, refs)["bleu4_r"] == pytest.approx(1.0)
-    assert bleu_precision_recall([refs[0]] * 5, refs)["bleu4_r"] == pytest.approx(0.5)
-    assert bleu_precision_recall([refs[0]] * 5, refs)["bleu4_p"] == pytest.approx(1.0)
+    # Covering both references with two samples gives the best recall; repeating one sample does not.
+    # (NLTK's method7 scores an exact 4-token match slightly above 1, hence `exact`.)
+    exact = sentence_bleu(refs[0], refs[0], 4)
+    assert bleu_precision_recall(refs, refs)["bleu4_r"] == pytest.approx(exact)
+    repeated = bleu_precision_recall([refs[0]] * 5, refs)
+    assert repeated["bleu4_r"] == pytest.approx((exact + sentence_bleu(refs[0], refs[1], 4)) / 2)
+    assert repeated["bleu4_p"] == pytest.approx(exact)
     with pytest.raises(ValueError, match="at least one"):
         bleu_precision_recall([], refs)
 
@@ -149,6 +156,14 @@ def test_embedding_similarity_average_and_extrema() -> None:
     # Extrema keeps the signed value of largest magnitude per dimension: [1,2,3] -> [-2, 1].
     p, r = embedding_similarity([[1, 2, 3]], [[3, 2]], emb, "extrema")
     assert p == pytest.approx(1.0) and r == pytest.approx(1.0)
+    # (cos + 1) / 2: orthogonal -> 0.5, opposite -> 0.
+    assert embedding_similarity([[1]], [[2]], emb) == pytest.approx((0.5, 0.5))
+    opposite = torch.tensor([[0.0, 0.0], [1.0, 0.0], [-1.0, 0.0]])
+    assert embedding_similarity([[1]], [[2]], opposite) == pytest.approx((0.0, 0.0))
+    # Words without a vector (zero rows, e.g. id 0) are skipped; a response with none left scores 0.
+    assert embedding_similarity([[0, 1, 0]], [[1]], emb) == pytest.approx((1.0, 1.0))
+    assert embedding_similarity([[0], [1]], [[1]], emb) == pytest.approx((0.5, 1.0))
+    assert embedding_similarity([[99]], [[1]], emb) == pytest.approx((0.0, 0.0))  # out of range: no vector
     with pytest.raises(ValueError, match="kind"):
         embedding_similarity([[1]], [[1]], emb, "max")
 
@@ -172,6 +187,40 @@ def test_nearest_label() -> None:
 
 
 # ------------------------------------------------------------------------------------------ corpus
+def test_references_are_a_function_of_the_visible_context() -> None:
+    corpus = generate_corpus(3000, 300, 200, seed=1234)
+    refs: dict[tuple[str, ...], set] = {}
+    for examples in corpus.values():
+        for ex in examples:
+            refs.setdefault(ex.context, set()).add(ex.references)
+            # Every slot word a reference uses is visible in the context (or is common wording).
+            assert ex.response in ex.references
+    assert all(len(r) == 1 for r in refs.values())
+
+
+def test_splits_share_no_context_and_test_combinations_are_unseen() -> None:
+    corpus = generate_corpus(3000, 300, 200, seed=1234)
+    contexts = {split: {ex.context for ex in exs} for split, exs in corpus.items()}
+    assert contexts["train"].isdisjoint(contexts["test"])
+    assert contexts["train"].isdisjoint(contexts["valid"])
+    assert contexts["valid"].isdisjoint(contexts["test"])
+    assert len(contexts["test"]) == 200  # test contexts are distinct
+    # The test split's slot combinations never occur in training, so neither does any test reference set...
+    train_refs = {ex.references for ex in corpus["train"]}
+    assert all(ex.references not in train_refs for ex in corpus["test"])
+    train_pairs = {(t.response, *t.context) for t in corpus["train"]}
+    assert all((ex.response, *ex.context) not in train_pairs for ex in corpus["test"])
+    # ...while every word of a test context is a training word: new combinations of known values.
+    train_words = {w for ex in corpus["train"] for u in (*ex.context, *ex.references) for w in u.split()}
+    assert {w for ex in corpus["test"] for u in (*ex.context, *ex.references) for w in u.split()} <= train_words
+    keys = split_keys(seed=1234)
+    assert set(keys["train"]).isdisjoint(keys["test"]) and set(keys["train"]).isdisjoint(keys["valid"])
+    with pytest.raises(ValueError, match="test_fraction"):
+        split_keys(seed=0, test_fraction=0.7)
+    with pytest.raises(ValueError, match="num_test"):
+        generate_corpus(10, 10, 5000, seed=0)
+
+
 def test_corpus_is_deterministic_with_multiple_labelled_references() -> None:
     a, b = generate_corpus(50, 5, 10, seed=7), generate_corpus(50, 5, 10, seed=7)
     assert a == b
@@ -254,8 +303,70 @@ def test_compare_fast_dev_run_writes_results(tmp_path) -> None:
     results = compare.main(["--fast-dev-run", "--seeds", "0", "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "results.json").read_text())
     for name in ("constant", "monotonic", "cyclical"):
-        assert set(saved[name]) == {"seeds", "mean"}
-        for key in ("elbo", "rec", "kl", "bow", "bleu4_r", "distinct2", "factor_acc"):
-            assert key in saved[name]["mean"] and key in saved[name]["seeds"]["0"]
+        assert set(saved[name]) == {"seeds", "val", "mean", "std"}
+        for key in ("elbo", "rec", "kl", "bow", "bleu4_r", "distinct2", "factor_acc", "emb_avg_r"):
+            assert key in saved[name]["mean"] and key in saved[name]["seeds"]["0"] and key in saved[name]["val"]["0"]
         assert saved[name]["mean"] == results[name]["mean"]
+    assert saved["config"]["std"] == "sample (ddof=1)"
+    assert saved["config"]["schedules"]["monotonic"]["ratio"] == pytest.approx(10000 / 20592)
+    assert saved["config"]["lr_restart_cycles"] == {"constant": 0, "monotonic": 0, "cyclical": 0}
+    # LatentMonitor is attached with the CVAE's prior keys: its values are in the validation record.
+    assert {"latent/kl", "latent/active_units", "collapse_alert_step"} <= set(saved["cyclical"]["val"]["0"])
+    assert "latent/mi" not in saved["cyclical"]["val"]["0"]  # MI is for the unconditional prior only
     assert (tmp_path / "samples.txt").read_text().count("context:") == 3
+
+
+def test_compare_console_has_progress_lines_and_no_lightning_banners(tmp_path, capsys) -> None:
+    compare.main(["--fast-dev-run", "--seeds", "0", "--schedules", "constant", "cyclical", "--table", "paper",
+                  "--out", str(tmp_path)])
+    out = capsys.readouterr()
+    console = out.out + out.err
+    assert "[1/2] constant" in console and "[2/2] cyclical" in console
+    for banner in ("GPU available", "TPU available", "litlogger", "fast_dev_run", "Epoch 0"):
+        assert banner not in console
+    assert "GPU available" in (tmp_path / "logs" / "lightning.log").read_text()  # kept, in the log
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["config"]["lr_restart_cycles"] == {"constant": 0, "cyclical": 4}  # the paper's: cyclical only
+
+
+def test_std_is_the_sample_std() -> None:
+    assert compare.mean_std([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.0))
+    assert compare.mean_std([5.0]) == (5.0, 0.0)
+
+
+# ------------------------------------------------------------------------------------------ real data
+def test_real_data_defaults_come_from_the_data(tmp_path) -> None:
+    # 20 dialogs; "common" words cover most tokens, each "rareN" occurs once.
+    lines = [f"hello there common common common __eou__ common words common rare{i} __eou__\n" for i in range(20)]
+    for split in ("train", "validation", "test"):
+        (tmp_path / f"dialogues_{split}.txt").write_text("".join(lines))
+    dm = DialogDataModule(data_dir=str(tmp_path), num_valid=5, num_test=3)
+    assert dm.min_freq == 2 and "rare3" not in dm.vocab.stoi  # seen once: <unk>
+    # Counts over the 20 pairs: common 100, hello/there/words 20 each, 20 rare words once: 180 tokens. The 4
+    # frequent words cover 160 (89%); reaching 95% (171) takes 11 rare ones: 15 words + the 4 specials.
+    assert dm.max_vocab == 15 + 4
+    assert dm.max_len == 10  # the 90th percentile (5 + <eos>) clipped to at least 10
+    assert len(dm.splits["valid"]) == 5 and len(dm.splits["test"]) == 3  # evaluation capped, spread evenly
+    explicit = DialogDataModule(data_dir=str(tmp_path), min_freq=1, max_vocab=None, max_len=7)
+    assert explicit.min_freq == 1 and explicit.max_len == 7
+    builtin = DialogDataModule(num_train=10, num_valid=2, num_test=2)
+    assert (builtin.min_freq, builtin.max_len, builtin.max_vocab) == (1, 40, None)
+    with pytest.raises(ValueError, match="max_len"):
+        DialogDataModule(max_len=1)
+
+
+def test_prepare_chitchat_writes_dailydialog_files(tmp_path) -> None:
+    from examples.dialog_cvae import prepare_chitchat
+
+    convs = {f"c{i}": {"messages": [[{"text": f"hi {i}"}, {"text": "how are you?"}], [{"text": "fine __eou__ thanks"}]]}
+             for i in range(5)}
+    (tmp_path / "dataset.json").write_text(json.dumps(convs))
+    prepare_chitchat.main(["--json", str(tmp_path / "dataset.json"), "--out", str(tmp_path / "out"),
+                           "--train", "3", "--valid", "1", "--test", "1"])
+    splits = read_data_dir(tmp_path / "out")
+    assert [len(splits[s]) for s in ("train", "valid", "test")] == [3, 1, 1]
+    assert splits["train"][0].response == "fine thanks" and splits["train"][0].context[0].endswith("how are you ?")
+    train_ctx = {ex.context for ex in splits["train"]}
+    assert all(ex.context not in train_ctx for ex in splits["test"])
+    with pytest.raises(SystemExit):
+        prepare_chitchat.main(["--json", str(tmp_path / "dataset.json"), "--out", str(tmp_path / "x"), "--train", "9"])

@@ -4,11 +4,13 @@ For one context with hypotheses ``H`` (the responses sampled from the prior) and
 
 * BLEU-n **precision** = mean over h in H of max over r in R of BLEU-n(h, r) (are the samples valid?);
   **recall** = mean over r in R of max over h in H (are all valid responses covered?). Sentence BLEU
-  itself comes from ``torchmetrics`` (smoothed, uniform weights up to n); this module only adds the
-  multi-reference protocol.
-* Bag-of-words embedding similarity with the model's own word embeddings: cosine of the **average**
-  vectors, and of the **extrema** vectors (per dimension the value of largest magnitude), reduced to
-  precision / recall the same way.
+  itself is NLTK's ``sentence_bleu`` with cumulative uniform weights up to n and Chen & Cherry's
+  smoothing ``SmoothingFunction().method7``, exactly as the reference code of Zhao et al. and Fu et al.;
+  this module only adds the multi-reference protocol.
+* Bag-of-words embedding similarity in one fixed word-vector space per corpus (see ``embeddings.py``; never
+  a model's own embeddings, so that every model is scored in the same space): (cos + 1) / 2 of the
+  **average** vectors, and of the **extrema** vectors (per dimension the value of largest magnitude),
+  reduced to precision / recall the same way. Words without a vector are skipped.
 * **distinct-n**: distinct n-grams / all n-grams over every sample (torchmetrics has no such metric).
 
 Sequences are lists of token ids (no ``<bos>``, cut at ``<eos>``).
@@ -20,23 +22,46 @@ from collections import Counter
 from collections.abc import Sequence
 
 import torch
+from nltk.translate.bleu_score import SmoothingFunction
+from nltk.translate.bleu_score import sentence_bleu as _nltk_sentence_bleu
 from torchmetrics import Metric
-from torchmetrics.functional.text import bleu_score
 
 Tokens = Sequence[int]
 
 
-def sentence_bleu(hyp: Tokens, ref: Tokens, n_gram: int) -> float:
-    """Smoothed sentence BLEU-``n_gram`` of one hypothesis against one reference (torchmetrics).
+_SMOOTHING = SmoothingFunction().method7
 
-    >>> sentence_bleu([5, 6, 7], [5, 6, 7], n_gram=2)
+
+def sentence_bleu(hyp: Tokens, ref: Tokens, n_gram: int) -> float:
+    """Sentence BLEU-``n_gram`` of one hypothesis against one reference, as the paper computed it.
+
+    NLTK's ``sentence_bleu`` with cumulative uniform weights ``(1/n, ..., 1/n)`` and Chen & Cherry's
+    ``method7`` smoothing, so a hypothesis with no matching 4-gram, or shorter than 4 tokens, still
+    scores above 0. An empty hypothesis or reference scores 0 (the reference code's ``except: 0.0``).
+    ``method7`` applies ``method5``, which averages each n-gram precision with its neighbours', so a
+    hypothesis equal to its reference scores slightly *above* 1 (1.117 for BLEU-4 on 5 tokens): a quirk
+    of the metric the paper reported, kept so that the numbers mean the same thing.
+
+    Args:
+        hyp: the hypothesis' tokens (ids or strings).
+        ref: the reference's tokens.
+        n_gram: the highest n-gram order, >= 1.
+
+    >>> sentence_bleu([5, 6, 7], [5, 6, 7], n_gram=1)
     1.0
+    >>> round(sentence_bleu([5, 6, 7, 8, 9], [5, 6, 7, 8, 9], n_gram=4), 4)
+    1.1167
     >>> sentence_bleu([], [5, 6], n_gram=1)
     0.0
+    >>> round(sentence_bleu([5, 6], [5, 6], n_gram=4), 4)  # shorter than 4 tokens, identical: not 0
+    0.4359
     """
+    if not isinstance(n_gram, int) or n_gram < 1:
+        raise ValueError(f"`n_gram` must be a positive int, got {n_gram!r}")
     if not hyp or not ref:
         return 0.0
-    return float(bleu_score([" ".join(map(str, hyp))], [[" ".join(map(str, ref))]], n_gram=n_gram, smooth=True))
+    weights = (1.0 / n_gram,) * n_gram
+    return float(_nltk_sentence_bleu([list(ref)], list(hyp), weights=weights, smoothing_function=_SMOOTHING))
 
 
 def precision_recall(scores: torch.Tensor) -> tuple[float, float]:
@@ -87,37 +112,55 @@ def bleu_precision_recall(
     return out
 
 
-def _bow_vectors(seqs: Sequence[Tokens], embedding: torch.Tensor, kind: str) -> torch.Tensor:
-    vecs = []
-    for s in seqs:
-        e = embedding[torch.as_tensor(list(s), dtype=torch.long)] if s else embedding.new_zeros(1, embedding.shape[1])
+def _bow_vectors(seqs: Sequence[Tokens], vectors: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One vector per sequence from the words that have a vector, and whether any word had one."""
+    known = vectors.norm(dim=1) > 0
+    out, has = torch.zeros(len(seqs), vectors.shape[1]), torch.zeros(len(seqs), dtype=torch.bool)
+    for i, s in enumerate(seqs):
+        ids = torch.as_tensor([t for t in s if 0 <= t < len(vectors)], dtype=torch.long)
+        ids = ids[known[ids]]
+        if ids.numel() == 0:
+            continue
+        e = vectors[ids]
         if kind == "average":
-            vecs.append(e.mean(0))
+            out[i] = e.mean(0)
         else:  # extrema: per dimension keep the value of largest magnitude, sign included
-            idx = e.abs().argmax(0)
-            vecs.append(e.gather(0, idx[None]).squeeze(0))
-    return torch.stack(vecs)
+            out[i] = e.gather(0, e.abs().argmax(0)[None]).squeeze(0)
+        has[i] = True
+    return out, has
 
 
 def embedding_similarity(
-    hyps: Sequence[Tokens], refs: Sequence[Tokens], embedding: torch.Tensor, kind: str = "average"
+    hyps: Sequence[Tokens], refs: Sequence[Tokens], vectors: torch.Tensor, kind: str = "average"
 ) -> tuple[float, float]:
-    """Bag-of-words embedding precision and recall (cosine of ``kind`` vectors, 0 for empty sequences).
+    """Bag-of-words embedding precision and recall: (cos + 1) / 2 of ``kind`` vectors, reduced as BLEU is.
+
+    Words whose row of ``vectors`` is all zeros (no vector: out of the embedding vocabulary) are skipped.
+    A sequence with no word left scores 0 against everything, the worst value, as an empty response
+    should.
 
     Args:
-        embedding: (vocab, dim) word vectors, e.g. the model's own ``nn.Embedding.weight``.
+        hyps: the sampled responses of one context (token ids).
+        refs: its references (token ids).
+        vectors: (vocab, dim) fixed word vectors, the same for every model scored on a corpus
+            (``embeddings.py``); a zero row means "no vector".
         kind: ``"average"`` or ``"extrema"``.
 
-    >>> emb = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
-    >>> embedding_similarity([[1]], [[1], [2]], emb)
-    (1.0, 0.5)
+    >>> vecs = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    >>> embedding_similarity([[1]], [[1], [2]], vecs)  # cos 1 -> 1.0 and cos 0 -> 0.5
+    (1.0, 0.75)
+    >>> embedding_similarity([[0, 1]], [[1]], vecs)  # word 0 has no vector: skipped
+    (1.0, 1.0)
     """
     if kind not in ("average", "extrema"):
         raise ValueError(f"`kind` must be 'average' or 'extrema', got {kind!r}")
-    embedding = embedding.detach().float().cpu()
-    h = _bow_vectors(hyps, embedding, kind)
-    r = _bow_vectors(refs, embedding, kind)
-    sims = torch.nn.functional.cosine_similarity(h[:, None, :], r[None, :, :], dim=-1)
+    if vectors.ndim != 2:
+        raise ValueError(f"`vectors` must be a (vocab, dim) matrix, got shape {tuple(vectors.shape)}")
+    vectors = vectors.detach().float().cpu()
+    h, h_ok = _bow_vectors(hyps, vectors, kind)
+    r, r_ok = _bow_vectors(refs, vectors, kind)
+    sims = (torch.nn.functional.cosine_similarity(h[:, None, :], r[None, :, :], dim=-1) + 1) / 2
+    sims = sims * (h_ok[:, None] & r_ok[None, :])
     return precision_recall(sims)
 
 

@@ -11,6 +11,9 @@
 The bag-of-words term is not weighted by beta (as in the paper): it makes z predictive of the response
 words, and so is the CVAE's own defence against KL vanishing. beta lives in ``self.beta`` and is written
 by :class:`lightning_kl_anneal.CyclicalKLAnnealing`; evaluation is at beta = 1 (ELBO = -(Rec + KL)).
+The KL is the library's :func:`lightning_kl_anneal.gaussian_kl` with the learned prior; ``validation_step``
+returns ``mu``, ``logvar``, ``prior_mu`` and ``prior_logvar`` for :class:`lightning_kl_anneal.LatentMonitor`
+(``LatentMonitor(prior_mu_key="prior_mu", prior_logvar_key="prior_logvar")``).
 """
 
 from __future__ import annotations
@@ -23,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
-
+from torchmetrics import MeanMetric
 from typing_extensions import override
 
-from lightning_kl_anneal import cycle_position
+from lightning_kl_anneal import cycle_position, gaussian_kl
 
 from .data import BOS, EOS, PAD
 from .metrics import DistinctN, bleu_precision_recall, embedding_similarity, nearest_label
@@ -37,14 +40,29 @@ SMALL_PRESET: dict[str, int] = dict(embed_dim=64, utt_hidden=64, ctx_hidden=128,
                                     prior_hidden=64, bow_hidden=128)
 
 
-def gaussian_kl(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor, logvar_p: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu_q, exp(logvar_q)) || N(mu_p, exp(logvar_p))) for diagonal Gaussians, summed over the last dim.
+#: Evaluation metrics averaged per example (losses) or per context (generation), each a torchmetrics
+#: ``MeanMetric`` so that the average over several processes weighs every example once.
+LOSS_KEYS = ("loss", "rec", "kl", "bow", "elbo")
+GEN_KEYS = (*(f"bleu{n}_{m}" for n in range(1, 5) for m in ("p", "r", "f1")),
+            "emb_avg_p", "emb_avg_r", "emb_ext_p", "emb_ext_r", "factor_acc", "factor_cov")
 
-    >>> z = torch.zeros(2, 3)
-    >>> gaussian_kl(z, z, z, z)
-    tensor([0., 0.])
+
+def example_noise(index: torch.Tensor, shape: tuple[int, ...], salt: int) -> torch.Tensor:
+    """Standard normal noise of ``shape`` per example, a function of the example's index only.
+
+    Evaluation draws z this way, so a metric does not depend on the batch an example lands in, on the
+    other examples, or on how many processes share the evaluation set.
+
+    >>> a = example_noise(torch.tensor([3, 7]), (2,), salt=1)
+    >>> torch.equal(a[1], example_noise(torch.tensor([7]), (2,), salt=1)[0])
+    True
     """
-    return 0.5 * (logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p).pow(2)) / logvar_p.exp() - 1).sum(-1)
+    out = torch.empty(len(index), *shape)
+    g = torch.Generator()
+    for i, idx in enumerate(index.tolist()):
+        g.manual_seed(1_000_003 * salt + int(idx))
+        out[i] = torch.randn(shape, generator=g)
+    return out
 
 
 def bow_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int = PAD) -> torch.Tensor:
@@ -82,8 +100,11 @@ class DialogCVAE(L.LightningModule):
             paper's companion to cyclical annealing (pass the callback's ``n_cycle``); 0 keeps lr constant.
         num_samples: responses sampled from the prior per context for the generation metrics (paper: 5).
         max_decode_len: longest generated response, ``<eos>`` included.
-        val_gen_contexts: generation metrics in validation use only this many contexts (test uses all),
-            because greedy decoding and BLEU are slow next to a loss evaluation.
+        val_gen_contexts: generation metrics in validation use only the contexts of index below this
+            (test uses all), because greedy decoding and BLEU are slow next to a loss evaluation.
+
+    The embedding metrics need fixed word vectors (one space for every model): set :attr:`word_vectors`,
+    or let evaluation take them from the data module's ``word_vectors``.
     """
 
     def __init__(
@@ -132,6 +153,8 @@ class DialogCVAE(L.LightningModule):
         self.out = nn.Linear(dec_hidden, vocab_size)
         self.bow = nn.Sequential(nn.Linear(ctx_hidden + latent_dim, bow_hidden), nn.Tanh(), nn.Linear(bow_hidden, vocab_size))
         self.distinct = nn.ModuleDict({f"{s}_{n}": DistinctN(n) for s in ("val", "test") for n in (1, 2)})
+        self.means = nn.ModuleDict({f"{s}_{k}": MeanMetric() for s in ("val", "test") for k in (*LOSS_KEYS, *GEN_KEYS)})
+        self.word_vectors: torch.Tensor | None = None
 
     # ------------------------------------------------------------------------------------- encoders
     def encode_utterances(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -182,62 +205,101 @@ class DialogCVAE(L.LightningModule):
         seqs = torch.cat(steps, dim=1).tolist()
         return [s[: s.index(EOS)] if EOS in s else s for s in seqs]
 
-    def sample_responses(self, c: torch.Tensor, num_samples: int | None = None) -> list[list[list[int]]]:
-        """``num_samples`` greedy responses per context, each from its own z ~ p(z | c)."""
+    def sample_responses(self, c: torch.Tensor, num_samples: int | None = None,
+                         index: torch.Tensor | None = None) -> list[list[list[int]]]:
+        """``num_samples`` greedy responses per context, each from its own z ~ p(z | c).
+
+        With ``index`` (the contexts' dataset indices) the noise is :func:`example_noise`'s, else the
+        global random generator's.
+        """
         n = num_samples or self.hparams.num_samples
         mu, logvar = self.prior_params(c.repeat_interleave(n, dim=0))
-        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        if index is None:
+            eps = torch.randn_like(mu)
+        else:
+            eps = example_noise(index, (n, mu.shape[-1]), salt=2).view_as(mu).to(mu)
+        z = mu + eps * (0.5 * logvar).exp()
         flat = self.greedy_decode(c.repeat_interleave(n, dim=0), z)
         return [flat[i * n : (i + 1) * n] for i in range(c.shape[0])]
 
     # ------------------------------------------------------------------------------------- losses
-    def _shared_step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-        """Loss, the metrics to log (without the stage prefix), and the context vectors (reused by generation)."""
+    def _shared_step(
+        self, batch: dict[str, Any], stage: str
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]:
+        """Loss, per-example metrics (without the stage prefix), the context vectors (reused by generation)
+        and the latent parameters ``mu``, ``logvar`` (posterior) and ``prior_mu``, ``prior_logvar``."""
         c = self.encode_context(batch)
         mu_q, logvar_q = self.posterior_params(c, batch)
         mu_p, logvar_p = self.prior_params(c)
-        z = mu_q + torch.randn_like(mu_q) * (0.5 * logvar_q).exp()
+        if stage == "train":
+            eps = torch.randn_like(mu_q)
+        else:  # a function of the example only: evaluation does not depend on batching or processes
+            eps = example_noise(batch["index"], mu_q.shape[1:], salt=1).to(mu_q)
+        z = mu_q + eps * (0.5 * logvar_q).exp()
         logits = self.decode_logits(c, z, batch["response"])
         rec = F.cross_entropy(logits.transpose(1, 2), batch["response"], ignore_index=PAD, reduction="none").sum(1)
-        kl = gaussian_kl(mu_q, logvar_q, mu_p, logvar_p)
+        kl = gaussian_kl(mu_q, logvar_q, prior_mu=mu_p, prior_logvar=logvar_p).sum(-1)  # KL(q || p), per example
         bow = bow_loss(self.bow(torch.cat([c, z], dim=-1)), batch["response"])
-        rec, kl, bow = rec.mean(), kl.mean(), bow.mean()
         loss = rec + self.beta * kl + self.hparams.bow_weight * bow
         # Raw Rec and KL are logged, not beta * KL: the weighted term says nothing about how much z is used.
         metrics = {"loss": loss, "rec": rec, "kl": kl, "bow": bow, "elbo": -(rec + kl)}
-        return loss, metrics, c
+        latent = {"mu": mu_q, "logvar": logvar_q, "prior_mu": mu_p, "prior_logvar": logvar_p}
+        return loss.mean(), metrics, c, latent
 
     @override
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss, metrics, _ = self._shared_step(batch, "train")
-        self.log_dict({f"train/{k}": v for k, v in metrics.items()}, batch_size=len(batch["label"]))
+        loss, metrics, _, _ = self._shared_step(batch, "train")
+        self.log_dict({f"train/{k}": v.mean() for k, v in metrics.items()}, batch_size=len(batch["label"]))
         return loss
 
     @override
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, batch_idx, "val")
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._eval_step(batch, "val")
 
     @override
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, batch_idx, "test")
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._eval_step(batch, "test")
 
-    def _eval_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
+    def _update_log(self, stage: str, key: str, value: torch.Tensor | float, weight: int) -> None:
+        metric = self.means[f"{stage}_{key}"]
+        metric.update(torch.as_tensor(value, dtype=torch.float, device=self.device), weight)
+        self.log(f"{stage}/{key}", metric, on_step=False, on_epoch=True)
+
+    def _eval_step(self, batch: dict[str, Any], stage: str) -> dict[str, torch.Tensor]:
+        """Loss terms of every example, generation metrics of the selected contexts; returns the latent
+        parameters (``mu``, ``logvar``, ``prior_mu``, ``prior_logvar``) for callbacks such as a latent monitor."""
         bsz = len(batch["label"])
-        _, metrics, c = self._shared_step(batch, stage)
-        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, batch_size=bsz, sync_dist=True)
-        if stage == "val" and batch_idx * bsz >= self.hparams.val_gen_contexts:
-            return
-        gen = self.generation_metrics(c, batch, stage)
-        self.log_dict({f"{stage}/{k}": v for k, v in gen.items()}, batch_size=bsz, sync_dist=True)
-        for n in (1, 2):
-            self.log(f"{stage}/distinct{n}", self.distinct[f"{stage}_{n}"], batch_size=bsz)
+        _, metrics, c, latent = self._shared_step(batch, stage)
+        for k, v in metrics.items():
+            self._update_log(stage, k, v.mean(), bsz)
+        rows = torch.arange(bsz)
+        if stage == "val":
+            rows = rows[batch["index"].cpu() < self.hparams.val_gen_contexts]
+        if len(rows):
+            sub = _select(batch, rows) if len(rows) < bsz else batch
+            for k, (value, weight) in self.generation_metrics(c[rows.to(c.device)], sub, stage).items():
+                self._update_log(stage, k, value, weight)
+            for n in (1, 2):
+                self.log(f"{stage}/distinct{n}", self.distinct[f"{stage}_{n}"], on_step=False, on_epoch=True)
+        return latent
+
+    def _vectors(self) -> torch.Tensor:
+        if self.word_vectors is None:
+            dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+            vectors = getattr(dm, "word_vectors", None)
+            if vectors is None:
+                raise RuntimeError("DialogCVAE needs fixed word vectors for the embedding metrics: set "
+                                   "`model.word_vectors = datamodule.word_vectors` or use DialogDataModule")
+            self.word_vectors = vectors
+        return self.word_vectors
 
     # ------------------------------------------------------------------------------------- generation
     @torch.no_grad()
-    def generation_metrics(self, c: torch.Tensor, batch: dict[str, Any], stage: str) -> dict[str, float]:
-        """The paper's protocol on one batch, averaged over its contexts (distinct-n accumulates separately)."""
-        samples = self.sample_responses(c)
-        emb = self.embedding.weight
+    def generation_metrics(self, c: torch.Tensor, batch: dict[str, Any], stage: str) -> dict[str, tuple[float, int]]:
+        """The paper's protocol on one batch: ``{name: (mean over its contexts, number of contexts)}``
+        (distinct-n accumulates separately)."""
+        samples = self.sample_responses(c, index=batch["index"])
+        emb = self._vectors()
         totals: dict[str, float] = {}
         cache: dict = {}
         for hyps, refs in zip(samples, batch["references"]):
@@ -246,7 +308,7 @@ class DialogCVAE(L.LightningModule):
             row["emb_ext_p"], row["emb_ext_r"] = embedding_similarity(hyps, refs, emb, "extrema")
             for k, v in row.items():
                 totals[k] = totals.get(k, 0.0) + v
-        out = {k: v / len(samples) for k, v in totals.items()}
+        out = {k: (v / len(samples), len(samples)) for k, v in totals.items()}
         for n in (1, 2):
             self.distinct[f"{stage}_{n}"].update([h for hyps in samples for h in hyps])
         labelled = [i for i, lab in enumerate(batch["label"].tolist()) if lab >= 0 and batch["ref_labels"][i]]
@@ -261,8 +323,8 @@ class DialogCVAE(L.LightningModule):
                 hits += nearest_label(decoded[i], refs, labs) == int(batch["label"][i])
                 # Share of the acts that the prior samples cover: diversity that is also valid.
                 cover += len({nearest_label(h, refs, labs) for h in samples[i]}) / len(set(labs))
-            out["factor_acc"] = hits / len(labelled)
-            out["factor_cov"] = cover / len(labelled)
+            out["factor_acc"] = (hits / len(labelled), len(labelled))
+            out["factor_cov"] = (cover / len(labelled), len(labelled))
         return out
 
     @override
@@ -277,3 +339,9 @@ class DialogCVAE(L.LightningModule):
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * cycle_position(step, total, cycles))))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def _select(batch: dict[str, Any], rows: torch.Tensor) -> dict[str, Any]:
+    """The examples ``rows`` of a collated batch (tensors indexed, lists picked)."""
+    idx = rows.tolist()
+    return {k: v[rows.to(v.device)] if torch.is_tensor(v) else [v[i] for i in idx] for k, v in batch.items()}
