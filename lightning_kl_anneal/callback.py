@@ -24,7 +24,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from typing_extensions import override
 
-from lightning_kl_anneal.exceptions import MisconfigurationException
+from lightning_kl_anneal.exceptions import misconfiguration
 from lightning_kl_anneal.schedules import (
     Phase,
     Shape,
@@ -332,12 +332,12 @@ class ScheduledAttribute(Callback):
                 "gets `total_steps=None`: pass `total_steps=` to the callback, bound the run, or make the "
                 "function work without it."
             ) if total is None else ""  # fmt: skip
-            raise MisconfigurationException(
+            raise misconfiguration(
                 f"{type(self).__name__}(`{self._attribute}`): `schedule(0, {total})` raised "
                 f"{type(err).__name__}: {err}.{hint}"
             ) from err
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-            raise MisconfigurationException(
+            raise misconfiguration(
                 f"{type(self).__name__}(`{self._attribute}`): `schedule(0, {total})` must return a finite real "
                 f"number, got {value!r}"
             )
@@ -403,7 +403,7 @@ class ScheduledAttribute(Callback):
             total = exact if exact is not None else total
         if not math.isfinite(total) or total < 0:
             if self._needs_total() and self._total_steps is None:
-                raise MisconfigurationException(self._unbounded_message(trainer, total))
+                raise misconfiguration(self._unbounded_message(trainer, total))
             return None
         return int(total)
 
@@ -486,7 +486,7 @@ class ScheduledAttribute(Callback):
         owner: Any = pl_module
         for i, part in enumerate(path):
             if not hasattr(owner, part):
-                raise MisconfigurationException(
+                raise misconfiguration(
                     f"{type(pl_module).__name__} has no attribute `{'.'.join(path[: i + 1])}` on the way to "
                     f"`{self._attribute}` for {type(self).__name__}; check the `attribute` argument"
                 )
@@ -497,7 +497,7 @@ class ScheduledAttribute(Callback):
         owner, name = self._owner(pl_module)
         cls = type(self).__name__
         if not hasattr(owner, name):
-            raise MisconfigurationException(
+            raise misconfiguration(
                 f"{type(pl_module).__name__} has no attribute `{self._attribute}` for {cls} to write; "
                 f"add `self.{self._attribute} = 0.0` in __init__ (or "
                 f"`self.register_buffer({name!r}, torch.tensor(0.0))`), or pass `attribute=` naming yours"
@@ -505,19 +505,19 @@ class ScheduledAttribute(Callback):
         value = getattr(owner, name)
         if isinstance(value, torch.Tensor):
             if not value.is_floating_point():
-                raise MisconfigurationException(
+                raise misconfiguration(
                     f"`{self._attribute}` is a {value.dtype} tensor; {cls} needs a floating-point one, "
                     "e.g. `torch.tensor(0.0)`"
                 )
             if value.requires_grad:
-                raise MisconfigurationException(
+                raise misconfiguration(
                     f"`{self._attribute}` is a tensor that requires grad (a Parameter?); {cls} writes a "
                     "schedule into it: use a buffer, `self.register_buffer(...)`, or a float"
                 )
             return
         static = inspect.getattr_static(type(owner), name, None)
         if writing and isinstance(static, property) and static.fset is None:
-            raise MisconfigurationException(
+            raise misconfiguration(
                 f"`{self._attribute}` is a read-only property of {type(owner).__name__}, so {cls} cannot write "
                 f"it; give it a setter, or store the value in a plain attribute (`self.{name} = 0.0`)"
             )
@@ -527,12 +527,12 @@ class ScheduledAttribute(Callback):
             if other is self or not isinstance(other, ScheduledAttribute):
                 continue
             if other._attribute == self._attribute:
-                raise MisconfigurationException(
+                raise misconfiguration(
                     f"{type(self).__name__} and {type(other).__name__} both write `{self._attribute}`; "
                     "keep one, or point one of them at another `attribute`"
                 )
             if self._log_name is not None and other._log_name == self._log_name:
-                raise MisconfigurationException(
+                raise misconfiguration(
                     f"{type(self).__name__}(`{self._attribute}`) and {type(other).__name__}(`{other._attribute}`) "
                     f"both log as `log_name={self._log_name!r}`; give each its own `log_name`"
                 )
@@ -826,7 +826,7 @@ class CyclicalKLAnnealing(ScheduledAttribute):
                 "(`total_steps`): no cycle would run. Use a shorter delay or a longer run."
             )
             if not trainer.fast_dev_run:
-                raise MisconfigurationException(message)
+                raise misconfiguration(message)
             if not self._warned_cycles:  # a debug run: say it, and let it run at `start`
                 self._warned_cycles = True
                 rank_zero_warn(message)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from typing_extensions import override
 
-from lightning_kl_anneal.exceptions import MisconfigurationException
+from lightning_kl_anneal.exceptions import misconfiguration
 from lightning_kl_anneal.metrics import ActiveUnits, KLPerDimension, MutualInformation
 
 __all__ = ["ON_COLLAPSE", "LatentCollapseError", "LatentMonitor", "OnCollapse"]
@@ -242,7 +242,7 @@ class LatentMonitor(Callback):
                 else f"returned a {type(outputs).__name__}")  # fmt: skip
             missing = [k for k in wanted if not isinstance(outputs, Mapping) or k not in outputs]
             fix = ", ".join(f"{k!r}: {k.replace('/', '_')}" for k in wanted)
-            raise MisconfigurationException(
+            raise misconfiguration(
                 f"LatentMonitor reads {missing} from the dict that `validation_step` returns, but it {got}. "
                 f"End `validation_step` with `return {{{fix}}}` (other entries may stay in the dict), "
                 "or pass `mu_key=` / `logvar_key=` naming your keys."
@@ -253,7 +253,7 @@ class LatentMonitor(Callback):
             if value is not None:
                 if not isinstance(value, Tensor) or value.dim() < 2:
                     shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-                    raise MisconfigurationException(
+                    raise misconfiguration(
                         f"LatentMonitor needs `{key}` of shape (batch, d) (or larger, flattened), got {shape}"
                     )
                 value = value.detach().flatten(1)

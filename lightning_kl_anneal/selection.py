@@ -24,7 +24,7 @@ from torch import Tensor
 from typing_extensions import override
 
 from lightning_kl_anneal.callback import ScheduledAttribute
-from lightning_kl_anneal.exceptions import MisconfigurationException
+from lightning_kl_anneal.exceptions import misconfiguration
 
 __all__ = ["PlateauEarlyStopping", "PlateauModelCheckpoint", "When"]
 
@@ -52,7 +52,7 @@ class _FollowsSchedule:
             if callback.attribute == self.schedule_attribute:
                 return callback
         names = [c.attribute for c in found] or "none"
-        raise MisconfigurationException(
+        raise misconfiguration(
             f"{type(self).__name__} follows the schedule of `{self.schedule_attribute}`, but no annealing callback "
             f"in the Trainer writes it (scheduled attributes: {names}); add `CyclicalKLAnnealing(attribute="
             f"{self.schedule_attribute!r})` or pass `schedule_attribute=` naming one of them"
@@ -64,7 +64,7 @@ class _FollowsSchedule:
     def _check_schedule(self, trainer: pl.Trainer) -> None:
         callback = self._schedule(trainer)
         if type(callback).phase_at is ScheduledAttribute.phase_at:
-            raise MisconfigurationException(
+            raise misconfiguration(
                 f"{type(self).__name__} follows `{self.schedule_attribute}`, whose {type(callback).__name__} has no "
                 f"ramps and plateaus to wait for; use it with CyclicalKLAnnealing, or use Lightning's {self._lightning_name}"
             )

@@ -512,3 +512,12 @@ def test_after_fit_the_attribute_holds_the_evaluation_value(tmp_path: Path) -> N
 def test_epoch_unit_without_max_epochs_names_max_steps(tmp_path: Path) -> None:
     with pytest.raises(MisconfigurationException, match=r"`max_steps=10` counts steps, not epochs.*pass `total_steps=` \(in epochs\)"):
         make_trainer(tmp_path, [CyclicalKLAnnealing(unit="epoch")], max_epochs=-1, max_steps=10).fit(TinyVAE())
+
+
+def test_importing_the_library_does_not_import_pytorch_lightning() -> None:
+    # Importing `pytorch_lightning` moves Lightning's log messages to its own logger names.
+    import subprocess
+    import sys
+
+    code = "import lightning_kl_anneal, sys; print('pytorch_lightning' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
