@@ -1,8 +1,9 @@
 """Cyclical KL annealing (Fu et al., NAACL 2019) for PyTorch Lightning.
 
-Pure schedule functions in :mod:`lightning_kl_anneal.schedules` and a thin Lightning
-callback, :class:`CyclicalKLAnnealing`, that writes β into your LightningModule
-before every training step.
+Pure schedule functions in :mod:`lightning_kl_anneal.schedules` and thin Lightning
+callbacks that bind them to a run: :class:`CyclicalKLAnnealing` writes β into your
+LightningModule before every training step; :class:`ScheduledAttribute` does the same
+for any schedule function and any attribute.
 
 Example:
     >>> from lightning_kl_anneal import cyclical_beta
@@ -10,13 +11,21 @@ Example:
     0.4
 """
 
-from lightning_kl_anneal.callback import CyclicalKLAnnealing
+from lightning_kl_anneal.callback import CyclicalKLAnnealing, ScheduledAttribute, Unit
+from lightning_kl_anneal.diagnostics import active_units, mutual_information
+from lightning_kl_anneal.exceptions import MisconfigurationException
+from lightning_kl_anneal.kl import FREE_BITS_MODES, FreeBitsMode, capacity_kl, free_bits_kl, gaussian_kl
+from lightning_kl_anneal.metrics import ActiveUnits, KLPerDimension, MutualInformation
+from lightning_kl_anneal.monitor import LatentCollapseError, LatentMonitor
 from lightning_kl_anneal.schedules import (
+    PHASES,
     SHAPES,
+    Phase,
     Shape,
     cycle_length,
     cycle_position,
     cyclical_beta,
+    cyclical_phase,
     cyclical_schedule,
     frange_cycle_cosine,
     frange_cycle_linear,
@@ -26,15 +35,33 @@ from lightning_kl_anneal.schedules import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "FREE_BITS_MODES",
+    "PHASES",
     "SHAPES",
+    "ActiveUnits",
     "CyclicalKLAnnealing",
+    "FreeBitsMode",
+    "KLPerDimension",
+    "LatentCollapseError",
+    "LatentMonitor",
+    "MisconfigurationException",
+    "MutualInformation",
+    "Phase",
+    "ScheduledAttribute",
     "Shape",
+    "Unit",
     "__version__",
+    "active_units",
+    "capacity_kl",
     "cycle_length",
     "cycle_position",
     "cyclical_beta",
+    "cyclical_phase",
     "cyclical_schedule",
     "frange_cycle_cosine",
     "frange_cycle_linear",
     "frange_cycle_sigmoid",
+    "free_bits_kl",
+    "gaussian_kl",
+    "mutual_information",
 ]

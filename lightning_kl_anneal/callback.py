@@ -1,61 +1,610 @@
-"""The Lightning callback: writes the scheduled KL weight into the LightningModule."""
+"""Callbacks that bind a schedule to a run: write ``schedule(step)`` into the LightningModule.
+
+:class:`ScheduledAttribute` is the general mechanism (any pure function of the step, like
+optax's ``inject_hyperparams``); :class:`CyclicalKLAnnealing` is that callback configured
+with :func:`~lightning_kl_anneal.cyclical_beta`. The math lives in
+:mod:`lightning_kl_anneal.schedules`; here is only how the step counter and ``T`` are bound
+to a Lightning run.
+"""
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
-from typing import Any
+import weakref
+from collections.abc import Callable
+from typing import Any, Literal, get_args
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, GradientAccumulationScheduler, Timer
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from typing_extensions import override
 
-from lightning_kl_anneal.schedules import Shape, _beta, cyclical_beta, validate_schedule_args
+from lightning_kl_anneal.exceptions import MisconfigurationException
+from lightning_kl_anneal.schedules import (
+    Phase,
+    Shape,
+    _beta,
+    _check_int,
+    _phase,
+    _too_many_cycles,
+    validate_schedule_args,
+)
 
-__all__ = ["CyclicalKLAnnealing"]
+__all__ = ["CyclicalKLAnnealing", "ScheduledAttribute", "Unit"]
+
+Unit = Literal["step", "epoch"]
+"""What the schedule's step counts: ``"step"``, optimizer steps (under manual optimization: training
+batches); ``"epoch"``, epochs."""
+UNITS: tuple[str, ...] = get_args(Unit)
+
+_TENSOR, _DICT, _SETATTR = 0, 1, 2  # how `_write` reaches the attribute, chosen once per fit
 
 
-class CyclicalKLAnnealing(Callback):
+def _check_eval_value(name: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"`{name}` must be a finite real number or None, got {value!r}")
+    return float(value)
+
+
+class ScheduledAttribute(Callback):
+    r"""Writes ``schedule(step, total_steps)`` into a LightningModule attribute before every training step.
+
+    Any pure function of the step drives any attribute: a KL weight, a free-bits threshold, a
+    capacity C(t), a temperature, a word-dropout rate. Everything :class:`CyclicalKLAnnealing`
+    guarantees holds here too, because it *is* this callback with the cyclical schedule:
+
+    - The step counts optimizer steps (``trainer.global_step``); under manual optimization it
+      counts training batches, and ``T`` too, whatever the number of optimizers or how often
+      they step. With ``unit="epoch"`` it counts epochs and the value changes at epoch boundaries.
+    - ``total_steps`` defaults to the Trainer's length in that unit
+      (``estimated_stepping_batches``, made exact under a ``GradientAccumulationScheduler``, or
+      ``max_epochs``). A checkpoint resumed with ``fit(ckpt_path=...)`` and a fit continued on the same
+      Trainer keep the ``T`` of the run they continue; a fresh fit computes its own.
+    - A tensor attribute (a buffer) is filled in place, so ``torch.compile`` never recompiles;
+      any other attribute is set. Dotted paths reach into submodules, ``nn.ModuleList`` and
+      ``nn.ModuleDict`` included (``"losses.0.beta"``).
+    - During validation, test and predict the attribute holds ``eval_value`` (None: left as is),
+      and the training value is back before the next training step.
+    - The value is sent to every logger on the Trainer's logging steps, as ``log_name``.
+    - A fit that ends before the schedule does (early stopping, ``max_time``, a crash) warns once.
+
+    Args:
+        schedule: ``schedule(step, total_steps) -> float``, a pure function; ``total_steps`` is
+            the resolved ``T`` (None where ``T`` is neither given nor known, e.g. ``max_epochs=-1``).
+        attribute: the attribute to write, or a dotted path such as ``"loss_fn.beta"``.
+        total_steps: ``T`` in ``unit``\ s; default: the Trainer's length.
+        unit: ``"step"`` or ``"epoch"``.
+        eval_value: the value during validation, test and predict; None leaves the attribute alone.
+        log_name: metric name; True logs under ``attribute``; None or False: no logging.
+
+    Raises:
+        TypeError, ValueError: at construction, for a bad argument.
+        MisconfigurationException: before the first training step, for an attribute that is
+            missing, read-only or an integer tensor, or a clash with another scheduled attribute.
+
+    Example:
+        >>> import lightning as L
+        >>> import torch
+        >>> from lightning_kl_anneal import ScheduledAttribute
+        >>> class Model(L.LightningModule):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.free_bits = 0.0
+        ...         self.w = torch.nn.Parameter(torch.zeros(1))
+        ...     def training_step(self, batch, batch_idx):
+        ...         print(self.free_bits, end=" ")
+        ...         return (self.w - batch).pow(2).mean()
+        ...     def configure_optimizers(self):
+        ...         return torch.optim.SGD(self.parameters(), lr=0.1)
+        >>> decay = ScheduledAttribute(lambda step, total: 0.5 * (1 - step / total), "free_bits")
+        >>> trainer = L.Trainer(max_steps=4, callbacks=[decay], logger=False, enable_checkpointing=False,
+        ...                     enable_progress_bar=False, enable_model_summary=False)
+        >>> trainer.fit(Model(), torch.utils.data.DataLoader(torch.randn(4, 1)))  # doctest: +NORMALIZE_WHITESPACE
+        0.5 0.375 0.25 0.125
+    """
+
+    def __init__(
+        self,
+        schedule: Callable[[int, int | None], float],
+        attribute: str = "beta",
+        *,
+        total_steps: int | None = None,
+        unit: Unit = "step",
+        eval_value: float | None = None,
+        log_name: str | bool | None = None,
+    ) -> None:
+        if not callable(schedule):
+            raise TypeError(f"`schedule` must be a callable `schedule(step, total_steps) -> float`, got {schedule!r}")
+        if not isinstance(attribute, str) or not all(
+            part.isidentifier() or part.isdigit() for part in attribute.split(".")
+        ):
+            raise ValueError(
+                f"`attribute` must be an attribute name or dotted path such as 'beta', 'loss_fn.beta' or "
+                f"'losses.0.beta', got {attribute!r}"
+            )
+        if total_steps is not None:
+            total_steps = _check_int("total_steps", total_steps, 1)
+        if unit not in UNITS:
+            raise ValueError(f"`unit` must be one of {UNITS}, got {unit!r}")
+        if log_name is True:
+            log_name = attribute
+        elif log_name is False:
+            log_name = None
+        if log_name is not None and (not isinstance(log_name, str) or not log_name):
+            raise ValueError(
+                f"`log_name` must be a non-empty string, True (the attribute's name) or None (no logging), got {log_name!r}"
+            )
+        self._schedule = schedule
+        self._attribute = attribute
+        self._path = tuple(attribute.split("."))
+        self._total_steps = total_steps
+        self._unit = unit
+        self._eval_value = _check_eval_value("eval_value", eval_value)
+        self._log_name: str | None = log_name
+        self._state_key = self._generate_state_key(attribute=attribute)
+
+        self._total: int | None = None  # T of the current (or last) fit
+        self._estimate: int | None = None  # the Trainer's T, read in on_fit_start
+        self._loaded: dict[str, Any] | None = None  # state restored from a checkpoint by this Trainer call
+        self._last_run: tuple[weakref.ref[pl.Trainer], int | None] | None = None
+        self._counter: tuple[Any, str] | None = None  # (object, attribute) holding the step counter
+        self._kind = _SETATTR
+        self._target: Any = None
+        self._name = ""
+        self._cached_step = -1
+        self._value: float | None = None
+        self._loggers: list[Any] = []
+        self._log_every = 0
+
+    # ------------------------------------------------------------------ configuration (read-only)
+
+    @property
+    def schedule(self) -> Callable[[int, int | None], float]:
+        """The schedule function."""
+        return self._schedule
+
+    @property
+    def attribute(self) -> str:
+        """The attribute (or dotted path) written."""
+        return self._attribute
+
+    @property
+    def total_steps(self) -> int | None:
+        """``T`` as given at construction; None means the Trainer's length."""
+        return self._total_steps
+
+    @property
+    def unit(self) -> Unit:
+        """``"step"`` or ``"epoch"``."""
+        return self._unit  # type: ignore[return-value]
+
+    @property
+    def eval_value(self) -> float | None:
+        """The value during validation, test and predict."""
+        return self._eval_value
+
+    @property
+    def log_name(self) -> str | None:
+        """The logged metric's name, or None."""
+        return self._log_name
+
+    @property
+    @override
+    def state_key(self) -> str:
+        # Distinct per attribute, so one instance for `beta` and one for `beta_bow` coexist in a checkpoint.
+        # Built once: Lightning reads it around every hook call.
+        return self._state_key
+
+    def _init_args(self) -> dict[str, Any]:
+        return {
+            "schedule": self._schedule, "attribute": self._attribute, "total_steps": self._total_steps,
+            "unit": self._unit, "eval_value": self._eval_value, "log_name": self._log_name,
+        }  # fmt: skip
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self._init_args().items())})"
+
+    # ------------------------------------------------------------------ what subclasses specialise
+
+    def _value_at(self, step: int, total: int | None) -> float:
+        return float(self._schedule(step, total))
+
+    def _needs_total(self) -> bool:
+        """Whether the schedule needs ``T``; the general one passes None to functions that can take it."""
+        return False
+
+    def _schedule_length(self, total: int | None) -> int | None:
+        """Units after which the schedule has reached its end (None: no end)."""
+        return total
+
+    def _check_total(self, total: int) -> None:
+        """Checks that need ``T``, before the first step."""
+
+    def _config(self) -> dict[str, Any]:
+        """The configuration saved in checkpoints (plain types), compared on resume."""
+        return {"unit": self._unit}
+
+    def _unbounded_hint(self) -> str:
+        return "pass `total_steps=` to the callback, or bound the run with `max_steps` / `max_epochs`"
+
+    def phase_at(self, step: int) -> Phase | None:
+        """The schedule's phase at ``step`` (in ``unit``\\ s); None: a general schedule has no phases.
+
+        Example:
+            >>> ScheduledAttribute(lambda step, total: 1.0).phase_at(3) is None
+            True
+        """
+        return None
+
+    def current_phase(self, trainer: pl.Trainer) -> Phase | None:
+        """The phase of the value that trained the model's current weights (the last step taken)."""
+        if self._unit == "epoch":
+            return self.phase_at(trainer.current_epoch)
+        return self.phase_at(max(self._read_counter(trainer) - 1, 0))
+
+    def value_at(self, step: int, total_steps: int | None = None) -> float:
+        """The value written at ``step``; ``total_steps`` defaults to the constructor's, then the current fit's ``T``.
+
+        Example:
+            >>> ScheduledAttribute(lambda step, total: step / total, total_steps=10).value_at(5)
+            0.5
+        """
+        total = total_steps if total_steps is not None else self._total_steps if self._total_steps is not None else self._total
+        if total is None and self._needs_total():
+            raise ValueError("`total_steps` is not known before the fit starts: pass `total_steps=`")
+        return self._value_at(step, total)
+
+    # ------------------------------------------------------------------ binding T and the counter to a run
+
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # A checkpoint's state belongs to the Trainer call that restores it, which starts here.
+        self._loaded = None
+
+    @override
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Everything that can be checked is checked here, before the sanity check and the first step.
+        self._check_attribute(pl_module, writing=True)
+        self._check_other_schedules(trainer)
+        self._estimate = self._estimate_total(trainer)
+        if self._total_steps is not None:
+            self._check_total(self._total_steps)
+        elif self._estimate:
+            self._check_total(self._estimate)
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        loaded, self._loaded = self._loaded, None
+        estimate = self._estimate
+        last_run, self._last_run = self._last_run, None
+        continued = last_run is not None and last_run[0]() is trainer and self._read_counter(trainer, pl_module) > 0
+        if loaded is not None:
+            self._warn_changed_config(loaded)
+        if self._total_steps is not None:
+            total: int | None = self._total_steps
+            if loaded is not None and loaded.get("total_steps") not in (None, total):
+                rank_zero_warn(
+                    f"{type(self).__name__}(`{self._attribute}`): resuming a run scheduled over "
+                    f"{loaded['total_steps']} {self._unit}s with `total_steps={total}`; the values change from here on"
+                )
+        elif loaded is not None and loaded.get("total_steps") is not None:
+            total = self._keep_total(int(loaded["total_steps"]), estimate, "the checkpoint's schedule")
+        elif continued and last_run[1] is not None:  # type: ignore[index]
+            total = self._keep_total(last_run[1], estimate, "the continued fit's schedule")  # type: ignore[index]
+        else:
+            total = estimate
+        if total:
+            self._check_total(total)
+        self._total = total or None
+        self._last_run = (weakref.ref(trainer), self._total)
+        self._bind(trainer, pl_module)
+
+    def _keep_total(self, kept: int, estimate: int | None, what: str) -> int:
+        if estimate and estimate != kept:
+            rank_zero_warn(
+                f"{type(self).__name__}(`{self._attribute}`): {what} spans {kept} {self._unit}s but this Trainer "
+                f"would run {estimate}; keeping {kept} so the values continue exactly. "
+                f"Pass `total_steps={estimate}` to reschedule."
+            )
+        return kept
+
+    def _warn_changed_config(self, loaded: dict[str, Any]) -> None:
+        saved = loaded.get("config")
+        if not isinstance(saved, dict):
+            return
+        now = self._config()
+        changed = [f"{k}: {saved[k]!r} -> {now.get(k)!r}" for k in saved if saved[k] != now.get(k)]
+        if changed:
+            rank_zero_warn(
+                f"{type(self).__name__}(`{self._attribute}`): the checkpoint was trained with another schedule "
+                f"({'; '.join(changed)}); the values change from the resumed step on"
+            )
+
+    def _estimate_total(self, trainer: pl.Trainer) -> int | None:
+        """The Trainer's length in ``unit``\\ s; 0 when no training step will run; None when unknown."""
+        if self._unit == "epoch":
+            total: float = trainer.max_epochs if trainer.max_epochs is not None else -1
+            total = math.inf if total < 0 else total
+        else:
+            total = trainer.estimated_stepping_batches
+            exact = self._accumulation_scheduler_total(trainer)
+            total = exact if exact is not None else total
+        if not math.isfinite(total) or total < 0:
+            if self._needs_total() and self._total_steps is None:
+                raise MisconfigurationException(self._unbounded_message(trainer, total))
+            return None
+        return int(total)
+
+    def _unbounded_message(self, trainer: pl.Trainer, estimate: float) -> str:
+        name = f"{type(self).__name__}(`{self._attribute}`)"
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)  # type: ignore[attr-defined]
+        if timer is not None and timer._duration is not None:
+            why = (
+                f"the run is bounded only by `max_time` ({timer._duration} s), which gives no number of "
+                f"{self._unit}s to schedule over"
+            )
+        elif self._unit == "epoch":
+            why = f"`max_epochs={trainer.max_epochs}` sets no number of epochs"
+        else:
+            why = (
+                f"the Trainer estimates {estimate} optimizer steps (`max_epochs=-1`, or an iterable dataset "
+                "without `max_steps`)"
+            )
+        return f"{name} needs the run's length, but {why}: {self._unbounded_hint()}."
+
+    def _accumulation_scheduler_total(self, trainer: pl.Trainer) -> int | None:
+        # `estimated_stepping_batches` ignores a GradientAccumulationScheduler; count its steps epoch by epoch.
+        scheduler = next((c for c in trainer.callbacks if isinstance(c, GradientAccumulationScheduler)), None)  # type: ignore[attr-defined]
+        module = trainer.lightning_module
+        if scheduler is None or module is None or not module.automatic_optimization:
+            return None
+        batches, epochs = trainer.num_training_batches, trainer.max_epochs
+        if not math.isfinite(batches) or epochs is None or epochs < 0:
+            return None
+        total = sum(math.ceil(batches / scheduler.get_accumulate_grad_batches(e)) for e in range(epochs))
+        return min(total, trainer.max_steps) if trainer.max_steps != -1 else total
+
+    def _read_counter(self, trainer: pl.Trainer, pl_module: pl.LightningModule | None = None) -> int:
+        if self._unit == "epoch":
+            return trainer.current_epoch
+        module = pl_module if pl_module is not None else trainer.lightning_module
+        if module is None or module.automatic_optimization:
+            return trainer.global_step
+        # Manual optimization: `global_step` counts every optimizer's steps; batches are what T counts.
+        return trainer.fit_loop.epoch_loop._batches_that_stepped
+
+    def _bind(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Resolve once per fit what the per-step hook reads and writes (a submodule may change between fits)."""
+        loop = trainer.fit_loop
+        if self._unit == "epoch":
+            self._counter = (loop.epoch_progress.current, "completed")
+        elif pl_module.automatic_optimization:
+            self._counter = (loop.epoch_loop.automatic_optimization.optim_progress.optimizer.step.total, "completed")
+        else:
+            self._counter = (loop.epoch_loop, "_batches_that_stepped")
+        owner, name = self._owner(pl_module)
+        current = getattr(owner, name)
+        if isinstance(current, torch.Tensor):
+            self._kind, self._target = _TENSOR, current
+        elif (
+            name in vars(owner)
+            and not isinstance(inspect.getattr_static(type(owner), name, None), property)
+            and not (isinstance(owner, torch.nn.Module) and name in owner._modules)
+        ):
+            self._kind, self._target = _DICT, vars(owner)  # plain instance attribute: skip nn.Module.__setattr__
+        else:
+            self._kind, self._target = _SETATTR, owner
+        self._name = name
+        self._cached_step = -1
+        self._loggers = list(trainer.loggers) if self._log_name is not None else []
+        self._log_every = trainer.log_every_n_steps
+
+    # ------------------------------------------------------------------ checks
+
+    def _owner(self, pl_module: pl.LightningModule) -> tuple[Any, str]:
+        *path, name = self._path
+        owner: Any = pl_module
+        for i, part in enumerate(path):
+            if not hasattr(owner, part):
+                raise MisconfigurationException(
+                    f"{type(pl_module).__name__} has no attribute `{'.'.join(path[: i + 1])}` on the way to "
+                    f"`{self._attribute}` for {type(self).__name__}; check the `attribute` argument"
+                )
+            owner = getattr(owner, part)
+        return owner, name
+
+    def _check_attribute(self, pl_module: pl.LightningModule, writing: bool = False) -> None:
+        owner, name = self._owner(pl_module)
+        cls = type(self).__name__
+        if not hasattr(owner, name):
+            raise MisconfigurationException(
+                f"{type(pl_module).__name__} has no attribute `{self._attribute}` for {cls} to write; "
+                f"add `self.{self._attribute} = 0.0` in __init__ (or "
+                f"`self.register_buffer({name!r}, torch.tensor(0.0))`), or pass `attribute=` naming yours"
+            )
+        value = getattr(owner, name)
+        if isinstance(value, torch.Tensor):
+            if not value.is_floating_point():
+                raise MisconfigurationException(
+                    f"`{self._attribute}` is a {value.dtype} tensor; {cls} needs a floating-point one, "
+                    "e.g. `torch.tensor(0.0)`"
+                )
+            if value.requires_grad:
+                raise MisconfigurationException(
+                    f"`{self._attribute}` is a tensor that requires grad (a Parameter?); {cls} writes a "
+                    "schedule into it: use a buffer, `self.register_buffer(...)`, or a float"
+                )
+            return
+        static = inspect.getattr_static(type(owner), name, None)
+        if writing and isinstance(static, property) and static.fset is None:
+            raise MisconfigurationException(
+                f"`{self._attribute}` is a read-only property of {type(owner).__name__}, so {cls} cannot write "
+                f"it; give it a setter, or store the value in a plain attribute (`self.{name} = 0.0`)"
+            )
+
+    def _check_other_schedules(self, trainer: pl.Trainer) -> None:
+        for other in trainer.callbacks:  # type: ignore[attr-defined]
+            if other is self or not isinstance(other, ScheduledAttribute):
+                continue
+            if other._attribute == self._attribute:
+                raise MisconfigurationException(
+                    f"{type(self).__name__} and {type(other).__name__} both write `{self._attribute}`; "
+                    "keep one, or point one of them at another `attribute`"
+                )
+            if self._log_name is not None and other._log_name == self._log_name:
+                raise MisconfigurationException(
+                    f"{type(self).__name__}(`{self._attribute}`) and {type(other).__name__}(`{other._attribute}`) "
+                    f"both log as `log_name={self._log_name!r}`; give each its own `log_name`"
+                )
+
+    # ------------------------------------------------------------------ writing the value
+
+    @override
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        obj, field = self._counter  # type: ignore[misc]
+        step = getattr(obj, field)
+        if step == self._cached_step:
+            return  # another micro-batch of the same optimizer step (or epoch): the value is in place
+        self._cached_step = step
+        value = self._value = self._value_at(step, self._total)
+        kind = self._kind
+        if kind == _DICT:
+            self._target[self._name] = value
+        elif kind == _TENSOR:
+            self._target.fill_(value)  # in place: same object, dtype and device, so compiled graphs stay valid
+        else:
+            setattr(self._target, self._name, value)
+        if self._loggers and self._log_every:
+            # Straight to the loggers, as LearningRateMonitor does: `self.log` costs far more per step.
+            # `_batches_that_stepped` is the step the Trainer logs this step's losses at, and the
+            # condition is the Trainer's own `should_update_logs` for the fit loop, minus its lookups.
+            logged_step = trainer.fit_loop.epoch_loop._batches_that_stepped
+            if (logged_step + 1) % self._log_every == 0 or trainer.should_stop:
+                for logger in self._loggers:
+                    logger.log_metrics({self._log_name: value}, step=logged_step)
+
+    def _write_slow(self, pl_module: pl.LightningModule, value: float) -> None:
+        owner, name = self._owner(pl_module)
+        current = getattr(owner, name)
+        if isinstance(current, torch.Tensor):
+            current.fill_(value)
+        else:
+            setattr(owner, name, value)
+
+    def _write_eval_value(self, pl_module: pl.LightningModule) -> None:
+        if self._eval_value is not None:
+            self._check_attribute(pl_module)
+            self._write_slow(pl_module, self._eval_value)
+
+    @override
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write_eval_value(pl_module)
+
+    @override
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # The training value is back before the next step (and for hooks such as on_train_epoch_end),
+        # also when validation interrupts the micro-batches of one optimizer step.
+        if trainer.state.fn == TrainerFn.FITTING and self._cached_step >= 0 and self._value is not None:
+            self._write_slow(pl_module, self._value)
+
+    @override
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write_eval_value(pl_module)
+
+    @override
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write_eval_value(pl_module)
+
+    # ------------------------------------------------------------------ runs that end early
+
+    @override
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._warn_if_unfinished(trainer, pl_module)
+
+    @override
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            self._warn_if_unfinished(trainer, pl_module)
+
+    def _warn_if_unfinished(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._counter is None or self._cached_step < 0:
+            return  # no training step ran
+        length = self._schedule_length(self._total)
+        reached = self._read_counter(trainer, pl_module)
+        if length is not None and reached < length:
+            rank_zero_warn(
+                f"{type(self).__name__}(`{self._attribute}`): the fit ended after {reached} of the schedule's "
+                f"{length} {self._unit}s (`total_steps`); `{self._attribute}` last held {self._value:.6g}, "
+                f"not its final value {self._value_at(length, self._total):.6g}. {self._unfinished_advice()}"
+            )
+        self._counter = None  # once per fit
+
+    def _unfinished_advice(self) -> str:
+        return "If the run was meant to be shorter, pass `total_steps=` to match it."
+
+    # ------------------------------------------------------------------ checkpoints
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        # Plain Python types only, so `torch.load(ckpt, weights_only=True)` works.
+        total = self._total if self._total is not None else self._total_steps
+        return {"total_steps": total, "config": self._config()}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._loaded = dict(state_dict)
+
+
+class CyclicalKLAnnealing(ScheduledAttribute):
     r"""Cyclical KL annealing (Fu et al., NAACL 2019) for any LightningModule.
 
     Before every training step, writes
-    ``cyclical_beta(trainer.global_step, T, n_cycle, ratio, start, stop, shape, ratio_zero)``
+    ``cyclical_beta(step, T, n_cycle, ratio, start, stop, shape, ratio_zero, delay=, period=)``
     (see :func:`~lightning_kl_anneal.cyclical_beta`) into ``pl_module.<attribute>``;
-    your ``training_step`` reads it: ``loss = rec + self.beta * kl``.
+    your ``training_step`` reads it: ``loss = rec + self.beta * kl``. This is
+    :class:`ScheduledAttribute` with the cyclical schedule, so it shares its guarantees:
 
-    - ``global_step`` counts optimizer steps, so with gradient accumulation all
-      micro-batches of one step see the same β, and ``T`` counts optimizer steps too.
-    - β is a function of ``global_step`` only, so resuming from a checkpoint, DDP (every
-      rank computes the same value, no communication) and ``torch.compile`` need nothing
-      special. The resolved ``T`` is saved in the checkpoint and reused on resume.
-    - If the attribute holds a ``torch.Tensor`` (a buffer), it is updated in place, so
-      compiled code sees the new value without recompiling; otherwise a float is set.
-    - During validation, test and predict the attribute holds ``eval_beta`` (default
-      ``stop``), so validation losses are comparable across the cycle.
-    - β is sent to every logger of the Trainer as ``log_name`` on the Trainer's
-      logging steps (``log_every_n_steps``), at the same step as the losses it produced.
+    - The step is ``trainer.global_step`` (optimizer steps: every micro-batch of an
+      accumulated step sees the same β); under manual optimization it counts training batches,
+      as ``T`` does. ``unit="epoch"`` counts epochs instead.
+    - β is a function of the step only, so resuming from a checkpoint, DDP (every rank computes
+      the same value, no communication) and ``torch.compile`` need nothing special. ``T`` and the
+      whole configuration are saved in the checkpoint; a resumed or continued fit keeps ``T``, and
+      a changed configuration is named in a warning.
+    - ``period=P`` makes every cycle P units long and needs no run length (``max_epochs=-1``,
+      ``max_time``, ``EarlyStopping``); ``n_cycle=None`` then cycles forever.
+    - ``delay=D`` holds ``start`` for D units before the first cycle (Li et al. 2019: β = 0 first).
+    - During validation, test and predict the attribute holds ``eval_beta`` (default ``stop``).
+    - β is logged as ``log_name`` (default: the attribute's name) on the Trainer's logging steps.
 
     Args:
-        n_cycle: number of cycles ``M``; 1 is monotonic annealing.
+        n_cycle: number of cycles ``M``; 1 is monotonic annealing; None (with ``period``): endless.
         ratio: fraction ``R`` of each cycle spent rising, in (0, 1].
         start: β at the start of each cycle (the paper's language-model runs used 0.1).
         stop: β on the plateau.
-        total_steps: ``T``; default ``trainer.estimated_stepping_batches``.
+        total_steps: ``T`` in ``unit``\ s; default: the Trainer's length. Excludes ``period``.
         shape: ``"linear"``, ``"sigmoid"`` or ``"cosine"`` ramp.
         ratio_zero: leading fraction of each cycle held at ``start`` (Optimus), in [0, ratio).
         attribute: the LightningModule attribute to write; a dotted path such as
             ``"loss_fn.beta"`` reaches into submodules.
         eval_beta: β outside training; default ``stop``.
-        log_name: name of the logged metric; ``None`` disables logging.
+        log_name: name of the logged metric; default (True): the attribute's name; None: no logging.
+        period: units per cycle, for runs of unknown length; an int >= 2.
+        unit: ``"step"`` (optimizer steps) or ``"epoch"``.
+        delay: units held at ``start`` before the first cycle.
 
     Raises:
         TypeError, ValueError: at construction, for a bad argument.
         MisconfigurationException: before the first training step, when the attribute is
-            missing or ``T`` cannot be known.
+            missing or read-only, ``T`` cannot be known, or ``delay >= T``.
 
     Example:
         >>> import lightning as L
@@ -80,7 +629,7 @@ class CyclicalKLAnnealing(Callback):
 
     def __init__(
         self,
-        n_cycle: int = 4,
+        n_cycle: int | None = 4,
         ratio: float = 0.5,
         start: float = 0.0,
         stop: float = 1.0,
@@ -90,201 +639,128 @@ class CyclicalKLAnnealing(Callback):
         ratio_zero: float = 0.0,
         attribute: str = "beta",
         eval_beta: float | None = None,
-        log_name: str | None = "beta",
+        log_name: str | bool | None = True,
+        period: int | None = None,
+        unit: Unit = "step",
+        delay: int = 0,
     ) -> None:
-        validate_schedule_args(n_cycle, ratio, start, stop, shape, ratio_zero, total_steps)
-        if not isinstance(attribute, str) or not all(part.isidentifier() for part in attribute.split(".")):
+        validate_schedule_args(n_cycle, ratio, start, stop, shape, ratio_zero, delay=delay, period=period)
+        if period is not None and total_steps is not None:
             raise ValueError(
-                f"`attribute` must be an attribute name or dotted path such as 'beta' or 'loss_fn.beta', got {attribute!r}"
+                f"`total_steps`={total_steps} and `period`={period} both set the cycle length: pass one of them "
+                "(`period` for runs of unknown length)"
             )
-        if eval_beta is not None and (
-            isinstance(eval_beta, bool) or not isinstance(eval_beta, numbers.Real) or not math.isfinite(eval_beta)
-        ):
-            raise ValueError(f"`eval_beta` must be a finite real number or None (meaning `stop`), got {eval_beta!r}")
-        if log_name is not None and (not isinstance(log_name, str) or not log_name):
-            raise ValueError(f"`log_name` must be a non-empty string or None (no logging), got {log_name!r}")
+        if total_steps is not None:
+            validate_schedule_args(n_cycle, total_steps=total_steps, delay=delay)
+        eval_value = _check_eval_value("eval_beta", eval_beta)
+        self._n_cycle = None if n_cycle is None else int(n_cycle)
+        self._ratio = float(ratio)
+        self._start = float(start)
+        self._stop = float(stop)
+        self._shape = shape
+        self._ratio_zero = float(ratio_zero)
+        self._period = None if period is None else int(period)
+        self._delay = int(delay)
+        self._warned_cycles = False
+        super().__init__(
+            self._cyclical, attribute, total_steps=total_steps, unit=unit,
+            eval_value=self._stop if eval_value is None else eval_value, log_name=log_name,
+        )  # fmt: skip
 
-        self.n_cycle = int(n_cycle)
-        self.ratio = float(ratio)
-        self.start = float(start)
-        self.stop = float(stop)
-        self.total_steps = None if total_steps is None else int(total_steps)
-        self.shape = shape
-        self.ratio_zero = float(ratio_zero)
-        self.attribute = attribute
-        self._path = tuple(attribute.split("."))
-        self._state_key = self._generate_state_key(attribute=attribute)
-        self.eval_beta = self.stop if eval_beta is None else float(eval_beta)
-        self.log_name = log_name
+    def _cyclical(self, step: int, total: int | None) -> float:
+        return _beta(
+            step, total, self._n_cycle, self._ratio, self._start, self._stop,
+            self._shape, self._ratio_zero, self._delay, self._period,
+        )  # fmt: skip
 
-        self._resolved_total_steps: int | None = None  # T used for this fit
-        self._checkpoint_total_steps: int | None = None  # T found in a checkpoint being resumed
-        self._cached_step = -1
-        self._beta = self.start
+    _value_at = _cyclical  # one call less on the per-step path
 
-    # ------------------------------------------------------------------ the schedule
+    # read-only configuration: changing it after construction would half-apply
+    n_cycle = property(lambda self: self._n_cycle, doc="Number of cycles ``M`` (None: endless).")
+    ratio = property(lambda self: self._ratio, doc="Fraction ``R`` of each cycle spent rising.")
+    start = property(lambda self: self._start, doc="β at the start of each cycle.")
+    stop = property(lambda self: self._stop, doc="β on the plateau.")
+    shape = property(lambda self: self._shape, doc="The ramp's shape.")
+    ratio_zero = property(lambda self: self._ratio_zero, doc="Leading fraction of each cycle held at ``start``.")
+    period = property(lambda self: self._period, doc="Units per cycle, or None (derived from ``T``).")
+    delay = property(lambda self: self._delay, doc="Units held at ``start`` before the first cycle.")
+    eval_beta = property(lambda self: self._eval_value, doc="β during validation, test and predict.")
 
     def beta_at(self, step: int, total_steps: int | None = None) -> float:
-        """β this callback writes at ``step``; ``total_steps`` defaults to the ``T`` of the current fit.
+        """β this callback writes at ``step``; ``total_steps`` defaults to the constructor's, then the current fit's ``T``.
 
         Example:
             >>> CyclicalKLAnnealing(n_cycle=1, ratio=0.5).beta_at(25, total_steps=100)
             0.5
+            >>> CyclicalKLAnnealing(n_cycle=1, total_steps=100).beta_at(25)
+            0.5
         """
-        total = self._resolved_total_steps if total_steps is None else total_steps
-        if total is None:
-            raise ValueError("`total_steps` is not known before fit starts: pass `total_steps=`")
-        return cyclical_beta(step, total, self.n_cycle, self.ratio, self.start, self.stop, self.shape, self.ratio_zero)
-
-    @property
-    @override
-    def state_key(self) -> str:
-        # Distinct per attribute, so one instance for `beta` and one for `beta_bow` coexist in a checkpoint.
-        # Built once: Lightning reads it around every hook call, so a fresh repr() per read costs ~20 µs a step.
-        return self._state_key
-
-    # ------------------------------------------------------------------ checks before training
+        return self.value_at(step, total_steps)
 
     @override
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._check_attribute(pl_module)
-        if self.total_steps is None:
-            self._estimate_total_steps(trainer)  # fail here, before the sanity check runs
+    def phase_at(self, step: int) -> Phase | None:
+        """The schedule's phase at ``step``: ``"delay"``, ``"ramp"``, ``"plateau"`` or ``"final"`` (None: ``T`` unknown).
+
+        Example:
+            >>> CyclicalKLAnnealing(n_cycle=2, total_steps=8).phase_at(3)
+            'plateau'
+        """
+        total = self._total_steps if self._total_steps is not None else self._total
+        if total is None and self._period is None:
+            return None
+        return _phase(step, total, self._n_cycle, self._ratio, self._delay, self._period)
 
     @override
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Checkpoints are restored after `on_fit_start` by some strategies, so T is settled here.
-        # Used once: a later fit with the same callback and no checkpoint starts a fresh schedule.
-        resumed, self._checkpoint_total_steps = self._checkpoint_total_steps, None
-        if self.total_steps is not None:
-            total = self.total_steps
-            if resumed is not None and resumed != total:
-                rank_zero_warn(
-                    f"CyclicalKLAnnealing: resuming a run scheduled over {resumed} steps with "
-                    f"`total_steps={total}`; the β sequence changes from here on"
-                )
-        elif resumed is not None:
-            total = resumed
-            estimate = self._estimate_total_steps(trainer)
-            if estimate != resumed:
-                rank_zero_warn(
-                    f"CyclicalKLAnnealing: the checkpoint's schedule spans {resumed} steps but this Trainer "
-                    f"would run {estimate}; keeping {resumed} so β continues exactly. "
-                    "Pass `total_steps=` to reschedule."
-                )
-        else:
-            total = self._estimate_total_steps(trainer)
-        self._resolved_total_steps = total
-        self._cached_step = -1
+    def _init_args(self) -> dict[str, Any]:
+        args = {
+            "n_cycle": self._n_cycle, "ratio": self._ratio, "start": self._start, "stop": self._stop,
+            "total_steps": self._total_steps, "shape": self._shape, "ratio_zero": self._ratio_zero,
+            "attribute": self._attribute, "eval_beta": self._eval_value, "log_name": self._log_name,
+            "period": self._period, "unit": self._unit, "delay": self._delay,
+        }  # fmt: skip
+        return args
 
-    def _estimate_total_steps(self, trainer: pl.Trainer) -> int:
-        estimate = trainer.estimated_stepping_batches
-        if not math.isfinite(estimate) or estimate < 1:
+    @override
+    def _needs_total(self) -> bool:
+        return self._period is None
+
+    @override
+    def _schedule_length(self, total: int | None) -> int | None:
+        if self._period is None:
+            return total
+        return None if self._n_cycle is None else self._delay + self._n_cycle * self._period
+
+    @override
+    def _check_total(self, total: int) -> None:
+        if self._period is not None:
+            return
+        if self._delay >= total:
             raise MisconfigurationException(
-                f"CyclicalKLAnnealing needs the total number of optimizer steps, but the Trainer estimates "
-                f"{estimate} (unbounded training: `max_epochs=-1`, or an iterable dataset without `max_steps`). "
-                "Pass `total_steps=` to the callback, or set `max_steps` on the Trainer."
+                f"CyclicalKLAnnealing: `delay`={self._delay} must be smaller than the run's {total} {self._unit}s "
+                "(`total_steps`): no cycle would run. Use a shorter delay or a longer run."
             )
-        return int(estimate)
-
-    def _check_attribute(self, pl_module: pl.LightningModule) -> None:
-        owner, name = self._owner(pl_module)
-        if not hasattr(owner, name):
-            raise MisconfigurationException(
-                f"{type(pl_module).__name__} has no attribute `{self.attribute}` for CyclicalKLAnnealing to write; "
-                f"add `self.{self.attribute} = 0.0` in __init__ (or "
-                f"`self.register_buffer({name!r}, torch.tensor(0.0))`), or pass `attribute=` naming yours"
-            )
-        value = getattr(owner, name)
-        if isinstance(value, torch.Tensor) and not value.is_floating_point():
-            raise MisconfigurationException(
-                f"`{self.attribute}` is a {value.dtype} tensor; β needs a floating-point one, "
-                f"e.g. `torch.tensor(0.0)`"
-            )
-
-    def _owner(self, pl_module: pl.LightningModule) -> tuple[Any, str]:
-        *path, name = self._path
-        if not path:
-            return pl_module, name
-        owner: Any = pl_module
-        for i, part in enumerate(path):
-            if not hasattr(owner, part):
-                raise MisconfigurationException(
-                    f"{type(pl_module).__name__} has no attribute `{'.'.join(path[: i + 1])}` on the way to "
-                    f"`{self.attribute}` for CyclicalKLAnnealing; check the `attribute` argument"
-                )
-            owner = getattr(owner, part)
-        return owner, name
-
-    # ------------------------------------------------------------------ writing β
-
-    def _write(self, pl_module: pl.LightningModule, beta: float) -> None:
-        owner, name = self._owner(pl_module)
-        current = getattr(owner, name)
-        if isinstance(current, torch.Tensor):
-            # In place: same object, dtype and device, so torch.compile guards stay valid.
-            with torch.no_grad():
-                current.fill_(beta)
-        else:
-            setattr(owner, name, beta)
+        if self._n_cycle is not None and self._n_cycle >= total - self._delay and not self._warned_cycles:
+            self._warned_cycles = True  # once: fast_dev_run and tiny debug runs still train
+            rank_zero_warn(f"CyclicalKLAnnealing: {_too_many_cycles(total, self._n_cycle, self._delay)}")
 
     @override
-    def on_train_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        step = trainer.global_step
-        if step == self._cached_step:
-            return  # another micro-batch of the same optimizer step: β is already in place
-        if self._resolved_total_steps is None:
-            raise RuntimeError("CyclicalKLAnnealing.on_train_start did not run before the first training step")
-        self._cached_step = step
-        self._beta = _beta(
-            step, self._resolved_total_steps, self.n_cycle, self.ratio,
-            self.start, self.stop, self.shape, self.ratio_zero,
-        )  # fmt: skip
-        self._write(pl_module, self._beta)
-        every = trainer.log_every_n_steps
-        if self.log_name is not None and every and trainer.loggers:
-            # Straight to the loggers, as LearningRateMonitor does: `self.log` costs far more per step.
-            # `_batches_that_stepped` is the step the Trainer logs this step's losses at, and the
-            # condition is the Trainer's own `should_update_logs` for the fit loop, minus its lookups.
-            logged_step = trainer.fit_loop.epoch_loop._batches_that_stepped
-            if (logged_step + 1) % every == 0 or trainer.should_stop:
-                for logger in trainer.loggers:
-                    logger.log_metrics({self.log_name: self._beta}, step=logged_step)
-
-    def _write_eval_beta(self, pl_module: pl.LightningModule) -> None:
-        self._check_attribute(pl_module)
-        self._write(pl_module, self.eval_beta)
+    def _config(self) -> dict[str, Any]:
+        return {
+            "n_cycle": self._n_cycle, "ratio": self._ratio, "start": self._start, "stop": self._stop,
+            "shape": self._shape, "ratio_zero": self._ratio_zero, "period": self._period,
+            "delay": self._delay, "unit": self._unit,
+        }  # fmt: skip
 
     @override
-    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._write_eval_beta(pl_module)
+    def _unbounded_hint(self) -> str:
+        return (
+            "pass `total_steps=` to the callback, or `period=` (units per cycle) to cycle without knowing the run's "
+            "length, or bound the run with `max_steps` / `max_epochs`"
+        )
 
     @override
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # The training β is back before the next step (and for hooks such as on_train_epoch_end),
-        # also when validation interrupts the micro-batches of one optimizer step.
-        if trainer.state.fn == TrainerFn.FITTING and self._cached_step >= 0:
-            self._write(pl_module, self._beta)
-
-    @override
-    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._write_eval_beta(pl_module)
-
-    @override
-    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._write_eval_beta(pl_module)
-
-    # ------------------------------------------------------------------ checkpoints
-
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        # Plain Python types only, so `torch.load(ckpt, weights_only=True)` works.
-        total = self._resolved_total_steps if self._resolved_total_steps is not None else self.total_steps
-        return {"total_steps": total}
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        total = state_dict.get("total_steps")
-        self._checkpoint_total_steps = None if total is None else int(total)
+    def _unfinished_advice(self) -> str:
+        return (
+            "A model whose β never reached `stop` was not trained on the ELBO: pass `total_steps=` (or `period=`) "
+            "to fit the schedule to the run's real length."
+        )

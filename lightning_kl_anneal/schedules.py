@@ -13,6 +13,14 @@ is the classic monotonic warm-up. With ``ratio_zero > 0`` (Optimus, Li et al.
 2020) β holds ``start`` for ``tau < ratio_zero`` and the ramp runs from
 ``ratio_zero`` to ``ratio``.
 
+Two options make the schedule fit runs whose length is not known up front, or that need a
+warm-up phase (all measured in the same unit as ``t``)::
+
+    delay  = D    beta(t) = start for t < D; the cycles then fill the remaining T - D
+                  (Li et al. 2019's autoencoder phase at beta = 0, then annealing)
+    period = P    every cycle lasts P; no T needed: tau(t) = ((t - D) mod P) / P for the
+                  first M cycles, then stop for good (M = None: cycles forever)
+
 Everything here is a function of its arguments only: no counters, no precomputed
 arrays. That is what makes checkpoint resume, DDP and gradient accumulation
 correct for free in :class:`~lightning_kl_anneal.CyclicalKLAnnealing`.
@@ -28,11 +36,14 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "Phase",
+    "PHASES",
     "Shape",
     "SHAPES",
     "cycle_length",
     "cycle_position",
     "cyclical_beta",
+    "cyclical_phase",
     "cyclical_schedule",
     "frange_cycle_cosine",
     "frange_cycle_linear",
@@ -42,6 +53,11 @@ __all__ = [
 
 Shape = Literal["linear", "sigmoid", "cosine"]
 SHAPES: tuple[str, ...] = get_args(Shape)
+
+Phase = Literal["delay", "ramp", "plateau", "final"]
+"""Where a step lies: the leading ``delay``; a cycle's rising part (its ``ratio_zero`` hold included);
+a ``plateau`` at ``stop`` with more cycles to come; the ``final`` plateau, after the last ramp."""
+PHASES: tuple[str, ...] = get_args(Phase)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -70,13 +86,16 @@ def _check_finite(name: str, value: object) -> float:
 
 
 def validate_schedule_args(
-    n_cycle: int = 4,
+    n_cycle: int | None = 4,
     ratio: float = 0.5,
     start: float = 0.0,
     stop: float = 1.0,
     shape: str = "linear",
     ratio_zero: float = 0.0,
     total_steps: int | None = None,
+    *,
+    delay: int = 0,
+    period: int | None = None,
 ) -> None:
     """Check a schedule configuration and raise an error that says how to fix it.
 
@@ -84,13 +103,17 @@ def validate_schedule_args(
     bad input fails once, early, with the same message everywhere.
 
     Args:
-        n_cycle: number of cycles ``M``, an int >= 1.
+        n_cycle: number of cycles ``M``, an int >= 1; None (cycles forever) only with ``period``.
         ratio: fraction ``R`` of each cycle spent rising, in (0, 1].
         start: β at the beginning of each cycle, finite.
         stop: β on the plateau and after the last step, finite.
         shape: one of ``"linear"``, ``"sigmoid"``, ``"cosine"``.
         ratio_zero: leading fraction of each cycle held at ``start``, in [0, ratio).
-        total_steps: ``T``, an int >= 1, or None when not known yet.
+        total_steps: ``T``, an int >= 1, or None when not known yet. When given (and no
+            ``period``), ``delay < T`` and ``n_cycle < T - delay`` are checked too: with as
+            many cycles as steps every cycle is one step long and β never leaves ``start``.
+        delay: ``D``, steps held at ``start`` before the first cycle, an int >= 0.
+        period: ``P``, steps per cycle, an int >= 2, or None to derive it from ``T``.
 
     Raises:
         TypeError: an argument has the wrong type (e.g. ``n_cycle=2.5``).
@@ -102,8 +125,16 @@ def validate_schedule_args(
         Traceback (most recent call last):
         ...
         ValueError: `ratio` must be in (0, 1], got 1.5
+        >>> validate_schedule_args(n_cycle=20, total_steps=10)
+        Traceback (most recent call last):
+        ...
+        ValueError: `n_cycle`=20 cycles need more than 20 steps, but the schedule has 10 (`total_steps`=10 minus `delay`=0); every cycle would be one step long and β would never leave `start`. Use fewer cycles or more steps.
     """
-    _check_int("n_cycle", n_cycle, 1)
+    if n_cycle is None:
+        if period is None:
+            raise ValueError("`n_cycle=None` (cycles forever) needs `period=`, the length of one cycle")
+    else:
+        _check_int("n_cycle", n_cycle, 1)
     ratio = _check_real("ratio", ratio)
     if not 0.0 < ratio <= 1.0:  # also rejects NaN, which compares False with everything
         raise ValueError(f"`ratio` must be in (0, 1], got {ratio!r}")
@@ -114,8 +145,31 @@ def validate_schedule_args(
     ratio_zero = _check_real("ratio_zero", ratio_zero)
     if not 0.0 <= ratio_zero < ratio:
         raise ValueError(f"`ratio_zero` must be in [0, ratio) = [0, {ratio}), got {ratio_zero!r}")
+    delay = _check_int("delay", delay, 0)
+    if period is not None:
+        _check_int("period", period, 2)  # a cycle of one step never leaves `start`
     if total_steps is not None:
-        _check_int("total_steps", total_steps, 1)
+        total_steps = _check_int("total_steps", total_steps, 1)
+        if period is None:
+            _check_span(total_steps, n_cycle, delay)  # type: ignore[arg-type]
+
+
+def _check_span(total_steps: int, n_cycle: int, delay: int) -> None:
+    """The checks that need ``T``; the callback runs them once ``T`` is known (and only warns on the second)."""
+    if delay >= total_steps:
+        raise ValueError(
+            f"`delay`={delay} must be smaller than `total_steps`={total_steps}: no step would be left for the cycles"
+        )
+    if n_cycle >= total_steps - delay:
+        raise ValueError(_too_many_cycles(total_steps, n_cycle, delay))
+
+
+def _too_many_cycles(total_steps: int, n_cycle: int, delay: int) -> str:
+    return (
+        f"`n_cycle`={n_cycle} cycles need more than {n_cycle} steps, but the schedule has {total_steps - delay} "
+        f"(`total_steps`={total_steps} minus `delay`={delay}); every cycle would be one step long and "
+        "β would never leave `start`. Use fewer cycles or more steps."
+    )
 
 
 # ----------------------------------------------------------------------------- ramp shapes
@@ -159,12 +213,45 @@ def _tau(step: int, total_steps: int, n_cycle: int) -> float:
     return (step % _period(total_steps, n_cycle)) * n_cycle / total_steps
 
 
-def cycle_length(total_steps: int, n_cycle: int = 4) -> int:
-    """Number of steps in one cycle, ``ceil(T / M)``; the last cycle may be shorter.
+def _locate(step: int, total_steps: int | None, n_cycle: int | None, delay: int, period: int | None) -> tuple[int, float]:
+    """``(cycle index, tau)`` of a step at or after ``delay``; the index is -1 past the last cycle."""
+    step -= delay
+    if period is None:
+        span = total_steps - delay  # type: ignore[operator]
+        if step >= span:
+            return -1, 1.0
+        length = _period(span, n_cycle)  # type: ignore[arg-type]
+        return step // length, (step % length) * n_cycle / span  # type: ignore[operator]
+    if n_cycle is not None and step >= n_cycle * period:
+        return -1, 1.0
+    return step // period, (step % period) / period
+
+
+def _last_cycle(total_steps: int | None, n_cycle: int | None, delay: int, period: int | None) -> int | None:
+    """Index of the last cycle that starts (uneven cycles can leave fewer than ``n_cycle``); None: endless."""
+    if period is not None:
+        return None if n_cycle is None else n_cycle - 1
+    span = total_steps - delay  # type: ignore[operator]
+    return -(-span // _period(span, n_cycle)) - 1  # type: ignore[arg-type]
+
+
+def _check_step_args(step: object, total_steps: int | None, period: int | None) -> None:
+    _check_int("step", step, 0)
+    if period is None and total_steps is None:
+        raise ValueError("`total_steps` is needed unless `period=` sets the length of a cycle")
+    if period is not None and total_steps is not None:
+        raise ValueError(
+            f"`total_steps`={total_steps} and `period`={period} both set the cycle length: pass one of them"
+        )
+
+
+def cycle_length(total_steps: int, n_cycle: int = 4, *, delay: int = 0) -> int:
+    """Number of steps in one cycle, ``ceil((T - delay) / M)``; the last cycle may be shorter.
 
     Args:
         total_steps: ``T``, total number of (optimizer) steps.
         n_cycle: ``M``, number of cycles.
+        delay: steps before the first cycle.
 
     Returns:
         The period of the schedule in steps.
@@ -174,21 +261,28 @@ def cycle_length(total_steps: int, n_cycle: int = 4) -> int:
         2500
         >>> cycle_length(10, 4)
         3
+        >>> cycle_length(10_000, 4, delay=2_000)
+        2000
     """
-    validate_schedule_args(n_cycle=n_cycle, total_steps=total_steps)
-    return _period(total_steps, n_cycle)
+    validate_schedule_args(n_cycle=n_cycle, total_steps=total_steps, delay=delay)
+    return _period(total_steps - delay, n_cycle)
 
 
-def cycle_position(step: int, total_steps: int, n_cycle: int = 4) -> float:
-    """Position ``tau`` of ``step`` inside its cycle, in [0, 1); 1.0 from ``total_steps`` on.
+def cycle_position(
+    step: int, total_steps: int | None = None, n_cycle: int | None = 4, *, delay: int = 0, period: int | None = None
+) -> float:
+    """Position ``tau`` of ``step`` inside its cycle, in [0, 1); 0.0 during the delay, 1.0 after the last cycle.
 
-    ``tau = (step mod ceil(T / M)) / (T / M)`` (Fu et al., NAACL 2019). Useful to drive
-    anything else that should restart with the cycles, e.g. a cosine learning rate.
+    ``tau = (step mod ceil(T / M)) / (T / M)`` (Fu et al., NAACL 2019), or
+    ``((step - delay) mod period) / period`` with ``period``. Useful to drive anything else
+    that should restart with the cycles, e.g. a cosine learning rate.
 
     Args:
         step: 0-based step ``t``, an int >= 0.
-        total_steps: ``T``.
-        n_cycle: ``M``.
+        total_steps: ``T`` (None with ``period``).
+        n_cycle: ``M`` (None: endless, with ``period``).
+        delay: steps before the first cycle.
+        period: steps per cycle, instead of ``total_steps``.
 
     Returns:
         ``tau`` as a float.
@@ -198,48 +292,61 @@ def cycle_position(step: int, total_steps: int, n_cycle: int = 4) -> float:
         [0.0, 0.2, 0.4, 0.6, 0.8, 0.0]
         >>> cycle_position(20, 20, 4)
         1.0
+        >>> cycle_position(7, n_cycle=None, period=4, delay=2)
+        0.25
     """
-    validate_schedule_args(n_cycle=n_cycle, total_steps=total_steps)
-    _check_int("step", step, 0)
-    if step >= total_steps:
-        return 1.0
-    return _tau(step, total_steps, n_cycle)
+    validate_schedule_args(n_cycle=n_cycle, total_steps=total_steps, delay=delay, period=period)
+    _check_step_args(step, total_steps, period)
+    if step < delay:
+        return 0.0
+    return _locate(int(step), total_steps, n_cycle, delay, period)[1]
 
 
 def cyclical_beta(
     step: int,
-    total_steps: int,
-    n_cycle: int = 4,
+    total_steps: int | None = None,
+    n_cycle: int | None = 4,
     ratio: float = 0.5,
     start: float = 0.0,
     stop: float = 1.0,
     shape: Shape = "linear",
     ratio_zero: float = 0.0,
+    *,
+    delay: int = 0,
+    period: int | None = None,
 ) -> float:
     """β at one step of the cyclical annealing schedule (Fu et al., NAACL 2019).
 
     ``tau = (step mod ceil(T/M)) / (T/M)``; β is ``start`` while ``tau < ratio_zero``,
     rises from ``start`` to ``stop`` along ``shape`` while ``tau < ratio``, then holds
     ``stop`` to the end of the cycle. For every ``step >= total_steps`` β is ``stop``.
+    With ``delay=D`` β holds ``start`` for the first D steps and the M cycles fill the
+    remaining ``T - D``. With ``period=P`` instead of ``T``, every cycle lasts P steps
+    (from step D on): ``M`` cycles, then ``stop`` for good, or forever with ``n_cycle=None``.
     Closed form: O(1) time and memory, no accumulated rounding, and the plateau is
     exactly ``stop``.
 
     Args:
-        step: 0-based step ``t`` (in the callback: ``trainer.global_step``).
-        total_steps: ``T``, total number of steps the schedule spans.
-        n_cycle: ``M``, number of cycles; 1 gives monotonic annealing.
+        step: 0-based step ``t`` (in the callback: ``trainer.global_step``, or the epoch).
+        total_steps: ``T``, total number of steps the schedule spans; None with ``period``.
+        n_cycle: ``M``, number of cycles; 1 gives monotonic annealing; None (with
+            ``period`` only) repeats cycles forever.
         ratio: ``R``, fraction of each cycle spent rising, in (0, 1].
-        start: β at the beginning of each cycle.
+        start: β at the beginning of each cycle (and during the delay).
         stop: β on the plateau (the true ELBO weight is 1.0).
         shape: ``"linear"`` (``f(u) = u``), ``"sigmoid"`` (``1 / (1 + exp(-(12u - 6)))``,
             never exactly 0) or ``"cosine"`` (``0.5 - 0.5 cos(pi u)``).
         ratio_zero: leading fraction of each cycle held at ``start`` (Optimus), in [0, ratio).
+        delay: ``D``, steps held at ``start`` before the first cycle (Li et al. 2019's
+            autoencoder phase with ``start=0``); ``D < T``.
+        period: ``P``, steps per cycle, for runs whose length is not known; excludes ``total_steps``.
 
     Returns:
         β as a Python float.
 
     Raises:
-        TypeError, ValueError: see :func:`validate_schedule_args`; also a negative ``step``.
+        TypeError, ValueError: see :func:`validate_schedule_args`; also a negative ``step``,
+        neither or both of ``total_steps`` and ``period``, and ``n_cycle >= T - delay``.
 
     Example:
         >>> [cyclical_beta(t, 20, n_cycle=4, ratio=0.5) for t in range(6)]
@@ -248,47 +355,126 @@ def cyclical_beta(
         (1.0, 1.0)
         >>> round(cyclical_beta(1, 20, shape="cosine"), 4)
         0.3455
+        >>> [cyclical_beta(t, n_cycle=None, period=4, delay=2) for t in range(8)]
+        [0.0, 0.0, 0.0, 0.5, 1.0, 1.0, 0.0, 0.5]
     """
-    validate_schedule_args(n_cycle, ratio, start, stop, shape, ratio_zero, total_steps)
-    _check_int("step", step, 0)
-    return _beta(int(step), int(total_steps), int(n_cycle), float(ratio), float(start), float(stop), shape, float(ratio_zero))
+    validate_schedule_args(n_cycle, ratio, start, stop, shape, ratio_zero, total_steps, delay=delay, period=period)
+    _check_step_args(step, total_steps, period)
+    return _beta(
+        int(step), None if total_steps is None else int(total_steps), None if n_cycle is None else int(n_cycle),
+        float(ratio), float(start), float(stop), shape, float(ratio_zero), int(delay), None if period is None else int(period),
+    )  # fmt: skip
 
 
 def _beta(
     step: int,
-    total_steps: int,
-    n_cycle: int,
+    total_steps: int | None,
+    n_cycle: int | None,
     ratio: float,
     start: float,
     stop: float,
     shape: str,
     ratio_zero: float,
+    delay: int = 0,
+    period: int | None = None,
 ) -> float:
     """:func:`cyclical_beta` without argument checks, for callers that validated once (the callback)."""
-    if step >= total_steps:
-        return float(stop)
-    tau = _tau(step, total_steps, n_cycle)
+    if step < delay:
+        return start
+    step -= delay
+    if period is None:
+        span = total_steps - delay  # type: ignore[operator]
+        if step >= span:
+            return stop
+        tau = (step % _period(span, n_cycle)) * n_cycle / span  # type: ignore[arg-type,operator]
+    else:
+        if n_cycle is not None and step >= n_cycle * period:
+            return stop
+        tau = (step % period) / period
     if tau >= ratio:
-        return float(stop)
+        return stop
     if tau < ratio_zero:
-        return float(start)
+        return start
     u = (tau - ratio_zero) / (ratio - ratio_zero)
     return start + (stop - start) * _ramp(u, shape)
 
 
+def cyclical_phase(
+    step: int,
+    total_steps: int | None = None,
+    n_cycle: int | None = 4,
+    ratio: float = 0.5,
+    ratio_zero: float = 0.0,
+    *,
+    delay: int = 0,
+    period: int | None = None,
+) -> Phase:
+    """Which part of the schedule ``step`` is in: ``"delay"``, ``"ramp"``, ``"plateau"`` or ``"final"``.
+
+    ``"ramp"`` is the rising part of a cycle (its ``ratio_zero`` hold included), ``"plateau"`` a
+    cycle's flat top at ``stop`` with another cycle to come, ``"final"`` the plateau after the
+    last ramp (and every step past the end). Schedule-aware model selection uses it: losses
+    measured during a ramp are not comparable with losses at ``stop``. Arguments as in
+    :func:`cyclical_beta` (``start``, ``stop`` and ``shape`` do not move the phases).
+
+    Returns:
+        One of :data:`PHASES`.
+
+    Example:
+        >>> [cyclical_phase(t, 8, n_cycle=2, ratio=0.5) for t in range(0, 9, 2)]
+        ['ramp', 'plateau', 'ramp', 'final', 'final']
+        >>> [cyclical_phase(t, n_cycle=None, period=10, delay=5) for t in (0, 7, 12)]
+        ['delay', 'ramp', 'plateau']
+    """
+    validate_schedule_args(n_cycle, ratio, 0.0, 1.0, "linear", ratio_zero, total_steps, delay=delay, period=period)
+    _check_step_args(step, total_steps, period)
+    return _phase(int(step), total_steps, n_cycle, float(ratio), delay, period)
+
+
+def _phase(step: int, total_steps: int | None, n_cycle: int | None, ratio: float, delay: int, period: int | None) -> Phase:
+    """:func:`cyclical_phase` without argument checks."""
+    if step < delay:
+        return "delay"
+    cycle, tau = _locate(step, total_steps, n_cycle, delay, period)
+    if cycle < 0:
+        return "final"
+    if tau < ratio:
+        return "ramp"
+    return "final" if cycle == _last_cycle(total_steps, n_cycle, delay, period) else "plateau"
+
+
+def _cycle_values(
+    tau: npt.NDArray[np.float64], ratio: float, start: float, stop: float, shape: str, ratio_zero: float
+) -> npt.NDArray[np.float64]:
+    """β at positions ``tau`` of one cycle, with the same floating-point operations as :func:`_beta`."""
+    beta = tau - ratio_zero
+    beta /= ratio - ratio_zero
+    np.clip(beta, 0.0, 1.0, out=beta)
+    _ramp_array_(beta, shape)
+    beta *= stop - start
+    beta += start
+    beta[tau >= ratio] = stop
+    beta[tau < ratio_zero] = start
+    return beta
+
+
 def cyclical_schedule(
     total_steps: int,
-    n_cycle: int = 4,
+    n_cycle: int | None = 4,
     ratio: float = 0.5,
     start: float = 0.0,
     stop: float = 1.0,
     shape: Shape = "linear",
     ratio_zero: float = 0.0,
+    *,
+    delay: int = 0,
+    period: int | None = None,
 ) -> npt.NDArray[np.float64]:
     """The whole schedule as an array: element ``t`` is :func:`cyclical_beta` at step ``t``.
 
     Vectorised with numpy (no Python loop over steps), for plotting or for training
-    loops that prefer a lookup table. Same arguments as :func:`cyclical_beta`.
+    loops that prefer a lookup table. Same arguments as :func:`cyclical_beta`; with
+    ``period``, ``total_steps`` is only the length of the array.
     Linear schedules equal :func:`cyclical_beta` bit for bit; for sigmoid and cosine,
     numpy's vectorised ``exp``/``cos`` may differ from :mod:`math` in the last bit
     (relative error below 1e-15).
@@ -301,24 +487,29 @@ def cyclical_schedule(
         [0.0, 0.4, 0.8, 1.0, 1.0]
         >>> cyclical_schedule(10, n_cycle=4, ratio=0.5).round(3).tolist()
         [0.0, 0.8, 1.0, 0.0, 0.8, 1.0, 0.0, 0.8, 1.0, 0.0]
+        >>> cyclical_schedule(10, n_cycle=2, period=4, delay=1).tolist()
+        [0.0, 0.0, 0.5, 1.0, 1.0, 0.0, 0.5, 1.0, 1.0, 1.0]
     """
-    validate_schedule_args(n_cycle, ratio, start, stop, shape, ratio_zero, total_steps)
-    # β depends on t only through t mod period: compute one cycle, then repeat it. Operations run
-    # in place and in the same order as in `_beta`, so the values match it (bit for bit when linear).
-    period = _period(total_steps, n_cycle)
-    tau = np.arange(period, dtype=np.float64)  # exact integers: period < 2**53
-    tau *= n_cycle
-    tau /= total_steps
-    beta = tau - ratio_zero
-    beta /= ratio - ratio_zero
-    np.clip(beta, 0.0, 1.0, out=beta)
-    _ramp_array_(beta, shape)
-    beta *= stop - start
-    beta += start
-    beta[tau >= ratio] = stop
-    beta[tau < ratio_zero] = start
-    del tau
-    return np.resize(beta, total_steps)
+    validate_schedule_args(n_cycle, ratio, start, stop, shape, ratio_zero, total_steps, delay=delay, period=period)
+    # β depends on t only through the position in its cycle: compute one cycle, then repeat it.
+    out = np.empty(total_steps, dtype=np.float64)
+    head = min(delay, total_steps)
+    out[:head] = start
+    rest = total_steps - head
+    if rest == 0:
+        return out
+    if period is None:
+        length = _period(rest, n_cycle)  # type: ignore[arg-type]
+        tau = np.arange(length, dtype=np.float64)  # exact integers: length < 2**53
+        tau *= n_cycle
+        tau /= rest
+    else:
+        tau = np.arange(period, dtype=np.float64)
+        tau /= period
+    out[head:] = np.resize(_cycle_values(tau, ratio, start, stop, shape, ratio_zero), rest)
+    if period is not None and n_cycle is not None:
+        out[head + n_cycle * period :] = stop
+    return out
 
 
 # ----------------------------------------------------------------------------- drop-ins
@@ -331,8 +522,9 @@ def frange_cycle_linear(
 
     Equal to the reference within 1e-9 wherever it is well defined (``n_iter`` a multiple
     of ``n_cycle``, ``ratio < 1``). Where the reference is faulty this follows the
-    paper's equation instead (see :func:`cyclical_beta`) and never raises: no float
-    accumulation, cycles stay aligned when ``n_iter`` is not a multiple of ``n_cycle``.
+    paper's equation instead (see :func:`cyclical_beta`): no float accumulation, cycles stay
+    aligned when ``n_iter`` is not a multiple of ``n_cycle``. ``n_cycle >= n_iter``, where the
+    reference silently returns ``start`` everywhere, is a ``ValueError``.
 
     Example:
         >>> frange_cycle_linear(10, n_cycle=4, ratio=0.5).round(3).tolist()

@@ -221,7 +221,7 @@ def test_integer_buffer_rejected(tmp_path: Path) -> None:
 )
 def test_unbounded_training_needs_total_steps(tmp_path: Path, trainer_kwargs: dict) -> None:
     model = Unbounded()
-    with pytest.raises(MisconfigurationException, match=r"Pass `total_steps=` to the callback"):
+    with pytest.raises(MisconfigurationException, match=r"needs the run.s length.*pass `total_steps=` to the callback, or `period=`"):
         make_trainer(tmp_path, [CyclicalKLAnnealing()], **trainer_kwargs).fit(model)
     assert model.seen == []
 
@@ -254,7 +254,7 @@ def test_duplicate_attribute_rejected(tmp_path: Path) -> None:
         ({"attribute": "loss fn"}, ValueError, r"`attribute` must be an attribute name or dotted path.*got 'loss fn'"),
         ({"attribute": ""}, ValueError, r"`attribute` must be"),
         ({"eval_beta": float("nan")}, ValueError, r"`eval_beta` must be a finite real number or None.*got nan"),
-        ({"log_name": ""}, ValueError, r"`log_name` must be a non-empty string or None.*got ''"),
+        ({"log_name": ""}, ValueError, r"`log_name` must be a non-empty string, True .* or None .*got ''"),
     ],
 )
 def test_bad_arguments(kwargs: dict, exc: type, match: str) -> None:
@@ -385,7 +385,7 @@ def test_crash_and_resume_continues_exactly(tmp_path: Path, crash_at: int, accum
     assert resumed.seen[-1][0] == max(truth)  # and runs to the same end
     for step, _, beta in before + resumed.seen:
         assert beta == truth[step], step
-    assert cb._resolved_total_steps == 30 // accumulate
+    assert cb._total == 30 // accumulate
 
 
 def test_checkpoint_loads_with_weights_only_and_keeps_total_steps(tmp_path: Path) -> None:
@@ -393,7 +393,11 @@ def test_checkpoint_loads_with_weights_only_and_keeps_total_steps(tmp_path: Path
     state = torch.load(last, weights_only=True)
     keys = [k for k in state["callbacks"] if k.startswith("CyclicalKLAnnealing")]
     assert keys == ["CyclicalKLAnnealing{'attribute': 'beta'}"]
-    assert state["callbacks"][keys[0]] == {"total_steps": 30}
+    assert state["callbacks"][keys[0]]["total_steps"] == 30
+    assert state["callbacks"][keys[0]]["config"] == {
+        "n_cycle": 3, "ratio": 0.5, "start": 0.1, "stop": 1.0, "shape": "linear", "ratio_zero": 0.0,
+        "period": None, "delay": 0, "unit": "step",
+    }  # fmt: skip
 
     # Resuming with a longer Trainer keeps the checkpoint's schedule (and says so).
     resumed = TinyVAE(n_batches=10)
@@ -423,8 +427,8 @@ def test_two_instances_in_one_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / "two.ckpt"
     trainer.save_checkpoint(path)
     state = torch.load(path, weights_only=True)["callbacks"]
-    assert state["CyclicalKLAnnealing{'attribute': 'loss_fn.beta'}"] == {"total_steps": 4}
-    assert state["CyclicalKLAnnealing{'attribute': 'loss_fn.beta_bow'}"] == {"total_steps": 5}
+    assert state["CyclicalKLAnnealing{'attribute': 'loss_fn.beta'}"]["total_steps"] == 4
+    assert state["CyclicalKLAnnealing{'attribute': 'loss_fn.beta_bow'}"]["total_steps"] == 5
 
 
 # ---------------------------------------------------------------- DDP

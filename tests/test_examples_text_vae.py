@@ -12,11 +12,12 @@ import lightning as L
 import pytest
 import torch
 
-from examples.text_vae.compare import Config, compare, parse_args
+from examples.text_vae.compare import Config, compare, parse_args, schedules
 from examples.text_vae.corpus import FACTORS, generate_corpus, write_corpus
 from examples.text_vae.data import (
     BucketedBatches,
     EncodedSplit,
+    ShardSampler,
     TextVAEDataModule,
     Vocab,
     padding_fraction,
@@ -24,17 +25,10 @@ from examples.text_vae.data import (
     read_sentences,
     training_subset,
 )
-from examples.text_vae.metrics import (
-    active_units,
-    free_bits_kl,
-    gaussian_kl,
-    linear_probe_accuracy,
-    mutual_information,
-    perplexity,
-)
+from examples.text_vae.metrics import linear_probe_accuracy, perplexity
 from examples.text_vae.model import TextVAE
 from examples.text_vae.train import main as train_main
-from lightning_kl_anneal import CyclicalKLAnnealing
+from lightning_kl_anneal import CyclicalKLAnnealing, active_units, gaussian_kl, mutual_information
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"emb_dim": 8, "hidden_dim": 8, "latent_dim": 2}
@@ -55,23 +49,6 @@ def write_ptb(directory: Path, lines: dict[str, list[str]] | None = None) -> Pat
 # ----------------------------------------------------------------------------- metrics
 
 
-def test_gaussian_kl_hand_computed() -> None:
-    mu = torch.tensor([[1.0, -2.0]])
-    logvar = torch.tensor([[0.0, math.log(2.0)]])
-    # 0.5 * (mu^2 + var - 1 - log var): dim 0 -> 0.5, dim 1 -> 0.5 * (4 + 2 - 1 - log 2)
-    expected = torch.tensor([[0.5, 0.5 * (5.0 - math.log(2.0))]])
-    torch.testing.assert_close(gaussian_kl(mu, logvar), expected)
-    assert gaussian_kl(torch.zeros(3, 4), torch.zeros(3, 4)).abs().max() == 0  # posterior = prior
-
-
-def test_free_bits_floor_per_dimension() -> None:
-    kl = torch.tensor([[0.2, 3.0], [0.4, 1.0]])  # batch means 0.3 and 2.0
-    assert free_bits_kl(kl, 0.0).item() == pytest.approx(2.3)
-    assert free_bits_kl(kl, 0.5).item() == pytest.approx(2.5)
-    with pytest.raises(ValueError, match="`free_bits` must be >= 0"):
-        free_bits_kl(kl, -1.0)
-
-
 def test_perplexity_counts_kl_and_eos() -> None:
     # two sentences of 2 words + <eos> = 6 tokens, NLL 3 + 5, KL 1 + 0
     assert perplexity(8.0, 1.0, 6) == pytest.approx(math.exp(9.0 / 6))
@@ -81,38 +58,29 @@ def test_perplexity_counts_kl_and_eos() -> None:
 
 def test_model_elbo_and_ppl_match_hand_computed_sums() -> None:
     """The logged ELBO/PPL are the paper's definitions of the per-sentence sums the model accumulates."""
-    sums = {"rec": 30.0, "kl": 6.0, "n": 3.0, "tokens": 12.0}
-    m = TextVAE.eval_metrics(sums, torch.tensor([[0.0, 1.0], [0.0, -1.0], [0.0, 0.0]]), torch.zeros(3, 2))
+    m = TextVAE.eval_metrics(rec_sum=30.0, kl_per_example=2.0, n=3, tokens=12)
     assert m["rec"] == pytest.approx(10.0) and m["kl"] == pytest.approx(2.0)
     assert m["elbo"] == pytest.approx(-12.0)
     assert m["ppl"] == pytest.approx(math.exp(36.0 / 12.0))
-    assert m["au"] == 1
 
 
-def test_active_units_threshold() -> None:
-    mu = torch.zeros(100, 3)
-    mu[:, 0] = torch.linspace(-1, 1, 100)  # variance ~0.34: active
-    mu[:, 1] = torch.linspace(-0.1, 0.1, 100)  # variance ~0.0034: inactive
-    assert active_units(mu) == 1
-    assert active_units(mu, threshold=0.001) == 2
-    with pytest.raises(ValueError, match="`mu` must be"):
-        active_units(torch.zeros(1, 3))
-
-
-def test_mutual_information_on_constructed_posteriors() -> None:
-    g = torch.Generator().manual_seed(0)
-    # collapsed: every posterior is the prior -> I = 0
-    assert abs(mutual_information(torch.zeros(200, 4), torch.zeros(200, 4), generator=g)) < 1e-9
-    # K well-separated clusters of identical posteriors -> I = log K
-    k = 4
-    mu = torch.repeat_interleave(torch.arange(k, dtype=torch.float) * 100, 50)[:, None]
-    assert mutual_information(mu, torch.zeros(200, 1), generator=g) == pytest.approx(math.log(k), abs=1e-6)
-    # Gaussian channel: mu ~ N(0, s^2), q(z|x) = N(mu, 1) -> I = 0.5 log(1 + s^2)
-    s = 2.0
-    mu = torch.randn(2000, 1, generator=g) * s
-    assert mutual_information(mu, torch.zeros(2000, 1), generator=g) == pytest.approx(0.5 * math.log(1 + s**2), abs=0.06)
-    with pytest.raises(ValueError, match="`mu` and `logvar` must both be"):
-        mutual_information(torch.zeros(3, 2), torch.zeros(3, 3))
+def test_model_evaluation_equals_a_direct_computation() -> None:
+    """validate() over several batches = one pass computing the same sums with the library's functions."""
+    dm = TextVAEDataModule(corpus_size=50, batch_size=2)
+    torch.manual_seed(0)
+    model = TextVAE(vocab_size=dm.vocab_size, **TINY)
+    _deterministic_posterior(model)
+    got = _eval_metrics(model, dm, 1, "val")
+    split = dm.split("valid")
+    model.eval()
+    with torch.no_grad():
+        out = model(split.tokens, split.lengths)
+    kl = gaussian_kl(out["mu"], out["logvar"]).sum(1)
+    assert got["val/rec"] == pytest.approx(float(out["rec"].mean()), rel=1e-5)
+    assert got["val/kl"] == pytest.approx(float(kl.mean()), rel=1e-5)
+    assert got["val/ppl"] == pytest.approx(math.exp(float(out["rec"].sum() + kl.sum()) / float(split.lengths.sum())), rel=1e-5)
+    assert got["val/au"] == active_units(out["mu"])
+    assert got["val/mi"] == pytest.approx(mutual_information(out["mu"], out["logvar"], generator=torch.Generator().manual_seed(0)), abs=1e-6)
 
 
 def test_linear_probe_reads_separable_codes_only() -> None:
@@ -294,7 +262,7 @@ def test_model_shapes_and_loss_on_tiny_batch() -> None:
     model.beta = 0.25
     batch = {"tokens": tokens, "lengths": lengths}
     torch.manual_seed(2)
-    loss, metrics = model._shared_step(batch, "train")
+    loss, metrics, _ = model._shared_step(batch, "train")
     torch.testing.assert_close(loss, metrics["rec"] + 0.25 * metrics["kl"])
     loss.backward()
     assert model.enc_emb.weight.grad is not None  # the KL and the sample reach the encoder
@@ -304,9 +272,27 @@ def test_model_free_bits_changes_training_objective_only() -> None:
     model = TextVAE(vocab_size=12, free_bits=10.0, **TINY)
     model.beta = 1.0
     batch = {"tokens": torch.tensor([[5, 6, 2]]), "lengths": torch.tensor([3])}
-    loss, metrics = model._shared_step(batch, "train")
+    loss, metrics, _ = model._shared_step(batch, "train")
     torch.testing.assert_close(loss, metrics["rec"] + 2 * 10.0)  # floor of 10 nats in each of 2 dims
     assert metrics["kl"] < 10.0  # the raw KL is what gets reported
+
+
+@pytest.mark.parametrize("mode", ["h0", "h0c0"])
+def test_decoder_initial_state_from_z(mode: str) -> None:
+    """``h0``: z -> h0 and c0 = 0 (the paper's code); ``h0c0``: z -> both."""
+    torch.manual_seed(0)
+    model = TextVAE(vocab_size=12, dec_init=mode, **TINY)
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    model.decoder.register_forward_pre_hook(lambda module, args: seen.append(args[1]))
+    z = torch.randn(3, TINY["latent_dim"])
+    model.decode(torch.tensor([[5, 6, 2]] * 3), z)
+    (h0, c0), state = seen[0], model.to_state(z)
+    if mode == "h0":
+        torch.testing.assert_close(h0[0], state)
+        assert c0.abs().max() == 0
+    else:
+        torch.testing.assert_close(torch.cat([h0[0], c0[0]], dim=1), state)
+        assert c0.abs().max() > 0
 
 
 @pytest.mark.parametrize(
@@ -316,6 +302,7 @@ def test_model_free_bits_changes_training_objective_only() -> None:
         ({"dropout": 1.0}, r"`dropout` must be in \[0, 1\), got 1.0"),
         ({"free_bits": -0.1}, "`free_bits` must be >= 0"),
         ({"lr_restart_cycles": -1}, "`lr_restart_cycles` must be an int >= 0"),
+        ({"dec_init": "c0"}, "`dec_init` must be 'h0' .* or 'h0c0' .*, got 'c0'"),
     ],
 )
 def test_model_bad_arguments(kwargs: dict, match: str) -> None:
@@ -345,6 +332,41 @@ def test_training_sees_scheduled_beta_and_evaluates_at_one(tmp_path: Path) -> No
     assert [factor(step) for step in range(8)] == pytest.approx(expected)
 
 
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_shard_sampler_gives_every_item_once(world: int) -> None:
+    for n in range(1, 8):
+        shards = [list(ShardSampler(range(n), num_replicas=world, rank=r)) for r in range(world)]
+        assert sorted(i for shard in shards for i in shard) == list(range(n))
+        assert [len(ShardSampler(range(n), num_replicas=world, rank=r)) for r in range(world)] == [len(sh) for sh in shards]
+
+
+def _deterministic_posterior(model: TextVAE) -> None:
+    """logvar = -30 (std 3e-7): z = mu, so evaluation has no sampling noise to differ between runs."""
+    with torch.no_grad():
+        model.to_posterior.weight[TINY["latent_dim"] :] = 0.0
+        model.to_posterior.bias[TINY["latent_dim"] :] = -30.0
+
+
+def _eval_metrics(model: TextVAE, dm: TextVAEDataModule, devices: int, stage: str) -> dict[str, float]:
+    trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto", logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    run = trainer.validate if stage == "val" else trainer.test
+    return {k: float(v) for k, v in run(model, dm, verbose=False)[0].items()}
+
+
+def test_ddp_evaluation_counts_every_sentence_once() -> None:
+    """2 ddp_spawn processes report the numbers of 1 process, on splits whose batches do not divide evenly."""
+    dm = TextVAEDataModule(corpus_size=50, batch_size=2)  # valid and test: 5 sentences in 3 batches
+    assert len(BucketedBatches(dm.split("valid"), 2)) == 3  # Lightning's DistributedSampler would repeat one
+    torch.manual_seed(0)
+    model = TextVAE(vocab_size=dm.vocab_size, **TINY)
+    _deterministic_posterior(model)
+    # validation only: test batches come from the same loader code, and each spawn costs seconds
+    one, two = _eval_metrics(model, dm, 1, "val"), _eval_metrics(model, dm, 2, "val")
+    assert set(one) == set(two) == {f"val/{k}" for k in ("rec", "kl", "elbo", "ppl", "au", "mi")}
+    assert two == pytest.approx(one, rel=1e-5, abs=1e-6)
+
+
 # ----------------------------------------------------------------------------- entry points
 
 
@@ -362,8 +384,8 @@ def test_train_cli_fast_dev_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 def test_compare_tiny_budget_writes_results_and_figures(tmp_path: Path) -> None:
     cfg = parse_args(
-        ["--out", str(tmp_path), "--seeds", "0", "1", "--max-epochs", "1", "--corpus-size", "120",
-         "--emb-dim", "8", "--hidden-dim", "8", "--latent-dim", "2", "--free-bits", "0.5", "--lr-restart",
+        ["--out", str(tmp_path), "--seeds", "0", "1", "--max-epochs", "2", "--n-cycle", "2", "--corpus-size", "120",
+         "--emb-dim", "8", "--hidden-dim", "8", "--latent-dim", "2", "--free-bits", "0.5", "--lr-restart", "--delay", "2",
          "--probe-size", "60", "--threads", "1"]
     )  # fmt: skip
     threads = torch.get_num_threads()
@@ -372,7 +394,7 @@ def test_compare_tiny_budget_writes_results_and_figures(tmp_path: Path) -> None:
     finally:
         torch.set_num_threads(threads)  # compare() sets it process-wide; the other tests keep theirs
     on_disk = json.loads((tmp_path / "results.json").read_text())
-    assert list(on_disk) == ["constant", "monotonic", "cyclical", "cyclical+fb", "cyclical+lr"]
+    assert list(on_disk) == ["constant", "monotonic", "cyclical", "cyclical+fb", "cyclical+lr", "delay+cyclical"]
     for row in on_disk.values():
         assert set(row["per_seed"]) == {"0", "1"}
         for key in ("rec", "kl", "elbo", "ppl", "au", "mi", "probe_topic"):
@@ -380,6 +402,14 @@ def test_compare_tiny_budget_writes_results_and_figures(tmp_path: Path) -> None:
             assert row["mean"][key] == pytest.approx((row["per_seed"]["0"][key] + row["per_seed"]["1"][key]) / 2)
         assert row["mean"]["elbo"] == pytest.approx(-(row["mean"]["rec"] + row["mean"]["kl"]))
     assert results["constant"]["mean"] == on_disk["constant"]["mean"]
+    kl = {name: [on_disk[name]["per_seed"][s]["kl"] for s in ("0", "1")] for name in on_disk}
+    assert on_disk["monotonic"]["std"]["kl"] == pytest.approx(abs(kl["monotonic"][0] - kl["monotonic"][1]) / math.sqrt(2))  # ddof=1
+    paired = on_disk["cyclical"]["paired"]
+    assert paired["per_seed"] == pytest.approx({s: c - m for s, c, m in zip(("0", "1"), kl["cyclical"], kl["monotonic"])})
+    assert paired["greater"] == sum(c > m for c, m in zip(kl["cyclical"], kl["monotonic"])) and "paired" not in on_disk["constant"]
+    assert (tmp_path / "logs" / "lightning.log").read_text().count("GPU available") == 12  # banners kept in the log
+    for row in on_disk.values():  # LatentMonitor ran in every run; 2 epochs x 4 batches
+        assert set(row["alert"]) == {"0", "1"} and all(a["steps"] == 8 and a["steps_per_epoch"] == 4 for a in row["alert"].values())
     for fig in ("curves.png", "latent.png"):
         assert (tmp_path / fig).stat().st_size > 1000
 
@@ -393,3 +423,21 @@ def test_compare_runs_as_a_script_from_the_repo_root() -> None:
 def test_compare_rejects_bad_config(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="`seeds` must name at least one seed"):
         compare(Config(out=str(tmp_path), seeds=[]))
+    with pytest.raises(ValueError, match="`delay` must be an int >= 0"):
+        compare(Config(out=str(tmp_path), delay=-1))
+    # 120 sentences / 32 = 4 batches x 1 epoch: a delay of 4 leaves no step for the cycles; refused before any run
+    with pytest.raises(ValueError, match="`delay` must be smaller than the run's 4 training steps, got 4"):
+        compare(Config(out=str(tmp_path), delay=4, corpus_size=120, max_epochs=1, threads=0))
+    assert not (tmp_path / "logs" / "constant").exists()
+
+
+def test_delay_row_is_li_et_al_recipe() -> None:
+    """beta = 0 for the delay, then the cyclical row's cycles from 0 over the remaining steps."""
+    rows = schedules(Config(delay=5, n_cycle=2, ratio=0.5, start=0.1))
+    assert rows["delay+cyclical"]["anneal"] == {"n_cycle": 2, "ratio": 0.5, "start": 0.0, "delay": 5}
+    assert "delay+cyclical" not in schedules(Config())
+    assert list(schedules(Config(delay=5, rows=["delay+cyclical", "monotonic"]))) == ["delay+cyclical", "monotonic"]
+    with pytest.raises(ValueError, match=r"`rows` must name rows of this configuration, \['constant', 'monotonic', 'cyclical'\], got \['cyclical\+fb'\]"):
+        schedules(Config(rows=["cyclical+fb"]))
+    cb = CyclicalKLAnnealing(**rows["delay+cyclical"]["anneal"], total_steps=13)
+    assert [cb.beta_at(t) for t in range(13)] == pytest.approx([0.0] * 5 + [0.0, 0.5, 1.0, 1.0] * 2)

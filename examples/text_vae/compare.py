@@ -13,16 +13,22 @@ in the paper), prints a table like the paper's Table 1 and writes into ``--out``
 * ``logs/``: a CSVLogger run per schedule and seed.
 
 ``--free-bits 0.5`` adds a ``cyclical+fb`` row, ``--lr-restart`` a ``cyclical+lr`` row (cosine
-learning rate restarted every cycle, the paper's confound, measured on its own).
+learning rate restarted every cycle, the paper's confound, measured on its own), ``--delay D`` a
+``delay+cyclical`` row (Li et al. 2019: beta = 0 for the first D steps, then the cycles, from 0).
+
+Rows are defined in ``schedules()``: one entry of callback arguments (and model overrides) each.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,10 +45,10 @@ from lightning.pytorch.utilities import rank_zero_only
 from tqdm.auto import tqdm
 from typing_extensions import override
 
-from examples.text_vae.data import TextVAEDataModule
+from examples.text_vae.data import BucketedBatches, TextVAEDataModule
 from examples.text_vae.metrics import linear_probe_accuracy
 from examples.text_vae.model import TextVAE
-from lightning_kl_anneal import CyclicalKLAnnealing
+from lightning_kl_anneal import CyclicalKLAnnealing, LatentMonitor, ScheduledAttribute
 
 METRICS = ("rec", "kl", "elbo", "ppl", "au", "mi")
 
@@ -67,12 +73,15 @@ class Config:
     hidden_dim: int = 128
     latent_dim: int = 16
     dropout: float = 0.5
+    dec_init: str = "h0"
     lr: float = 1e-3
     n_cycle: int = 4
     ratio: float = 0.5
     start: float = 0.1  # the paper's LM runs; measured against 0.0 in README.md
     free_bits: float = 0.0
     lr_restart: bool = False
+    delay: int = 0
+    rows: list[str] | None = None
     select: str = "best"
     accelerator: str = "cpu"
     devices: int = 1
@@ -81,11 +90,19 @@ class Config:
     probe_size: int = 3000
 
 
+def constant_beta(step: int, total_steps: int | None) -> float:
+    """beta = 1 at every step (module level, so a DDP spawn can pickle it)."""
+    return 1.0
+
+
 def schedules(cfg: Config) -> dict[str, dict[str, Any]]:
-    """Row name -> (callback arguments, model overrides)."""
+    """Row name -> ``{"anneal": CyclicalKLAnnealing arguments or None, "model": TextVAE overrides}``.
+
+    ``anneal=None`` is constant beta = 1, written by ``ScheduledAttribute`` so beta is logged like in
+    the other rows; a general schedule has no ramp, so ``LatentMonitor`` counts every validation.
+    """
     rows: dict[str, dict[str, Any]] = {
-        # start = stop = 1 keeps beta at 1 through the same callback, so beta is logged alike for every row
-        "constant": {"anneal": {"n_cycle": 1, "start": 1.0, "stop": 1.0}},
+        "constant": {"anneal": None},
         "monotonic": {"anneal": {"n_cycle": 1, "ratio": cfg.ratio, "start": cfg.start}},
         "cyclical": {"anneal": {"n_cycle": cfg.n_cycle, "ratio": cfg.ratio, "start": cfg.start}},
     }
@@ -94,7 +111,44 @@ def schedules(cfg: Config) -> dict[str, dict[str, Any]]:
         rows["cyclical+fb"] = {"anneal": cyc, "model": {"free_bits": cfg.free_bits}}
     if cfg.lr_restart:
         rows["cyclical+lr"] = {"anneal": cyc, "model": {"lr_restart_cycles": cfg.n_cycle}}
+    if cfg.delay > 0:
+        # Li et al. (2019): an autoencoder phase at beta = 0, then the cycles fill the remaining steps
+        rows["delay+cyclical"] = {"anneal": {**cyc, "start": 0.0, "delay": cfg.delay}}
+    if cfg.rows is not None:
+        unknown = [r for r in cfg.rows if r not in rows]
+        if unknown or not cfg.rows:
+            raise ValueError(f"`rows` must name rows of this configuration, {list(rows)}, got {cfg.rows!r}")
+        rows = {name: rows[name] for name in cfg.rows}
     return rows
+
+
+@contextmanager
+def lightning_to_file(path: Path) -> Iterator[None]:
+    """Send Lightning's log lines and Python warnings to ``path`` instead of the console.
+
+    Lightning prints accelerator banners, tips and ``limit_*_batches`` notices at every ``fit``
+    and ``test``; in a comparison of many runs they bury the progress lines. They are kept, in
+    the file, with their time and source.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="w")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    # both package names: `pytorch_lightning` / `lightning_fabric` log under their own once imported
+    names = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric", "py.warnings")
+    loggers = [logging.getLogger(name) for name in names]
+    saved = [(lg, lg.handlers[:], lg.propagate) for lg in loggers]
+    captured = logging._warnings_showwarning is not None  # type: ignore[attr-defined]  # already captured by the caller
+    for lg in loggers:
+        lg.handlers, lg.propagate = [handler], False
+    logging.captureWarnings(True)
+    try:
+        yield
+    finally:
+        if not captured:
+            logging.captureWarnings(False)
+        for lg, handlers, propagate in saved:
+            lg.handlers, lg.propagate = handlers, propagate
+        handler.close()
 
 
 class CurveRecorder(Callback):
@@ -155,25 +209,37 @@ def sample_latents(model: TextVAE, split: Any, seed: int, limit: int | None = No
     return torch.cat(mus), torch.cat(zs)
 
 
+def schedule_callback(row: dict[str, Any]) -> Callback:
+    if row["anneal"] is None:
+        return ScheduledAttribute(constant_beta, "beta", log_name="beta")
+    return CyclicalKLAnnealing(**row["anneal"])
+
+
 def run_one(cfg: Config, name: str, row: dict[str, Any], seed: int, dm: TextVAEDataModule, desc: str) -> dict[str, Any]:
     """Train and test one (schedule, seed); returns test metrics, the curve and test latents."""
     L.seed_everything(seed, workers=True, verbose=False)
+    t0, c0 = time.perf_counter(), time.process_time()
     model = TextVAE(
         vocab_size=dm.vocab_size, emb_dim=cfg.emb_dim, hidden_dim=cfg.hidden_dim, latent_dim=cfg.latent_dim,
-        dropout=cfg.dropout, lr=cfg.lr, **row.get("model", {}),
+        dropout=cfg.dropout, dec_init=cfg.dec_init, lr=cfg.lr, **row.get("model", {}),
     )  # fmt: skip
+    # the collapse alert with its defaults, as a user would attach it; "warn" lets the run finish, so the
+    # table is comparable, and records the step at which on_collapse="stop" would have ended it.
+    # MI is off here because the model already logs it (val/mi) from the same posteriors.
+    monitor = LatentMonitor(mi_max_samples=0)
     curve, ckpt = CurveRecorder(), ModelCheckpoint(monitor="val/ppl", mode="min", save_top_k=1, save_weights_only=True,
                                                     dirpath=Path(cfg.out) / "ckpt" / f"{name}_seed{seed}", filename="best")
     trainer = L.Trainer(
         max_epochs=cfg.max_epochs, max_steps=cfg.max_steps, accelerator=cfg.accelerator, devices=cfg.devices,
         gradient_clip_val=5.0,  # paper
-        callbacks=[CyclicalKLAnnealing(**row["anneal"]), curve, ckpt, RunProgress(desc)],
+        callbacks=[schedule_callback(row), monitor, curve, ckpt, RunProgress(desc)],
         logger=CSVLogger(Path(cfg.out) / "logs", name=name, version=f"seed{seed}"),
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
         limit_train_batches=cfg.limit_batches, limit_val_batches=cfg.limit_batches, limit_test_batches=cfg.limit_batches,
         deterministic=False,
     )  # fmt: skip
     trainer.fit(model, dm)
+    alert = {"step": monitor.alert_step, "steps": trainer.global_step, "steps_per_epoch": int(trainer.num_training_batches)}
     best = ckpt.best_model_path if cfg.select == "best" and ckpt.best_model_path else None
     if best:
         model = TextVAE.load_from_checkpoint(best)
@@ -186,30 +252,82 @@ def run_one(cfg: Config, name: str, row: dict[str, Any], seed: int, dm: TextVAED
         ytr, yte = dm.split("train").labels, dm.split("test").labels
         for j, factor in enumerate(dm.factor_names):
             metrics[f"probe_{factor}"] = linear_probe_accuracy(z_train, ytr[: len(z_train), j], z_test, yte[:, j])
-    return {"metrics": metrics, "curve": curve.rows, "z": z_test, "mu": mu_test, "best_ckpt": best}
+    # CPU time next to wall time: on a shared machine the wall time says more about the neighbours
+    seconds = {"wall": round(time.perf_counter() - t0, 1), "cpu": round(time.process_time() - c0, 1)}
+    return {"metrics": metrics, "curve": curve.rows, "z": z_test, "mu": mu_test, "best_ckpt": best, "alert": alert, "seconds": seconds}
+
+
+def check_delay(cfg: Config, dm: TextVAEDataModule) -> None:
+    """Refuse a ``--delay`` that leaves no step for the cycles before the first run starts, not at its row."""
+    if cfg.delay == 0:
+        return
+    n = len(BucketedBatches(dm.split("train"), cfg.batch_size))
+    per_epoch = int(n * cfg.limit_batches) if isinstance(cfg.limit_batches, float) else min(n, cfg.limit_batches)
+    total = cfg.max_steps if cfg.max_steps > 0 else cfg.max_epochs * per_epoch
+    if cfg.delay >= total:
+        raise ValueError(f"`delay` must be smaller than the run's {total} training steps, got {cfg.delay}")
 
 
 def summarize(per_seed: dict[int, dict[str, float]]) -> dict[str, Any]:
+    """Per-seed metrics, their mean and their *sample* standard deviation (ddof=1; None for one seed)."""
     keys = list(next(iter(per_seed.values())))
     vals = {k: np.array([m[k] for m in per_seed.values()], dtype=float) for k in keys}
     return {
         "per_seed": {str(s): m for s, m in per_seed.items()},
         "mean": {k: float(v.mean()) for k, v in vals.items()},
-        "std": {k: float(v.std()) for k, v in vals.items()},
+        "std": {k: float(v.std(ddof=1)) if len(v) > 1 else None for k, v in vals.items()},
     }
+
+
+def paired(results: dict[str, Any], base: str = "monotonic", key: str = "kl") -> dict[str, dict[str, Any]]:
+    """Per-seed differences ``row - base`` of one metric for every other row, and how many are > 0.
+
+    Seeds share the data order and the initial weights, so the paired difference removes the
+    seed-to-seed spread that the rows' standard deviations include.
+    """
+    if base not in results:
+        return {}
+    ref = results[base]["per_seed"]
+    out = {}
+    for name, r in results.items():
+        if name in (base, "constant"):
+            continue
+        diffs = {s: r["per_seed"][s][key] - ref[s][key] for s in ref if s in r["per_seed"]}
+        out[name] = {"key": key, "base": base, "per_seed": diffs, "greater": sum(d > 0 for d in diffs.values()), "n": len(diffs)}
+    return out
 
 
 def format_table(results: dict[str, Any]) -> str:
     first = next(iter(results.values()))["mean"]
     cols = [k for k in METRICS if k in first] + sorted(k for k in first if k.startswith("probe_"))
-    head = f"{'schedule':<13}" + "".join(f"{c.replace('probe_', 'p_'):>16}" for c in cols)
+    head = f"{'schedule':<16}" + "".join(f"{c.replace('probe_', 'p_'):>16}" for c in cols)
     lines = [head, "-" * len(head)]
     for name, r in results.items():
         cells = []
         for c in cols:
             m, s = r["mean"][c], r["std"][c]
-            cells.append(f"{m:>9.3f} ±{s:<5.3f}" if abs(m) < 100 else f"{m:>9.2f} ±{s:<5.2f}")
-        lines.append(f"{name:<13}" + "".join(f"{c:>16}" for c in cells))
+            digits = 3 if abs(m) < 100 else 2
+            cells.append(f"{m:>9.{digits}f} ±{s:<5.{digits}f}" if s is not None else f"{m:>9.{digits}f}       ")
+        lines.append(f"{name:<16}" + "".join(f"{c:>16}" for c in cells))
+    n = len(first_seeds := next(iter(results.values()))["per_seed"])
+    lines.append(f"mean ± sample std (ddof=1) over {n} seed{'s' * (n > 1)}: {', '.join(first_seeds)}" if n > 1 else f"one seed: {', '.join(first_seeds)}")
+    for name, p in paired(results).items():
+        diffs = " / ".join(f"{d:+.3f}" for d in p["per_seed"].values())
+        lines.append(f"{name} - {p['base']} {p['key'].upper()} per seed: {diffs} ({p['greater']} of {p['n']} seeds > 0)")
+    return "\n".join(lines)
+
+
+def format_alerts(results: dict[str, Any]) -> str:
+    """Where LatentMonitor's collapse alert fired, per row, and how much of the run "stop" would save."""
+    lines = ["LatentMonitor collapse alert (defaults: KL < 0.05 nats or no active unit, 3 validations in a row at β's plateau):"]
+    for name, r in results.items():
+        fired = {s: a for s, a in r.get("alert", {}).items() if a["step"] is not None}
+        text = f"  {name:<16}fired on {len(fired)} of {len(r.get('alert', {}))} seeds"
+        if fired:
+            where = ", ".join(f"seed {s}: validation {a['step'] // a['steps_per_epoch']} (step {a['step']} of {a['steps']}, "
+                              f"'stop' saves {1 - a['step'] / a['steps']:.0%})" for s, a in fired.items())  # fmt: skip
+            text += f" ({where})"
+        lines.append(text)
     return "\n".join(lines)
 
 
@@ -270,6 +388,8 @@ def compare(cfg: Config) -> dict[str, Any]:
         raise ValueError(f"`select` must be 'best' or 'last', got {cfg.select!r}")
     if not cfg.seeds:
         raise ValueError("`seeds` must name at least one seed, got []")
+    if isinstance(cfg.delay, bool) or not isinstance(cfg.delay, int) or cfg.delay < 0:
+        raise ValueError(f"`delay` must be an int >= 0 (steps at beta = 0; 0 = no delay row), got {cfg.delay!r}")
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
@@ -277,32 +397,45 @@ def compare(cfg: Config) -> dict[str, Any]:
     rows = schedules(cfg)
     t0 = time.time()
     per: dict[str, dict[int, dict[str, float]]] = {name: {} for name in rows}
+    alerts: dict[str, dict[str, dict[str, int | None]]] = {name: {} for name in rows}
+    seconds: dict[str, dict[str, dict[str, float]]] = {name: {} for name in rows}
     curves: dict[str, list] = {}
     latents: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     n_runs, k = len(rows) * len(cfg.seeds), 0
-    for seed in cfg.seeds:
-        dm = TextVAEDataModule(cfg.data_dir, batch_size=cfg.batch_size, max_vocab=cfg.max_vocab, min_count=cfg.min_count,
-                               max_train_len=cfg.max_train_len, train_sentences=cfg.train_sentences,
-                               corpus_size=cfg.corpus_size, seed=seed)  # fmt: skip
-        if seed == cfg.seeds[0]:
-            print(f"data: {dm.describe()}", flush=True)
-        for name, row in rows.items():
-            k += 1
-            res = run_one(cfg, name, row, seed, dm, desc=f"[{k}/{n_runs}] {name:<11} seed {seed}")
-            per[name][seed] = res["metrics"]
+    with lightning_to_file(out / "logs" / "lightning.log"):
+        for seed in cfg.seeds:
+            dm = TextVAEDataModule(cfg.data_dir, batch_size=cfg.batch_size, max_vocab=cfg.max_vocab, min_count=cfg.min_count,
+                                   max_train_len=cfg.max_train_len, train_sentences=cfg.train_sentences,
+                                   corpus_size=cfg.corpus_size, seed=seed)  # fmt: skip
             if seed == cfg.seeds[0]:
-                curves[name] = res["curve"]
-                latents[name] = (res["z"], res["mu"])
+                tqdm.write(f"data: {dm.describe()}")
+                check_delay(cfg, dm)
+            for name, row in rows.items():
+                k += 1
+                res = run_one(cfg, name, row, seed, dm, desc=f"[{k}/{n_runs}] {name:<11} seed {seed}")
+                per[name][seed] = res["metrics"]
+                alerts[name][str(seed)] = res["alert"]
+                seconds[name][str(seed)] = res["seconds"]
+                if seed == cfg.seeds[0]:
+                    curves[name] = res["curve"]
+                    latents[name] = (res["z"], res["mu"])
     results = {name: summarize(p) for name, p in per.items()}
+    for name, p in paired(results).items():
+        results[name]["paired"] = p
+    for name, a in alerts.items():
+        results[name]["alert"] = a
+        results[name]["seconds"] = seconds[name]
     if rank_zero_only.rank != 0:  # under DDP every process runs this script; one writes the outputs
         return results
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "config.json").write_text(json.dumps({**asdict(cfg), "wall_s": round(time.time() - t0, 1)}, indent=2) + "\n")
+    cpu_s = sum(t["cpu"] for r in seconds.values() for t in r.values())
+    (out / "config.json").write_text(json.dumps({**asdict(cfg), "wall_s": round(time.time() - t0, 1), "runs_cpu_s": round(cpu_s, 1)}, indent=2) + "\n")
     plot_curves(curves, out / "curves.png")
     labels = dm.split("test").labels
     plot_latents(latents, None if labels is None else labels[:, 0], "topic", out / "latent.png")
     print(format_table(results))
-    print(f"\n{n_runs} runs in {time.time() - t0:.0f} s; results in {out / 'results.json'}")
+    print(format_alerts(results))
+    print(f"\n{n_runs} runs in {time.time() - t0:.0f} s wall ({cpu_s:.0f} s CPU in the runs); results in {out / 'results.json'}")
     return results
 
 
@@ -326,12 +459,18 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--hidden-dim", type=int, default=d.hidden_dim, help="paper: 256")
     p.add_argument("--latent-dim", type=int, default=d.latent_dim, help="paper: 32")
     p.add_argument("--dropout", type=float, default=d.dropout)
+    p.add_argument("--dec-init", choices=("h0", "h0c0"), default=d.dec_init,
+                   help="z sets the decoder's h0 (paper's code) or both h0 and c0")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--n-cycle", type=int, default=d.n_cycle)
     p.add_argument("--ratio", type=float, default=d.ratio)
     p.add_argument("--start", type=float, default=d.start, help="beta at the start of each cycle (0.1 as in the paper's LM runs)")
     p.add_argument("--free-bits", type=float, default=d.free_bits, help="> 0 adds a 'cyclical+fb' row")
     p.add_argument("--lr-restart", action="store_true", help="add a 'cyclical+lr' row: cosine lr restart per cycle")
+    p.add_argument("--delay", type=int, default=d.delay,
+                   help="> 0 adds a 'delay+cyclical' row: beta = 0 for this many steps, then n-cycle cycles from 0 (Li et al. 2019)")
+    p.add_argument("--rows", nargs="+", default=d.rows,
+                   help="run only these rows (e.g. monotonic cyclical); default: every row the other flags define")
     p.add_argument("--select", choices=("best", "last"), default=d.select, help="test the best-val-PPL or the last checkpoint")
     p.add_argument("--accelerator", default=d.accelerator)
     p.add_argument("--devices", type=int, default=d.devices)

@@ -21,7 +21,7 @@ from typing import Literal
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from examples.text_vae.corpus import FACTORS, generate_corpus
 
@@ -196,6 +196,31 @@ class BucketedBatches(Dataset):
         return self.split.batch(self.index[i])
 
 
+class ShardSampler(DistributedSampler):
+    """Evaluation sharding for DDP: rank r gets items r, r + W, r + 2W, ..., each item exactly once.
+
+    Lightning's default ``DistributedSampler`` pads every rank to the same length by repeating
+    items, so summed evaluation metrics would count some sentences twice. Ranks may get one item
+    less here, which is safe because evaluation has no per-step collective (metrics are reduced once,
+    at the end of the epoch). A ``DistributedSampler`` subclass, so Lightning keeps it as it is.
+
+    Example:
+        >>> [list(ShardSampler(range(5), num_replicas=2, rank=r)) for r in (0, 1)]
+        [[0, 2, 4], [1, 3]]
+    """
+
+    def __init__(self, dataset: Sequence, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)  # type: ignore[arg-type]
+        self.num_samples = len(range(rank, len(dataset), num_replicas))
+        self.total_size = len(dataset)
+
+    def __iter__(self):  # type: ignore[override]
+        return iter(range(self.rank, self.total_size, self.num_replicas))
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
 def training_subset(
     lengths: Sequence[int], n: int | None = None, max_len: int | None = None, seed: int = 0, quantile: float = 0.99
 ) -> tuple[list[int], int]:
@@ -348,8 +373,13 @@ class TextVAEDataModule(L.LightningDataModule):
 
     def _loader(self, name: Literal["train", "valid", "test"], shuffle: bool) -> DataLoader:
         batches = BucketedBatches(self.split(name), self.hparams.batch_size, seed=self.hparams.seed)
+        trainer = self.trainer
+        sampler = None
+        if name != "train" and trainer is not None and trainer.world_size > 1:
+            # every evaluation sentence exactly once over all ranks (see ShardSampler)
+            sampler = ShardSampler(batches, num_replicas=trainer.world_size, rank=trainer.global_rank)
         # batch_size=None: each dataset item is already a batch (see BucketedBatches)
-        return DataLoader(batches, batch_size=None, shuffle=shuffle, num_workers=self.hparams.num_workers)
+        return DataLoader(batches, batch_size=None, shuffle=shuffle, sampler=sampler, num_workers=self.hparams.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

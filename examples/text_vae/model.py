@@ -3,9 +3,12 @@
     python examples/text_vae/train.py fit --trainer.max_epochs 5
 
 1-layer LSTM encoder -> diagonal Gaussian q(z|x) -> 1-layer LSTM decoder that sees z twice: through
-its initial state (a linear layer) and concatenated to every input embedding. ``self.beta`` is the
+its initial hidden state h0 (a linear layer; the cell state c0 starts at zero, as in the paper's
+reference code) and concatenated to every input embedding. ``self.beta`` is the
 KL weight that ``lightning_kl_anneal.CyclicalKLAnnealing`` writes before every training step;
-evaluation runs at the callback's ``eval_beta`` (1.0), so validation and test report the true ELBO.
+the validation and test metrics do not depend on it: they are the ELBO's parts at beta = 1.
+``validation_step`` returns the posterior (``mu``, ``logvar``), which is what
+``lightning_kl_anneal.LatentMonitor`` reads to log the latent diagnostics and raise its collapse alert.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import Tensor, nn
 from typing_extensions import override
 
-from examples.text_vae.metrics import active_units, free_bits_kl, gaussian_kl, mutual_information, perplexity
-from lightning_kl_anneal import cycle_position
+from torchmetrics.aggregation import SumMetric
+
+from examples.text_vae.metrics import perplexity
+from lightning_kl_anneal import ActiveUnits, KLPerDimension, MutualInformation, cycle_position, free_bits_kl, gaussian_kl
 
 Stage = Literal["train", "val", "test"]
 
@@ -42,6 +47,9 @@ class TextVAE(L.LightningModule):
             training (the paper's cyclical runs used one restart per beta cycle: set it to the
             callback's ``n_cycle``); 0 keeps the learning rate constant.
         init_range: Parameters start uniform in (-init_range, init_range) (paper: 0.1).
+        dec_init: How z sets the decoder's initial state: ``"h0"`` (the paper's reference code:
+            a linear map of z to h0, c0 = 0) or ``"h0c0"`` (z to both h0 and c0); measured
+            against each other in the README.
         beta: KL weight before the callback's first write; 1.0 makes a model without the callback
             the constant-beta baseline.
         pad_id: Padding id of the data (``data.Vocab``: 0); BOS is ``pad_id + 1``.
@@ -58,6 +66,7 @@ class TextVAE(L.LightningModule):
         free_bits: float = 0.0,
         lr_restart_cycles: int = 0,
         init_range: float = 0.1,
+        dec_init: Literal["h0", "h0c0"] = "h0",
         beta: float = 1.0,
         pad_id: int = 0,
     ) -> None:
@@ -71,20 +80,28 @@ class TextVAE(L.LightningModule):
             raise ValueError(f"`free_bits` must be >= 0 (nats per dimension; 0 = off), got {free_bits!r}")
         if isinstance(lr_restart_cycles, bool) or not isinstance(lr_restart_cycles, int) or lr_restart_cycles < 0:
             raise ValueError(f"`lr_restart_cycles` must be an int >= 0 (0 = constant lr), got {lr_restart_cycles!r}")
+        if dec_init not in ("h0", "h0c0"):
+            raise ValueError(f"`dec_init` must be 'h0' (z -> h0, as in the paper's code) or 'h0c0' (z -> h0 and c0), got {dec_init!r}")
         self.save_hyperparameters()
         self.beta = beta
         self.enc_emb = nn.Embedding(vocab_size, emb_dim, padding_idx=pad_id)
         self.encoder = nn.LSTM(emb_dim, hidden_dim, batch_first=True)
         self.to_posterior = nn.Linear(hidden_dim, 2 * latent_dim)
         self.dec_emb = nn.Embedding(vocab_size, emb_dim, padding_idx=pad_id)
-        self.to_state = nn.Linear(latent_dim, 2 * hidden_dim)
+        self.to_state = nn.Linear(latent_dim, hidden_dim * (2 if dec_init == "h0c0" else 1))
         self.decoder = nn.LSTM(emb_dim + latent_dim, hidden_dim, batch_first=True)
         self.drop = nn.Dropout(dropout)
         self.out = nn.Linear(hidden_dim, vocab_size)
         for p in self.parameters():
             nn.init.uniform_(p, -init_range, init_range)
-        self._eval_sums: dict[str, float] = {}
-        self._eval_post: list[tuple[Tensor, Tensor]] = []
+        # Evaluation sums and latent diagnostics are torchmetrics metrics: under DDP they are reduced
+        # over every process once per epoch (and the data module shards without repeats), so each
+        # sentence counts exactly once. Their states are not saved in checkpoints.
+        self.eval_sums = nn.ModuleDict({k: SumMetric().set_dtype(torch.float64) for k in ("rec", "n", "tokens")})
+        self.eval_kl = KLPerDimension()
+        self.eval_au = ActiveUnits()
+        self.eval_mi = MutualInformation()  # z draws seeded: differences between models are not sampling noise
+        #: the metrics of the last validation or test epoch, for scripts (compare.py) to read
         self.last_eval: dict[str, float] = {}
 
     def encode(self, tokens: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
@@ -100,7 +117,11 @@ class TextVAE(L.LightningModule):
         bos = torch.full_like(tokens[:, :1], self.hparams.pad_id + 1)
         inputs = self.drop(self.dec_emb(torch.cat([bos, tokens[:, :-1]], dim=1)))
         inputs = torch.cat([inputs, z[:, None, :].expand(-1, inputs.shape[1], -1)], dim=-1)
-        h0, c0 = self.to_state(z).chunk(2, dim=-1)
+        state = self.to_state(z)
+        if self.hparams.dec_init == "h0c0":
+            h0, c0 = state.chunk(2, dim=-1)
+        else:
+            h0, c0 = state, torch.zeros_like(state)
         states, _ = self.decoder(inputs, (h0[None].contiguous(), c0[None].contiguous()))
         return self.out(self.drop(states))
 
@@ -112,7 +133,8 @@ class TextVAE(L.LightningModule):
         nll = F.cross_entropy(logits.transpose(1, 2), tokens, ignore_index=self.hparams.pad_id, reduction="none")
         return {"rec": nll.sum(1), "kl_dim": gaussian_kl(mu, logvar), "mu": mu, "logvar": logvar}
 
-    def _shared_step(self, batch: dict[str, Tensor], stage: Stage) -> tuple[Tensor, dict[str, Tensor]]:
+    def _shared_step(self, batch: dict[str, Tensor], stage: Stage) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+        """The loss, its scalar parts for logging, and the forward's outputs (posterior included)."""
         out = self(batch["tokens"], batch["lengths"])
         rec, kl = out["rec"].mean(), out["kl_dim"].sum(1).mean()
         if stage == "train":
@@ -120,14 +142,14 @@ class TextVAE(L.LightningModule):
             kl_term = free_bits_kl(out["kl_dim"], self.hparams.free_bits)
         else:
             kl_term = kl
-            self._accumulate(batch, out)
+            self._update_eval(batch, out)
         loss = rec + self.beta * kl_term
         beta = torch.as_tensor(self.beta, dtype=loss.dtype)
-        return loss, {"loss": loss, "rec": rec, "kl": kl, "beta": beta}
+        return loss, {"loss": loss, "rec": rec, "kl": kl, "beta": beta}, out
 
     @override
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        loss, metrics = self._shared_step(batch, "train")
+        loss, metrics, _ = self._shared_step(batch, "train")
         # beta itself is logged by the callback; on_epoch gives per-epoch means next to per-step values
         self.log_dict({f"train/{k}": v for k, v in metrics.items() if k != "beta"}, on_step=True, on_epoch=True,
                       prog_bar=False, batch_size=len(batch["lengths"]))
@@ -135,31 +157,37 @@ class TextVAE(L.LightningModule):
         return {**{k: v.detach() for k, v in metrics.items()}, "loss": loss}
 
     @override
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._shared_step(batch, "val")
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        # the posterior goes out for `lightning_kl_anneal.LatentMonitor` (its default keys)
+        return self._eval_step(batch, "val")
 
     @override
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._shared_step(batch, "test")
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._eval_step(batch, "test")
 
-    def _accumulate(self, batch: dict[str, Tensor], out: dict[str, Tensor]) -> None:
-        sums = self._eval_sums
-        sums["rec"] = sums.get("rec", 0.0) + float(out["rec"].sum())
-        sums["kl"] = sums.get("kl", 0.0) + float(out["kl_dim"].sum())
-        sums["n"] = sums.get("n", 0.0) + len(batch["lengths"])
-        sums["tokens"] = sums.get("tokens", 0.0) + float(batch["lengths"].sum())  # <eos> included
-        self._eval_post.append((out["mu"].detach().float().cpu(), out["logvar"].detach().float().cpu()))
+    def _eval_step(self, batch: dict[str, Tensor], stage: Stage) -> dict[str, Tensor]:
+        loss, _, out = self._shared_step(batch, stage)
+        return {"loss": loss, "mu": out["mu"], "logvar": out["logvar"]}
 
-    def _reset_eval(self) -> None:
-        self._eval_sums, self._eval_post = {}, []
+    def _update_eval(self, batch: dict[str, Tensor], out: dict[str, Tensor]) -> None:
+        self.eval_sums["rec"].update(out["rec"].detach())
+        self.eval_sums["n"].update(torch.ones_like(out["rec"]))
+        self.eval_sums["tokens"].update(batch["lengths"])  # <eos> included
+        self.eval_kl.update(out["mu"], out["logvar"])
+        self.eval_au.update(out["mu"])
+        self.eval_mi.update(out["mu"], out["logvar"])
+
+    def _eval_metrics(self) -> list:
+        return [*self.eval_sums.values(), self.eval_kl, self.eval_au, self.eval_mi]
 
     @override
     def on_validation_epoch_start(self) -> None:
-        self._reset_eval()
+        for metric in self._eval_metrics():
+            metric.reset()
 
     @override
     def on_test_epoch_start(self) -> None:
-        self._reset_eval()
+        self.on_validation_epoch_start()
 
     @override
     def on_validation_epoch_end(self) -> None:
@@ -170,46 +198,39 @@ class TextVAE(L.LightningModule):
         self._log_eval("test")
 
     @staticmethod
-    def eval_metrics(sums: dict[str, float], mu: Tensor, logvar: Tensor) -> dict[str, float]:
-        """Rec, KL, ELBO (per sentence), PPL, AU and MI from an evaluation epoch's sums and posteriors.
+    def eval_metrics(rec_sum: float, kl_per_example: float, n: float, tokens: float) -> dict[str, float]:
+        """Rec, KL, ELBO (per sentence) and PPL (Fu et al. 2019, section 4.1) from an evaluation's sums.
 
         Args:
-            sums: ``rec`` and ``kl`` summed over sentences, ``n`` sentences, ``tokens`` (``<eos>`` counted).
-            mu, logvar: (N, latent) posterior parameters of the same sentences.
+            rec_sum: Reconstruction NLL summed over the sentences.
+            kl_per_example: Mean KL per sentence (summed over latent dimensions).
+            n: Number of sentences.
+            tokens: Number of target tokens, ``<eos>`` counted.
+
+        Example:
+            >>> m = TextVAE.eval_metrics(rec_sum=30.0, kl_per_example=2.0, n=3, tokens=12)
+            >>> m["rec"], m["elbo"], round(m["ppl"], 4)  # exp((30 + 6) / 12)
+            (10.0, -12.0, 20.0855)
         """
-        rec, kl = sums["rec"] / sums["n"], sums["kl"] / sums["n"]
-        gen = torch.Generator().manual_seed(0)  # same z draws for every model, so MI differences are not sampling noise
+        rec = rec_sum / n
         return {
             "rec": rec,
-            "kl": kl,
-            "elbo": -(rec + kl),
-            "ppl": perplexity(sums["rec"], sums["kl"], int(sums["tokens"])),
-            "au": float(active_units(mu)) if len(mu) > 1 else math.nan,
-            "mi": mutual_information(mu, logvar, generator=gen),
+            "kl": kl_per_example,
+            "elbo": -(rec + kl_per_example),
+            "ppl": perplexity(rec_sum, kl_per_example * n, int(tokens)),
         }
 
-    def _gather_eval(self) -> tuple[dict[str, float], Tensor, Tensor]:
-        """This epoch's sums and posteriors from every process (AU and MI need all of them)."""
-        keys = ("rec", "kl", "n", "tokens")
-        post = torch.cat([torch.cat(p, dim=1) for p in self._eval_post])  # (N, 2 * latent)
-        if self.trainer.world_size > 1:
-            sums = torch.tensor([self._eval_sums[k] for k in keys], dtype=torch.float64, device=self.device)
-            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
-            # all_gather needs equal shapes: pad every shard to the largest, then cut the padding off
-            sizes = self.all_gather(torch.tensor([len(post)], device=self.device)).flatten().tolist()
-            padded = F.pad(post.to(self.device), (0, 0, 0, max(sizes) - len(post)))
-            shards = self.all_gather(padded).cpu()
-            post = torch.cat([shards[r, :n] for r, n in enumerate(sizes)])
-            self._eval_sums = {k: float(v) for k, v in zip(keys, sums.cpu())}
-        mu, logvar = post.chunk(2, dim=1)
-        return self._eval_sums, mu, logvar
-
     def _log_eval(self, stage: Stage) -> None:
-        if self.trainer.sanity_checking or not self._eval_post:
+        if self.trainer.sanity_checking or self.eval_sums["n"].update_count == 0:
             return
-        #: the metrics of the last validation or test epoch, for scripts (compare.py) to read
-        self.last_eval = self.eval_metrics(*self._gather_eval())
-        self.log_dict({f"{stage}/{k}": v for k, v in self.last_eval.items()})
+        # compute() reduces over every DDP process; every process calls it, every process logs the same values
+        n = float(self.eval_sums["n"].compute())
+        metrics = self.eval_metrics(float(self.eval_sums["rec"].compute()), float(self.eval_kl.compute().sum()), n,
+                                    float(self.eval_sums["tokens"].compute()))  # fmt: skip
+        metrics["au"] = float(self.eval_au.compute()) if n > 1 else math.nan
+        metrics["mi"] = float(self.eval_mi.compute())
+        self.last_eval = metrics
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()})
 
     @override
     def configure_optimizers(self) -> OptimizerLRScheduler:

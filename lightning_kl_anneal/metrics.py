@@ -1,0 +1,210 @@
+"""Latent diagnostics as torchmetrics ``Metric`` classes: streaming, resettable, gathered under DDP.
+
+Each class only accumulates state and delegates the math to :mod:`lightning_kl_anneal.kl` and
+:mod:`lightning_kl_anneal.diagnostics`. Under DDP, ``compute()`` combines every process's state
+(torchmetrics' job), so the value over 2 ranks equals the value over the same rows on 1 rank.
+
+The latent size ``d`` is learnt from the first ``update``: the running sums start as a scalar 0
+and become (d,) vectors, so no argument has to repeat the model's latent size.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
+
+from lightning_kl_anneal.diagnostics import (
+    _check_posterior,
+    _check_threshold,
+    _count_active,
+    _variance_from_moments,
+    mutual_information,
+)
+from lightning_kl_anneal.kl import gaussian_kl
+
+__all__ = ["ActiveUnits", "KLPerDimension", "MutualInformation"]
+
+
+def _check_2d(name: str, value: Any) -> None:
+    if not isinstance(value, Tensor) or value.dim() != 2:
+        shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+        raise ValueError(f"`{name}` must be a (batch, d) tensor, got {shape}")
+
+
+class KLPerDimension(Metric):
+    """Mean KL(q(z|x) ‖ p) per latent dimension over all rows seen, in nats; O(d) memory.
+
+    ``compute()`` returns a (d,) float64 tensor; its sum is the KL per example of the whole latent
+    vector (the ``KL`` column of Fu et al.'s tables). Dimensions near 0 carry no information.
+
+    Example:
+        >>> import torch
+        >>> m = KLPerDimension()
+        >>> m.update(torch.tensor([[1.0, 0.0]]), torch.zeros(1, 2))
+        >>> m.update(torch.tensor([[3.0, 0.0]]), torch.zeros(1, 2))
+        >>> m.compute()  # (0.5 + 4.5) / 2 and 0
+        tensor([2.5000, 0.0000], dtype=torch.float64)
+    """
+
+    full_state_update = False
+    is_differentiable = False
+    higher_is_better = None
+
+    kl_sum: Tensor
+    n: Tensor
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state("kl_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("n", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(
+        self, mu: Tensor, logvar: Tensor, prior_mu: Tensor | None = None, prior_logvar: Tensor | None = None
+    ) -> None:
+        """Add a batch: ``mu``, ``logvar`` (and a conditional prior's) of shape (batch, d)."""
+        _check_2d("mu", mu)
+        mu, logvar = mu.detach().double(), logvar.detach().double()
+        prior_mu = None if prior_mu is None else prior_mu.detach().double()
+        prior_logvar = None if prior_logvar is None else prior_logvar.detach().double()
+        self.kl_sum = self.kl_sum + gaussian_kl(mu, logvar, prior_mu, prior_logvar).sum(0)
+        self.n = self.n + len(mu)
+
+    def compute(self) -> Tensor:
+        """(d,) mean KL per dimension."""
+        return self.kl_sum / self.n
+
+
+class ActiveUnits(Metric):
+    """Active units (Burda et al., 2016) over all rows seen, from float64 running sums: O(d) memory.
+
+    Counts dimensions whose posterior mean has sample variance above ``threshold`` over the rows,
+    like :func:`~lightning_kl_anneal.active_units`. For a conditional prior pass ``prior_mu`` to
+    ``update``: the variance is then that of ``mu - prior_mu``, i.e. of how far the posterior moves
+    away from its prior (0 when the posterior has collapsed onto it).
+
+    Args:
+        threshold: variance above which a dimension counts as active (Burda et al.: 0.01).
+
+    Example:
+        >>> import torch
+        >>> m = ActiveUnits()
+        >>> m.update(torch.tensor([[0.0, 1.0, 5.0]])); m.update(torch.tensor([[0.0, -1.0, 5.01]]))
+        >>> m.compute()
+        tensor(1)
+    """
+
+    full_state_update = False
+    is_differentiable = False
+    higher_is_better = True
+
+    total: Tensor
+    total_sq: Tensor
+    n: Tensor
+
+    def __init__(self, threshold: float = 0.01, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.threshold = _check_threshold(threshold)
+        for name in ("total", "total_sq", "n"):
+            self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, mu: Tensor, prior_mu: Tensor | None = None) -> None:
+        """Add a batch of posterior means (batch, d)."""
+        _check_2d("mu", mu)
+        x = mu.detach().double()
+        if prior_mu is not None:
+            x = x - prior_mu.detach().double()
+        self.total = self.total + x.sum(0)
+        self.total_sq = self.total_sq + (x * x).sum(0)
+        self.n = self.n + len(x)
+
+    def variance(self) -> Tensor:
+        """(d,) sample variance of the posterior means seen so far (this process only, unsynced)."""
+        return _variance_from_moments(self.n, self.total, self.total_sq)
+
+    def compute(self) -> Tensor:
+        """The number of active dimensions, a 0-d int64 tensor."""
+        if float(self.n) < 2:
+            raise ValueError(f"ActiveUnits needs at least 2 rows to compute a variance, got {int(self.n)}")
+        return torch.tensor(_count_active(self.variance(), self.threshold))
+
+
+def _canonical_order(rows: Tensor) -> Tensor:
+    """Indices that sort ``rows`` lexicographically (stable sorts, last column first)."""
+    idx = torch.arange(len(rows), device=rows.device)
+    for col in reversed(range(rows.shape[1])):
+        idx = idx[torch.sort(rows[idx, col], stable=True).indices]
+    return idx
+
+
+class MutualInformation(Metric):
+    """I(x; z) over the rows seen (He et al., 2019), keeping at most ``max_samples`` rows per process.
+
+    Stores ``mu`` and ``logvar`` rows (up to ``max_samples`` per process, the first ones seen) and,
+    at ``compute()``, gathers them from every process and calls
+    :func:`~lightning_kl_anneal.mutual_information` on the whole set (aggregate posterior over all
+    rows; see that function for how the value relates to He et al.'s per-batch numbers and to its
+    bound log N). The rows are first put in a canonical (lexicographic) order, so the value does not
+    depend on how the rows were split across processes or ordered; if more than ``max_samples`` rows
+    were gathered, evenly spaced ones in that order are kept. The z draws come from a generator
+    seeded with ``seed`` at every ``compute()``, so two evaluations of the same posteriors agree and
+    differences between checkpoints are not sampling noise.
+
+    For an unconditional prior only (for a CVAE the quantity of interest would be I(x; z | c)).
+
+    Args:
+        n_samples: z draws per row.
+        max_samples: rows kept per process, and used at most in ``compute()``; the cost of
+            ``compute()`` grows with its square.
+        seed: seed of the z draws; ``None`` uses torch's global generator.
+
+    Example:
+        >>> import torch
+        >>> m = MutualInformation()
+        >>> m.update(torch.tensor([[-50.0]]), torch.zeros(1, 1)); m.update(torch.tensor([[50.0]]), torch.zeros(1, 1))
+        >>> round(float(m.compute()), 4)  # log 2
+        0.6931
+    """
+
+    full_state_update = False
+    is_differentiable = False
+    higher_is_better = True
+
+    mu: list[Tensor] | Tensor
+    logvar: list[Tensor] | Tensor
+
+    def __init__(self, n_samples: int = 4, max_samples: int = 4096, seed: int | None = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        for name, value in (("n_samples", n_samples), ("max_samples", max_samples)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"`{name}` must be an int >= 1, got {value!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+            raise ValueError(f"`seed` must be an int or None, got {seed!r}")
+        self.n_samples, self.max_samples, self.seed = int(n_samples), int(max_samples), seed
+        self.add_state("mu", default=[], dist_reduce_fx="cat")
+        self.add_state("logvar", default=[], dist_reduce_fx="cat")
+
+    def _kept(self) -> int:
+        return sum(len(t) for t in self.mu) if isinstance(self.mu, list) else len(self.mu)
+
+    def update(self, mu: Tensor, logvar: Tensor) -> None:
+        """Add a batch of posterior parameters, each (batch, d); rows past ``max_samples`` are ignored."""
+        _check_posterior(mu, logvar)
+        room = self.max_samples - self._kept()
+        if room > 0:
+            self.mu.append(mu[:room].detach().double())  # type: ignore[union-attr]
+            self.logvar.append(logvar[:room].detach().double())  # type: ignore[union-attr]
+
+    def compute(self) -> Tensor:
+        """The estimate in nats, a 0-d float64 tensor."""
+        mu, logvar = dim_zero_cat(self.mu), dim_zero_cat(self.logvar)
+        order = _canonical_order(torch.cat([mu, logvar], dim=1))
+        if len(order) > self.max_samples:
+            order = order[torch.linspace(0, len(order) - 1, self.max_samples, device=order.device).round().long()]
+        mu, logvar = mu[order], logvar[order]
+        gen = None if self.seed is None else torch.Generator(device=mu.device).manual_seed(self.seed)
+        return torch.tensor(mutual_information(mu, logvar, self.n_samples, generator=gen), dtype=torch.float64)
