@@ -31,6 +31,7 @@ from lightning_kl_anneal.schedules import (
     frange_cycle_linear,
     frange_cycle_sigmoid,
 )
+from lightning_kl_anneal.selection import PlateauEarlyStopping, PlateauModelCheckpoint
 
 __version__ = "0.1.0"
 
@@ -47,6 +48,8 @@ __all__ = [
     "MisconfigurationException",
     "MutualInformation",
     "Phase",
+    "PlateauEarlyStopping",
+    "PlateauModelCheckpoint",
     "ScheduledAttribute",
     "Shape",
     "Unit",

@@ -161,6 +161,7 @@ class ScheduledAttribute(Callback):
         self._value: float | None = None
         self._loggers: list[Any] = []
         self._log_every = 0
+        self._epoch_loop: Any = None
 
     # ------------------------------------------------------------------ configuration (read-only)
 
@@ -200,6 +201,12 @@ class ScheduledAttribute(Callback):
         # Distinct per attribute, so one instance for `beta` and one for `beta_bow` coexist in a checkpoint.
         # Built once: Lightning reads it around every hook call.
         return self._state_key
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Spawned processes (ddp_spawn) pickle callbacks: leave out what binds this object to one run.
+        state = self.__dict__.copy()
+        state.update(_last_run=None, _counter=None, _target=None, _epoch_loop=None, _loggers=[], _kind=_SETATTR)
+        return state
 
     def _init_args(self) -> dict[str, Any]:
         return {
@@ -328,6 +335,8 @@ class ScheduledAttribute(Callback):
 
     def _estimate_total(self, trainer: pl.Trainer) -> int | None:
         """The Trainer's length in ``unit``\\ s; 0 when no training step will run; None when unknown."""
+        if trainer.limit_train_batches == 0:
+            return 0  # a fit that only validates; Lightning's estimate reads -1 here
         if self._unit == "epoch":
             total: float = trainer.max_epochs if trainer.max_epochs is not None else -1
             total = math.inf if total < 0 else total
@@ -402,8 +411,9 @@ class ScheduledAttribute(Callback):
             self._kind, self._target = _SETATTR, owner
         self._name = name
         self._cached_step = -1
-        self._loggers = list(trainer.loggers) if self._log_name is not None else []
         self._log_every = trainer.log_every_n_steps
+        self._loggers = list(trainer.loggers) if self._log_name is not None and self._log_every else []
+        self._epoch_loop = loop.epoch_loop
 
     # ------------------------------------------------------------------ checks
 
@@ -482,11 +492,11 @@ class ScheduledAttribute(Callback):
             self._target.fill_(value)  # in place: same object, dtype and device, so compiled graphs stay valid
         else:
             setattr(self._target, self._name, value)
-        if self._loggers and self._log_every:
+        if self._loggers:
             # Straight to the loggers, as LearningRateMonitor does: `self.log` costs far more per step.
             # `_batches_that_stepped` is the step the Trainer logs this step's losses at, and the
             # condition is the Trainer's own `should_update_logs` for the fit loop, minus its lookups.
-            logged_step = trainer.fit_loop.epoch_loop._batches_that_stepped
+            logged_step = self._epoch_loop._batches_that_stepped
             if (logged_step + 1) % self._log_every == 0 or trainer.should_stop:
                 for logger in self._loggers:
                     logger.log_metrics({self._log_name: value}, step=logged_step)

@@ -30,19 +30,26 @@ def _pyplot():  # noqa: ANN202
 
 def plot_schedules(
     total_steps: int,
-    n_cycles: Sequence[int] = (1, 4),
+    n_cycles: Sequence[int | None] = (1, 4),
     ratio: float = 0.5,
     start: float = 0.0,
     stop: float = 1.0,
     shape: Shape = "linear",
     ratio_zero: float = 0.0,
+    *,
+    delay: int = 0,
+    period: int | None = None,
+    unit: str = "step",
 ) -> Figure:
     """One panel per cycle count, β against the step (the idea of Fu et al.'s Figure 1).
 
     Args:
-        total_steps: ``T``.
-        n_cycles: the cycle counts to draw, one panel each; 1 is monotonic annealing.
-        ratio, start, stop, shape, ratio_zero: as in :func:`~lightning_kl_anneal.cyclical_beta`.
+        total_steps: ``T``: with ``period``, only the number of steps drawn.
+        n_cycles: the cycle counts to draw, one panel each; 1 is monotonic annealing; None
+            (with ``period``) cycles forever.
+        ratio, start, stop, shape, ratio_zero, delay, period: as in
+            :func:`~lightning_kl_anneal.cyclical_beta`.
+        unit: what a step counts, for the axis label (``"step"`` or ``"epoch"``).
 
     Returns:
         A matplotlib ``Figure``; save it with ``fig.savefig("beta.png")``.
@@ -55,19 +62,21 @@ def plot_schedules(
     if not n_cycles:
         raise ValueError(f"`n_cycles` must name at least one cycle count, got {n_cycles!r}")
     for m in n_cycles:
-        validate_schedule_args(m, ratio, start, stop, shape, ratio_zero, total_steps)
+        validate_schedule_args(m, ratio, start, stop, shape, ratio_zero, total_steps, delay=delay, period=period)
     plt = _pyplot()
     fig, axes = plt.subplots(len(n_cycles), 1, figsize=(7, 1.9 * len(n_cycles) + 0.4), sharex=True, squeeze=False)
     steps = np.arange(total_steps)
     for ax, m in zip(axes[:, 0], n_cycles):
-        ax.plot(steps, cyclical_schedule(total_steps, m, ratio, start, stop, shape, ratio_zero), color="C0" if m == 1 else "C3")
-        label = "monotonic (M=1)" if m == 1 else f"cyclical (M={m})"
-        ax.set_title(f"{label}, R={ratio:g}, {shape}", fontsize=10, loc="left")
+        betas = cyclical_schedule(total_steps, m, ratio, start, stop, shape, ratio_zero, delay=delay, period=period)
+        ax.plot(steps, betas, color="C0" if m == 1 else "C3")
+        label = "monotonic (M=1)" if m == 1 else "cyclical (endless)" if m is None else f"cyclical (M={m})"
+        extra = "".join(f", {k}={v}" for k, v in (("period", period), ("delay", delay)) if v)
+        ax.set_title(f"{label}, R={ratio:g}, {shape}{extra}", fontsize=10, loc="left")
         ax.set_ylabel("β")
         lo, hi = min(start, stop), max(start, stop)
         pad = 0.05 * (hi - lo or 1.0)
         ax.set_ylim(lo - pad, hi + pad)
         ax.grid(alpha=0.3)
-    axes[-1, 0].set_xlabel("optimizer step")
+    axes[-1, 0].set_xlabel("epoch" if unit == "epoch" else "optimizer step")
     fig.tight_layout()
     return fig

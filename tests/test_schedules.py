@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from lightning_kl_anneal import (
     cycle_length,
     cycle_position,
     cyclical_beta,
+    cyclical_phase,
     cyclical_schedule,
     frange_cycle_cosine,
     frange_cycle_linear,
@@ -267,3 +269,94 @@ def test_numpy_integers_accepted() -> None:
     beta = cyclical_beta(np.int64(3), np.int64(20), n_cycle=np.int32(4), ratio=np.float32(0.5))
     assert beta == 1.0 and type(beta) is float
     assert type(cyclical_beta(1, 20, start=np.float64(0.0))) is float
+
+
+# ---------------------------------------------------------------- delay, period, phases
+
+
+def test_delay_holds_start_then_fits_the_cycles_in_the_rest() -> None:
+    total, delay = 100, 20
+    betas = [cyclical_beta(t, total, n_cycle=4, ratio=0.5, start=0.1, delay=delay) for t in range(total + 5)]
+    assert betas[:delay] == [0.1] * delay
+    assert betas[delay:total] == [cyclical_beta(t, total - delay, n_cycle=4, ratio=0.5, start=0.1) for t in range(total - delay)]
+    assert betas[total:] == [1.0] * 5
+    assert cycle_length(100, 4, delay=20) == 20
+
+
+def test_period_repeats_then_stops() -> None:
+    betas = [cyclical_beta(t, n_cycle=3, period=10, ratio=0.5, delay=4) for t in range(60)]
+    assert betas[:4] == [0.0] * 4
+    assert betas[4:14] == [cyclical_beta(t, 40, n_cycle=4) for t in range(10)]  # one cycle of 10 steps
+    assert betas[4:14] == betas[14:24] == betas[24:34]
+    assert betas[34:] == [1.0] * 26  # three cycles, then stop for good
+    endless = [cyclical_beta(t, n_cycle=None, period=10) for t in range(1000)]
+    assert endless[990:] == endless[:10]
+
+
+@pytest.mark.parametrize("shape", ["linear", "cosine"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(total_steps=97, n_cycle=4, delay=13), dict(total_steps=50, n_cycle=2, period=7, delay=3), dict(total_steps=50, n_cycle=None, period=6), dict(total_steps=5, n_cycle=1, period=9, delay=8)],
+)
+def test_schedule_equals_beta_with_delay_and_period(shape: str, kwargs: dict) -> None:
+    kwargs = dict(kwargs, ratio=0.6, ratio_zero=0.1, start=0.2, stop=0.9, shape=shape)
+    n = kwargs.pop("total_steps")
+    sched = cyclical_schedule(n, **kwargs)
+    total = None if kwargs.get("period") else n
+    scalar = np.array([cyclical_beta(t, total, **kwargs) for t in range(n)])
+    np.testing.assert_allclose(sched, scalar, rtol=1e-15, atol=1e-15)
+
+
+def _phases_from_the_betas(total_steps: int | None, n_cycle: int | None, ratio: float, delay: int, period: int | None) -> list[str]:
+    """The phases read off the β sequence (start 0, stop 1): a step at 1 is on a plateau, which is
+    final when β never drops below 1 again; a step below 1 after the delay is on a ramp."""
+    horizon = 200
+    betas = [cyclical_beta(t, total_steps, n_cycle, ratio, delay=delay, period=period) for t in range(horizon)]
+    phases = []
+    for t, beta in enumerate(betas):
+        if t < delay:
+            phases.append("delay")
+        elif beta < 1.0:
+            phases.append("ramp")
+        else:
+            phases.append("plateau" if any(b < 1.0 for b in betas[t:]) else "final")
+    return phases[:40]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(total_steps=20, n_cycle=4, ratio=0.5, delay=0, period=None),
+        dict(total_steps=23, n_cycle=3, ratio=0.7, delay=5, period=None),
+        dict(total_steps=10, n_cycle=4, ratio=0.5, delay=0, period=None),  # uneven: the last cycle is one step
+        dict(total_steps=None, n_cycle=2, ratio=0.5, delay=3, period=4),
+        dict(total_steps=None, n_cycle=None, ratio=1.0, delay=0, period=5),
+    ],
+)
+def test_phase_matches_its_definition(kwargs: dict) -> None:
+    assert [cyclical_phase(t, **kwargs) for t in range(40)] == _phases_from_the_betas(**kwargs)
+
+
+def test_phase_worked_example() -> None:
+    assert [cyclical_phase(t, 8, n_cycle=2) for t in range(9)] == ["ramp"] * 2 + ["plateau"] * 2 + ["ramp"] * 2 + ["final"] * 3
+    assert cyclical_phase(3, 10, n_cycle=1, ratio=1.0) == "ramp" and cyclical_phase(10, 10, n_cycle=1, ratio=1.0) == "final"
+
+
+@pytest.mark.parametrize(
+    ("call", "exc", "match"),
+    [
+        (lambda: cyclical_beta(0, 10, delay=10), ValueError, r"`delay`=10 must be smaller than `total_steps`=10"),
+        (lambda: cyclical_schedule(10, n_cycle=20), ValueError, r"`n_cycle`=20 cycles need more than 20 steps, but the schedule has 10"),
+        (lambda: cyclical_beta(0, 10, n_cycle=4, delay=6), ValueError, r"`n_cycle`=4 .* has 4 \(`total_steps`=10 minus `delay`=6\)"),
+        (lambda: cyclical_beta(0, 100, period=10), ValueError, r"`total_steps`=100 and `period`=10 both set the cycle length"),
+        (lambda: cyclical_beta(0), ValueError, r"`total_steps` is needed unless `period=`"),
+        (lambda: cyclical_beta(0, 100, n_cycle=None), ValueError, r"`n_cycle=None` \(cycles forever\) needs `period=`"),
+        (lambda: cyclical_beta(0, period=1), ValueError, r"`period` must be an int >= 2, got 1"),
+        (lambda: cyclical_beta(0, period=2.0), TypeError, r"`period` must be an int >= 2, got 2.0"),
+        (lambda: cyclical_beta(0, 10, delay=-1), ValueError, r"`delay` must be an int >= 0, got -1"),
+        (lambda: cyclical_phase(0, 10, ratio=0), ValueError, r"`ratio` must be in \(0, 1\]"),
+    ],
+)
+def test_bad_delay_and_period(call: Any, exc: type, match: str) -> None:
+    with pytest.raises(exc, match=match):
+        call()

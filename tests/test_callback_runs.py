@@ -1,0 +1,403 @@
+"""β is right in every run Lightning can make, or the user is told.
+
+Each test drives a real Trainer through one kind of run: manual optimization, restored and
+continued fits, runs that end before the schedule, several instances, unusual attributes.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, GradientAccumulationScheduler, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from test_callback import TinyVAE, WithLossFn, _csv_rows, _fit_with_crash, expected, make_trainer
+from torch import nn
+
+from lightning_kl_anneal import CyclicalKLAnnealing, MisconfigurationException, ScheduledAttribute, cyclical_beta
+
+# ---------------------------------------------------------------- manual optimization
+
+
+class ManualVAE(TinyVAE):
+    """A VAE-GAN-like module: `n_opt` optimizers, each stepped once every `every` batches."""
+
+    def __init__(self, n_opt: int = 1, every: int = 1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.automatic_optimization = False
+        self.n_opt, self.every = n_opt, every
+        self.other = nn.Linear(4, 1)
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        if self.crash_at is not None and len(self.seen) == self.crash_at:
+            raise RuntimeError("simulated crash")
+        self.seen.append((self.global_step, batch_idx, float(self.beta)))
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        loss = (self.layer(batch[0]).pow(2).mean() + self.other(batch[0]).pow(2).mean()) * (1.0 + self.beta)
+        self.manual_backward(loss)
+        if (batch_idx + 1) % self.every == 0:
+            for opt in optimizers:
+                opt.step()
+                opt.zero_grad()
+
+    def configure_optimizers(self) -> Any:
+        opts = [torch.optim.SGD(self.layer.parameters(), lr=0.01), torch.optim.SGD(self.other.parameters(), lr=0.01)]
+        return opts[: self.n_opt]
+
+
+@pytest.mark.parametrize(("n_opt", "every"), [(1, 1), (2, 1), (1, 3)], ids=["one-optimizer", "two-optimizers", "manual-accumulation"])
+def test_manual_optimization_traces_the_whole_schedule(tmp_path: Path, n_opt: int, every: int) -> None:
+    model = ManualVAE(n_opt=n_opt, every=every, n_batches=12)
+    make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=2, ratio=0.5)], max_epochs=2).fit(model)
+    # The step counts training batches, and so does T (24), whatever the optimizers do.
+    assert [b for _, _, b in model.seen] == [expected(t, 24, n_cycle=2) for t in range(24)]
+    assert model.seen[-1][2] == 1.0 and [b for _, _, b in model.seen].count(0.0) == 2  # both cycles, whole run
+
+
+def test_manual_optimization_resumes_exactly(tmp_path: Path) -> None:
+    reference = ManualVAE(n_opt=2, n_batches=10)
+    make_trainer(tmp_path / "ref", [CyclicalKLAnnealing(n_cycle=3, start=0.1)], max_epochs=3).fit(reference)
+
+    crashing = ManualVAE(n_opt=2, n_batches=10, crash_at=13)
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_top_k=-1, filename="{step}")
+    trainer = make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=3, start=0.1), ckpt], enable_checkpointing=True, max_epochs=3)
+    with pytest.raises(RuntimeError, match="simulated crash"), pytest.warns(UserWarning, match="the fit ended after"):
+        trainer.fit(crashing)
+    last = max((tmp_path / "ckpt").glob("step=*.ckpt"), key=lambda p: int(p.stem.split("=")[1]))
+    resumed = ManualVAE(n_opt=2, n_batches=10)
+    make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=3, start=0.1)], max_epochs=3).fit(resumed, ckpt_path=str(last))
+    truth = [b for _, _, b in reference.seen]
+    assert [b for _, _, b in resumed.seen] == truth[len(truth) - len(resumed.seen) :]
+
+
+# ---------------------------------------------------------------- a checkpoint's T stays with its fit
+
+
+def _no_warning_fit(trainer: L.Trainer, model: L.LightningModule, **kwargs: Any) -> None:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="CyclicalKLAnnealing")
+        trainer.fit(model, **kwargs)
+
+
+@pytest.mark.parametrize("how", ["test", "validate", "predict", "fit-finished", "fit-failing-sanity-check"])
+def test_checkpoint_state_does_not_leak_into_a_fresh_fit(tmp_path: Path, how: str) -> None:
+    cb = CyclicalKLAnnealing(n_cycle=3, ratio=0.5, start=0.1)
+    finished = make_trainer(tmp_path / "short", [cb], max_epochs=1)
+    finished.fit(TinyVAE(n_batches=10))  # T = 10
+    path = tmp_path / "short.ckpt"
+    finished.save_checkpoint(path)
+
+    other = make_trainer(tmp_path, [cb], max_epochs=1, limit_val_batches=1)
+    if how == "fit-finished":
+        other.fit(TinyVAE(n_batches=10), ckpt_path=path)  # nothing left to train
+    elif how == "fit-failing-sanity-check":
+
+        class Broken(TinyVAE):
+            def validation_step(self, batch: Any, batch_idx: int) -> None:
+                raise ValueError("broken validation")
+
+        failing = make_trainer(tmp_path, [cb], max_epochs=3, limit_val_batches=1, num_sanity_val_steps=1)
+        with pytest.raises(ValueError, match="broken validation"):
+            failing.fit(Broken(n_batches=10), ckpt_path=path)
+    else:
+        getattr(other, how)(TinyVAE(n_batches=10), ckpt_path=path, **({} if how == "predict" else {"verbose": False}))
+
+    fresh = TinyVAE(n_batches=10)
+    _no_warning_fit(make_trainer(tmp_path, [cb], max_epochs=4), fresh)  # a fresh fit: T = 40, no word of a checkpoint
+    assert [b for _, _, b in fresh.seen] == [expected(t, 40, n_cycle=3, start=0.1) for t in range(40)]
+
+
+# ---------------------------------------------------------------- continuing a fit
+
+
+def test_continuing_a_fit_on_the_same_trainer_keeps_its_schedule(tmp_path: Path) -> None:
+    model = TinyVAE(n_batches=10)
+    trainer = make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=2, ratio=0.5)], max_epochs=2)
+    trainer.fit(model)  # T = 20
+    trainer.fit_loop.max_epochs = 4
+    with pytest.warns(UserWarning, match=r"continued fit's schedule spans 20 steps but this Trainer would run 40.*`total_steps=40`"):
+        trainer.fit(model)
+    assert [s for s, _, _ in model.seen] == list(range(40))
+    assert [b for _, _, b in model.seen] == [expected(t, 20, n_cycle=2) for t in range(40)]
+
+    # The same as resuming the first run from its checkpoint with the longer Trainer.
+    first = make_trainer(tmp_path / "a", [CyclicalKLAnnealing(n_cycle=2, ratio=0.5)], max_epochs=2)
+    first.fit(TinyVAE(n_batches=10))
+    first.save_checkpoint(tmp_path / "a.ckpt")
+    resumed = TinyVAE(n_batches=10)
+    with pytest.warns(UserWarning, match=r"checkpoint's schedule spans 20 steps but this Trainer would run 40.*`total_steps=40`"):
+        make_trainer(tmp_path / "b", [CyclicalKLAnnealing(n_cycle=2, ratio=0.5)], max_epochs=4).fit(resumed, ckpt_path=tmp_path / "a.ckpt")
+    assert resumed.seen == model.seen[20:]
+
+
+def test_continuing_with_explicit_total_steps_reschedules(tmp_path: Path) -> None:
+    model = TinyVAE(n_batches=10)
+    trainer = make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=2, total_steps=40)], max_epochs=2)
+    trainer.fit(model)
+    trainer.fit_loop.max_epochs = 4
+    trainer.fit(model)
+    assert [b for _, _, b in model.seen] == [expected(t, 40, n_cycle=2) for t in range(40)]
+
+
+# ---------------------------------------------------------------- runs that end before the schedule
+
+
+def test_early_stopping_before_the_end_warns_with_the_numbers(tmp_path: Path) -> None:
+    class Worsening(TinyVAE):
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            self.log("val_loss", float(self.current_epoch))  # never improves
+
+    stop = EarlyStopping(monitor="val_loss", patience=1)
+    cb = CyclicalKLAnnealing(n_cycle=4, ratio=0.5)
+    with pytest.warns(UserWarning) as record:
+        make_trainer(tmp_path, [cb, stop], max_epochs=10, limit_val_batches=1).fit(Worsening(n_batches=5))
+    messages = [str(w.message) for w in record if "fit ended" in str(w.message)]
+    assert len(messages) == 1
+    assert re.search(r"ended after 10 of the schedule's 50 steps.*`beta` last held 1, not its final value 1", messages[0])
+    assert "was not trained on the ELBO" in messages[0]
+
+
+def test_crash_warns_that_the_schedule_did_not_finish(tmp_path: Path) -> None:
+    last_beta = expected(12, 30, n_cycle=3, start=0.1)  # written for the step that crashed
+    with pytest.warns(UserWarning, match=rf"fit ended after 12 of the schedule's 30 steps.*last held {last_beta:.6g}"):
+        _fit_with_crash(tmp_path, crash_at=12, accumulate=1)
+
+
+def test_finished_run_does_not_warn(tmp_path: Path) -> None:
+    _no_warning_fit(make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=2)], max_epochs=2), TinyVAE(n_batches=5))
+
+
+def test_gradient_accumulation_scheduler_gives_the_exact_length(tmp_path: Path) -> None:
+    model = TinyVAE(n_batches=12)
+    scheduler = GradientAccumulationScheduler({0: 1, 1: 3})
+    cb = CyclicalKLAnnealing(n_cycle=2, ratio=0.5)
+    _no_warning_fit(make_trainer(tmp_path, [cb, scheduler], max_epochs=3), model)
+    total = 12 + 4 + 4  # Lightning's estimate would be 36
+    assert cb._total == total
+    steps = sorted({s for s, _, _ in model.seen})
+    assert steps == list(range(total))
+    assert all(b == expected(s, total, n_cycle=2) for s, _, b in model.seen)
+
+
+# ---------------------------------------------------------------- a changed schedule on resume
+
+
+def test_resuming_with_a_changed_schedule_names_what_changed(tmp_path: Path) -> None:
+    _, last = _fit_with_crash(tmp_path, crash_at=12, accumulate=1)
+    cb = CyclicalKLAnnealing(n_cycle=4, ratio=0.25, start=0.1, shape="cosine")
+    with pytest.warns(UserWarning, match=r"another schedule \(n_cycle: 3 -> 4; ratio: 0.5 -> 0.25; shape: 'linear' -> 'cosine'\)"):
+        make_trainer(tmp_path, [cb], max_epochs=3).fit(TinyVAE(n_batches=10), ckpt_path=last)
+
+
+def test_resuming_with_the_same_schedule_is_silent(tmp_path: Path) -> None:
+    _, last = _fit_with_crash(tmp_path, crash_at=12, accumulate=1)
+    _no_warning_fit(make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=3, start=0.1)], max_epochs=3), TinyVAE(n_batches=10), ckpt_path=last)
+
+
+# ---------------------------------------------------------------- several instances
+
+
+def test_default_log_name_follows_the_attribute(tmp_path: Path) -> None:
+    logger = CSVLogger(tmp_path, name="two")
+    cbs = [CyclicalKLAnnealing(n_cycle=2, attribute="loss_fn.beta"), CyclicalKLAnnealing(n_cycle=1, attribute="loss_fn.beta_bow")]
+    make_trainer(tmp_path, cbs, logger=logger, log_every_n_steps=1, max_epochs=1).fit(WithLossFn(n_batches=4))
+    rows = _csv_rows(logger)
+    beta = [float(r["loss_fn.beta"]) for r in rows if r.get("loss_fn.beta")]
+    bow = [float(r["loss_fn.beta_bow"]) for r in rows if r.get("loss_fn.beta_bow")]
+    assert beta == [expected(t, 4, n_cycle=2) for t in range(4)]
+    assert bow == [expected(t, 4, n_cycle=1) for t in range(4)]
+
+
+def test_log_name_clash_is_refused_before_training(tmp_path: Path) -> None:
+    model = WithLossFn(n_batches=4)
+    cbs = [CyclicalKLAnnealing(attribute="loss_fn.beta", log_name="beta"), CyclicalKLAnnealing(attribute="loss_fn.beta_bow", log_name="beta")]
+    with pytest.raises(MisconfigurationException, match=r"both log as `log_name='beta'`; give each its own `log_name`"):
+        make_trainer(tmp_path, cbs).fit(model)
+    assert model.seen == []
+
+
+def test_two_callbacks_writing_one_attribute_are_refused(tmp_path: Path) -> None:
+    cbs = [CyclicalKLAnnealing(), ScheduledAttribute(lambda s, t: 0.5, "beta")]
+    with pytest.raises(MisconfigurationException, match=r"CyclicalKLAnnealing and ScheduledAttribute both write `beta`"):
+        make_trainer(tmp_path, cbs).fit(TinyVAE())
+
+
+# ---------------------------------------------------------------- beta_at, too many cycles
+
+
+def test_beta_at_uses_the_constructors_total_steps() -> None:
+    cb = CyclicalKLAnnealing(n_cycle=2, total_steps=100)
+    assert cb.beta_at(10) == cyclical_beta(10, 100, n_cycle=2)
+    assert cb.beta_at(10, total_steps=40) == cyclical_beta(10, 40, n_cycle=2)
+    with pytest.raises(ValueError, match=r"`total_steps` is not known before the fit starts"):
+        CyclicalKLAnnealing().beta_at(10)
+
+
+def test_more_cycles_than_steps_warns_once_and_runs(tmp_path: Path) -> None:
+    model = TinyVAE(n_batches=3)
+    with pytest.warns(UserWarning, match=r"`n_cycle`=4 cycles need more than 4 steps, but the schedule has 1") as record:
+        L.Trainer(fast_dev_run=True, callbacks=[CyclicalKLAnnealing(n_cycle=4)], enable_progress_bar=False,
+                  enable_model_summary=False).fit(model)  # fmt: skip
+    assert len([w for w in record if "n_cycle" in str(w.message)]) == 1
+    assert [b for _, _, b in model.seen] == [0.0]
+
+
+def test_delay_not_shorter_than_the_run_is_refused_before_training(tmp_path: Path) -> None:
+    model = TinyVAE(n_batches=5)
+    with pytest.raises(MisconfigurationException, match=r"`delay`=10 must be smaller than the run's 10 steps"):
+        make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=1, delay=10)]).fit(model)
+    assert model.seen == []
+
+
+# ---------------------------------------------------------------- errors that blame the right thing
+
+
+def test_no_training_batches_is_not_unbounded(tmp_path: Path) -> None:
+    model = TinyVAE(n_batches=5)
+    make_trainer(tmp_path, [CyclicalKLAnnealing()], limit_train_batches=0).fit(model)
+    assert model.seen == []
+
+
+def test_max_time_without_max_epochs_names_max_time(tmp_path: Path) -> None:
+    model = TinyVAE(n_batches=5)
+    with pytest.raises(MisconfigurationException, match=r"bounded only by `max_time`.*pass `total_steps=`.*or `period=`"):
+        make_trainer(tmp_path, [CyclicalKLAnnealing()], max_epochs=None, max_time={"minutes": 1}).fit(model)
+    assert model.seen == []
+
+
+class ReadOnlyBeta(TinyVAE):
+    def beta_value(self) -> float:
+        return self.beta
+
+    @property
+    def beta(self) -> float:  # type: ignore[override]
+        return 0.3
+
+
+def test_read_only_property_is_refused_before_the_sanity_check(tmp_path: Path) -> None:
+    model = ReadOnlyBeta()
+    with pytest.raises(MisconfigurationException, match=r"`beta` is a read-only property of ReadOnlyBeta.*give it a setter"):
+        make_trainer(tmp_path, [CyclicalKLAnnealing()], limit_val_batches=1, num_sanity_val_steps=1).fit(model)
+    assert model.seen == [] and model.eval_seen == []
+
+
+class SetterBeta(TinyVAE):
+    def __init__(self) -> None:
+        self._b = 0.0
+        super().__init__()
+
+    def beta_value(self) -> float:
+        return self.beta
+
+    @property
+    def beta(self) -> float:  # type: ignore[override]
+        return self._b
+
+    @beta.setter
+    def beta(self, value: float) -> None:
+        self._b = value
+
+
+def test_property_with_setter_is_written_through_it(tmp_path: Path) -> None:
+    model = SetterBeta()
+    make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=2)], max_epochs=1).fit(model)
+    assert [b for _, _, b in model.seen] == [expected(t, 10, n_cycle=2) for t in range(10)]
+
+
+# ---------------------------------------------------------------- attributes, repr, other packages
+
+
+class ListOfLosses(TinyVAE):
+    def __init__(self) -> None:
+        super().__init__(n_batches=4)
+        self.losses = nn.ModuleList([nn.Module()])
+        self.losses[0].register_buffer("beta", torch.tensor(0.0))
+        self.heads = nn.ModuleDict({"bow": nn.Module()})
+        self.heads["bow"].beta = 0.0
+
+    def beta_value(self) -> float:
+        return float(self.losses[0].beta)
+
+
+def test_dotted_paths_through_module_list_and_dict(tmp_path: Path) -> None:
+    model = ListOfLosses()
+    bow = []
+
+    class Spy(L.Callback):
+        def on_train_batch_end(self, trainer: L.Trainer, pl_module: ListOfLosses, *args: Any) -> None:
+            bow.append(pl_module.heads["bow"].beta)
+
+    cbs = [CyclicalKLAnnealing(n_cycle=2, attribute="losses.0.beta"), CyclicalKLAnnealing(n_cycle=1, attribute="heads.bow.beta"), Spy()]
+    make_trainer(tmp_path, cbs, max_epochs=1).fit(model)
+    assert [b for _, _, b in model.seen] == [expected(t, 4, n_cycle=2) for t in range(4)]
+    assert bow == [expected(t, 4, n_cycle=1) for t in range(4)]
+
+
+def test_submodule_replaced_between_fits_is_written(tmp_path: Path) -> None:
+    model = WithLossFn(n_batches=4)
+    cb = CyclicalKLAnnealing(n_cycle=2, attribute="loss_fn.beta")
+    make_trainer(tmp_path, [cb], max_epochs=1).fit(model)
+    model.loss_fn = nn.Module()
+    model.loss_fn.beta = 0.0
+    model.seen.clear()
+    make_trainer(tmp_path, [cb], max_epochs=1).fit(model)
+    assert [b for _, _, b in model.seen] == [expected(t, 4, n_cycle=2) for t in range(4)]
+
+
+def test_repr_shows_the_configuration() -> None:
+    cb = CyclicalKLAnnealing(n_cycle=2, ratio=0.25, start=0.1, attribute="loss_fn.beta")
+    assert repr(cb).startswith("CyclicalKLAnnealing(n_cycle=2, ratio=0.25, start=0.1, stop=1.0, total_steps=None, shape='linear'")
+    assert "attribute='loss_fn.beta'" in repr(cb) and "log_name='loss_fn.beta'" in repr(cb)
+
+
+@pytest.mark.parametrize("name", ["n_cycle", "ratio", "start", "stop", "total_steps", "shape", "attribute", "eval_beta", "log_name", "period", "unit", "delay"])
+def test_configuration_is_read_only(name: str) -> None:
+    cb = CyclicalKLAnnealing()
+    with pytest.raises(AttributeError):
+        setattr(cb, name, getattr(cb, name))
+
+
+def test_works_with_the_standalone_pytorch_lightning_package(tmp_path: Path) -> None:
+    import pytorch_lightning as pl
+    from pytorch_lightning.utilities.exceptions import MisconfigurationException as PLMisconfiguration
+
+    class PLVAE(pl.LightningModule):
+        def __init__(self, with_beta: bool = True) -> None:
+            super().__init__()
+            self.layer = nn.Linear(4, 1)
+            if with_beta:
+                self.beta = 0.0
+            self.seen: list[float] = []
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            self.seen.append(self.beta)
+            return self.layer(batch[0]).pow(2).mean()
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 4)), batch_size=2)
+    kwargs: dict[str, Any] = dict(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                                  enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
+    model = PLVAE()
+    pl.Trainer(callbacks=[CyclicalKLAnnealing(n_cycle=2)], **kwargs).fit(model, loader)
+    assert model.seen == [expected(t, 8, n_cycle=2) for t in range(8)]
+    with pytest.raises(PLMisconfiguration, match="has no attribute `beta`"):
+        pl.Trainer(callbacks=[CyclicalKLAnnealing()], **kwargs).fit(PLVAE(with_beta=False), loader)
+
+
+def test_pickles_after_a_fit(tmp_path: Path) -> None:
+    # ddp_spawn pickles the callbacks at every fit; the second fit must work like the first.
+    import pickle
+
+    cb = CyclicalKLAnnealing(n_cycle=2)
+    trainer = make_trainer(tmp_path, [cb], max_epochs=1)
+    trainer.fit(TinyVAE(n_batches=4))
+    copy = pickle.loads(pickle.dumps(cb))
+    assert repr(copy) == repr(cb) and copy._total == 4
