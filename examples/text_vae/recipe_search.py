@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -38,14 +37,16 @@ if __package__ in (None, ""):  # run as a script: make `examples` and `lightning
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from torch import Tensor
 from typing_extensions import override
 
 from examples.text_vae.data import TextVAEDataModule
 from examples.text_vae.model import TextVAE
-from lightning_kl_anneal import cyclical_beta
+from lightning_kl_anneal import CyclicalKLAnnealing, ScheduledAttribute, cyclical_beta
 
 Schedule = Callable[[int, int], float]
+#: the model and code a record was made with; records of the first search round, made before the
+#: library pieces were merged, carry "h0c0-emulated" (see README): z -> h0 and c0, pieces emulated here
+CODE = "h0-library"
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,8 @@ class Recipe:
     fb: float = 0.0  # λ in nats (per dimension, or per sentence in mode "example"); 0 = off
     fb_mode: str = "dim"
     fb_hold: float = 1.0  # λ is held for this fraction of the run ...
-    fb_end: float = 1.0  # ... then decays linearly to 0, reached at this fraction (hold == end == 1: constant)
+    fb_end: float = 1.0  # ... then decays linearly to `fb_floor`, reached at this fraction (hold == 1: constant)
+    fb_floor: float = 0.0  # λ at the end; 0 makes the end of training optimise the true ELBO
 
 
 # the baselines and the candidates, by name; more are given on the command line as name=key:value,...
@@ -85,72 +87,22 @@ def parse_config(text: str) -> tuple[str, Recipe]:
     return name, recipe
 
 
-def beta_schedule(r: Recipe) -> Schedule:
-    """β(step, T): ``start`` for the first ``delay`` of the run, then the cyclical schedule."""
-
-    def beta(step: int, total: int) -> float:
-        d = int(round(r.delay * total))
-        if step < d:
-            return r.start
-        return cyclical_beta(step - d, total - d, n_cycle=r.n_cycle, ratio=r.ratio, start=r.start, stop=r.stop)
-
-    return beta
-
-
 def threshold_schedule(r: Recipe) -> Schedule:
-    """λ(step, T): constant, or held for ``fb_hold`` of the run and decayed to 0 by ``fb_end``."""
-    if r.fb_hold >= 1.0:
-        return lambda step, total: r.fb
-    # the library's cyclical function with start=λ, stop=0 and one cycle is exactly "hold, then ramp down"
-    return lambda step, total: cyclical_beta(step, total, n_cycle=1, ratio=r.fb_end, start=r.fb, stop=0.0, ratio_zero=r.fb_hold)
+    """λ(step, T): held for ``fb_hold`` of the run, then linearly down to ``fb_floor`` at ``fb_end``.
+
+    The library's cyclical function with one cycle, ``start=λ`` and ``stop=0`` is exactly this shape,
+    so the schedule is a library function, not example-only math.
+    """
+    return partial(cyclical_beta, n_cycle=1, ratio=r.fb_end, ratio_zero=r.fb_hold, start=r.fb, stop=r.fb_floor)
 
 
-def free_bits_kl(kl_per_dim: Tensor, threshold: float, mode: str) -> Tensor:
-    """The training KL term with a floor (emulates the library's ``free_bits_kl`` until it lands)."""
-    if threshold <= 0:
-        return kl_per_dim.sum(1).mean()
-    if mode == "dim":
-        return kl_per_dim.mean(0).clamp(min=threshold).sum()
-    if mode == "example_dim":
-        return kl_per_dim.clamp(min=threshold).sum(1).mean()
-    if mode == "example":
-        return kl_per_dim.sum(1).clamp(min=threshold).mean()
-    raise ValueError(f"`fb_mode` must be 'dim', 'example_dim' or 'example', got {mode!r}")
-
-
-class SearchVAE(TextVAE):
-    """``TextVAE`` whose training KL term reads a scheduled threshold ``self.fb`` and a variant."""
-
-    def __init__(self, *args: Any, fb_mode: str = "dim", **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.fb = 0.0
-        self.fb_mode = fb_mode
-
-    @override
-    def _shared_step(self, batch: dict[str, Tensor], stage: str) -> tuple[Tensor, dict[str, Tensor]]:
-        if stage != "train":
-            return super()._shared_step(batch, stage)
-        out = self(batch["tokens"], batch["lengths"])
-        rec, kl = out["rec"].mean(), out["kl_dim"].sum(1).mean()
-        loss = rec + self.beta * free_bits_kl(out["kl_dim"], self.fb, self.fb_mode)
-        return loss, {"loss": loss, "rec": rec, "kl": kl, "beta": torch.as_tensor(self.beta)}
-
-
-class Scheduled(Callback):
-    """Writes ``schedule(global_step, T)`` into an attribute before every training step; ``eval_value``
-    outside training (emulates the library's ``ScheduledAttribute`` until it lands)."""
-
-    def __init__(self, schedule: Schedule, attribute: str, eval_value: float | None = None) -> None:
-        self.schedule, self.attribute, self.eval_value = schedule, attribute, eval_value
-
-    @override
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
-        setattr(pl_module, self.attribute, self.schedule(trainer.global_step, int(trainer.estimated_stepping_batches)))
-
-    @override
-    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.eval_value is not None:
-            setattr(pl_module, self.attribute, self.eval_value)
+def callbacks(r: Recipe, total_steps: int) -> list[Callback]:
+    """The library's callbacks for one recipe: the β schedule and, if λ decays, the λ schedule."""
+    out: list[Callback] = [CyclicalKLAnnealing(n_cycle=r.n_cycle, ratio=r.ratio, start=r.start, stop=r.stop,
+                                               delay=int(round(r.delay * total_steps)))]  # fmt: skip
+    if r.fb > 0 and r.fb_hold < 1.0:
+        out.append(ScheduledAttribute(threshold_schedule(r), "free_bits", log_name="free_bits"))
+    return out
 
 
 class ValRecorder(Callback):
@@ -167,13 +119,13 @@ class ValRecorder(Callback):
 
 def run(recipe: Recipe, seed: int, args: argparse.Namespace, dm: TextVAEDataModule) -> dict[str, Any]:
     L.seed_everything(seed, workers=True, verbose=False)
-    model = SearchVAE(vocab_size=dm.vocab_size, emb_dim=args.emb_dim, hidden_dim=args.hidden_dim,
-                      latent_dim=args.latent_dim, dropout=args.dropout, fb_mode=recipe.fb_mode)  # fmt: skip
+    model = TextVAE(vocab_size=dm.vocab_size, emb_dim=args.emb_dim, hidden_dim=args.hidden_dim, latent_dim=args.latent_dim,
+                    dropout=args.dropout, dec_init=args.dec_init, free_bits=recipe.fb, free_bits_mode=recipe.fb_mode)  # fmt: skip
     rec = ValRecorder()
+    total = len(dm.train_dataloader()) * args.max_epochs
     trainer = L.Trainer(
         max_epochs=args.max_epochs, accelerator="cpu", devices=1, gradient_clip_val=5.0, logger=False,
-        callbacks=[Scheduled(beta_schedule(recipe), "beta", eval_value=1.0),
-                   Scheduled(threshold_schedule(recipe), "fb", eval_value=0.0), rec],
+        callbacks=[*callbacks(recipe, total), rec],
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
     )  # fmt: skip
     trainer.fit(model, dm)
@@ -230,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--hidden-dim", type=int, default=128)
     p.add_argument("--latent-dim", type=int, default=16)
     p.add_argument("--dropout", type=float, default=0.5)
+    p.add_argument("--dec-init", default="h0")
     p.add_argument("--log", required=True, help="JSON file; records are appended")
     p.add_argument("--plot", default=None, help="only draw the log's MI-vs-ELBO figure into this file, train nothing")
     args = p.parse_args(argv)
@@ -252,8 +205,8 @@ def main(argv: list[str] | None = None) -> None:
                   f"  ({time.time() - t0:.0f} s)", flush=True)  # fmt: skip
             records.append({"name": name, "seed": seed, "recipe": asdict(recipe), "split": "valid",
                             "budget": {k: getattr(args, k) for k in ("max_epochs", "batch_size", "train_sentences", "max_vocab", "emb_dim",
-                                                                      "hidden_dim", "latent_dim", "dropout")},
-                            "data_dir": args.data_dir, "wall_s": round(time.time() - t0, 1), **res})  # fmt: skip
+                                                                      "hidden_dim", "latent_dim", "dropout", "dec_init")},
+                            "data_dir": args.data_dir, "code": CODE, "wall_s": round(time.time() - t0, 1), **res})  # fmt: skip
             log.parent.mkdir(parents=True, exist_ok=True)
             log.write_text(json.dumps(records, indent=1) + "\n")
 
