@@ -27,12 +27,12 @@ def test_recipe_row_only_with_the_flag_and_defaults_match_the_cli() -> None:
     assert list(schedules(Config(recipe=True))) == ["constant", "monotonic", "cyclical", "recipe"]
     d, cli = Config(), parse_args(["--recipe"])
     assert cli.recipe
-    for key in ("recipe_free_bits", "recipe_free_bits_mode", "recipe_hold", "recipe_end"):
+    for key in ("recipe_free_bits", "recipe_free_bits_mode", "recipe_hold", "recipe_end", "recipe_floor"):
         assert getattr(cli, key) == getattr(d, key)
 
 
 def test_recipe_threshold_is_held_then_decays_to_zero() -> None:
-    row = recipe_row(recipe_free_bits=0.4, recipe_hold=0.5, recipe_end=0.75)
+    row = recipe_row(recipe_free_bits=0.4, recipe_hold=0.5, recipe_end=0.75, recipe_floor=0.0)
     assert row["anneal"] == schedules(Config())["cyclical"]["anneal"]  # the beta schedule is the cyclical row's
     assert row["model"] == {"free_bits": 0.4, "free_bits_mode": "dim"}
     (cb,) = free_bits_callbacks(row)
@@ -44,6 +44,9 @@ def test_recipe_threshold_is_held_then_decays_to_zero() -> None:
     assert values[5] > values[6] > 0.0
     assert values[7:] == [0.0, 0.0, 0.0]
     assert free_bits_callbacks(schedules(Config())["cyclical"]) == []
+    (floored,) = free_bits_callbacks(recipe_row(recipe_free_bits=0.4, recipe_hold=0.5, recipe_end=0.75, recipe_floor=0.1))
+    assert floored.value_at(62, 100) == pytest.approx(0.4 - 0.3 * 12 / 25)
+    assert floored.value_at(80, 100) == floored.value_at(100, 100) == 0.1
 
 
 class SeenFreeBits(Callback):
@@ -58,7 +61,7 @@ class SeenFreeBits(Callback):
 
 def test_training_step_sees_the_scheduled_threshold(tmp_path: Path) -> None:
     dm = TextVAEDataModule(None, batch_size=16, corpus_size=64, min_count=1)
-    row = recipe_row(recipe_free_bits=0.5, recipe_hold=0.5, recipe_end=1.0)
+    row = recipe_row(recipe_free_bits=0.5, recipe_hold=0.5, recipe_end=1.0, recipe_floor=0.0)
     model = TextVAE(vocab_size=dm.vocab_size, emb_dim=8, hidden_dim=8, latent_dim=2, **row["model"])
     spy = SeenFreeBits()
     trainer = L.Trainer(max_steps=8, callbacks=[CyclicalKLAnnealing(**row["anneal"]), *free_bits_callbacks(row), spy],
@@ -89,6 +92,8 @@ def test_free_bits_attribute_and_mode_shape_the_training_loss() -> None:
         ({"recipe_free_bits": 0.0}, "`recipe_free_bits` must be > 0"),
         ({"recipe_free_bits": math.nan}, "`recipe_free_bits` must be > 0"),
         ({"recipe_free_bits_mode": "total"}, "`recipe_free_bits_mode` must be one of"),
+        ({"recipe_floor": -0.1}, "`recipe_floor` must be in"),
+        ({"recipe_floor": 2.0}, "`recipe_floor` must be in"),
         ({"recipe_hold": 0.8, "recipe_end": 0.5}, "`recipe_hold` and `recipe_end`"),
         ({"recipe_end": 1.5}, "`recipe_hold` and `recipe_end`"),
         ({"recipe_hold": -0.1}, "`recipe_hold` and `recipe_end`"),

@@ -17,7 +17,7 @@ learning rate restarted every cycle, the paper's confound, measured on its own),
 ``delay+cyclical`` row (Li et al. 2019: beta = 0 for the first D steps, then the cycles, from 0).
 ``--recipe`` adds a ``recipe`` row: the recommended setting for real text on which every schedule
 collapses (README, "When the latent collapses on real text"): the cyclical schedule plus free bits
-whose threshold decays to 0 during training (``--recipe-*`` set its knobs).
+whose threshold decays during training (``--recipe-*`` set its knobs).
 
 Rows are defined in ``schedules()``: one entry of callback arguments (and model overrides) each.
 """
@@ -92,6 +92,7 @@ class Config:
     recipe_free_bits_mode: str = "dim"
     recipe_hold: float = 0.75
     recipe_end: float = 1.0
+    recipe_floor: float = 0.0
     select: str = "best"
     accelerator: str = "cpu"
     devices: int = 1
@@ -125,14 +126,14 @@ def schedules(cfg: Config) -> dict[str, dict[str, Any]]:
         # Li et al. (2019): an autoencoder phase at beta = 0, then the cycles fill the remaining steps
         rows["delay+cyclical"] = {"anneal": {**cyc, "start": 0.0, "delay": cfg.delay}}
     if cfg.recipe:
-        # the cycles, plus free bits whose threshold lambda is held, then decays to 0, so the end of
-        # training optimises the true ELBO: lambda(t) is the library's cyclical function with one cycle
-        # from lambda down to 0 (`ratio_zero` = the hold), written into `model.free_bits` by ScheduledAttribute
+        # the cycles, plus free bits whose threshold lambda is held, then decays to `recipe_floor` (0: the end
+        # of training optimises the true ELBO): lambda(t) is the library's cyclical function with one cycle
+        # from lambda down to the floor (`ratio_zero` = the hold), written into `model.free_bits` by ScheduledAttribute
         rows["recipe"] = {
             "anneal": cyc,
             "model": {"free_bits": cfg.recipe_free_bits, "free_bits_mode": cfg.recipe_free_bits_mode},
             "free_bits": {"n_cycle": 1, "ratio": cfg.recipe_end, "ratio_zero": cfg.recipe_hold,
-                          "start": cfg.recipe_free_bits, "stop": 0.0},
+                          "start": cfg.recipe_free_bits, "stop": cfg.recipe_floor},
         }  # fmt: skip
     if cfg.rows is not None:
         unknown = [r for r in cfg.rows if r not in rows]
@@ -248,9 +249,11 @@ def check_recipe(cfg: Config) -> None:
         raise ValueError(f"`recipe_free_bits` must be > 0 (nats per dimension at the start), got {cfg.recipe_free_bits!r}")
     if cfg.recipe_free_bits_mode not in FREE_BITS_MODES:
         raise ValueError(f"`recipe_free_bits_mode` must be one of {FREE_BITS_MODES}, got {cfg.recipe_free_bits_mode!r}")
+    if not 0.0 <= cfg.recipe_floor <= cfg.recipe_free_bits:
+        raise ValueError(f"`recipe_floor` must be in [0, recipe_free_bits] = [0, {cfg.recipe_free_bits}], got {cfg.recipe_floor!r}")
     if not 0.0 <= cfg.recipe_hold < cfg.recipe_end <= 1.0:
         raise ValueError(
-            "`recipe_hold` and `recipe_end` (fractions of training: lambda held until `recipe_hold`, 0 from "
+            "`recipe_hold` and `recipe_end` (fractions of training: lambda held until `recipe_hold`, at the floor from "
             f"`recipe_end` on) must satisfy 0 <= recipe_hold < recipe_end <= 1, got {cfg.recipe_hold!r} and {cfg.recipe_end!r}"
         )
 
@@ -519,7 +522,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--recipe-free-bits-mode", choices=FREE_BITS_MODES, default=d.recipe_free_bits_mode,
                    help="recipe: the variant (lightning_kl_anneal.free_bits_kl's mode)")
     p.add_argument("--recipe-hold", type=float, default=d.recipe_hold, help="recipe: fraction of training with lambda held")
-    p.add_argument("--recipe-end", type=float, default=d.recipe_end, help="recipe: fraction of training at which lambda reaches 0")
+    p.add_argument("--recipe-end", type=float, default=d.recipe_end, help="recipe: fraction of training at which lambda reaches the floor")
+    p.add_argument("--recipe-floor", type=float, default=d.recipe_floor, help="recipe: lambda at the end (0: the true ELBO)")
     p.add_argument("--select", choices=("best", "last"), default=d.select, help="test the best-val-PPL or the last checkpoint")
     p.add_argument("--accelerator", default=d.accelerator)
     p.add_argument("--devices", type=int, default=d.devices)
