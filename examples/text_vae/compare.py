@@ -88,8 +88,8 @@ class Config:
     rows: list[str] | None = None
     # the `recipe` row (README, "When the latent collapses on real text"); defaults chosen on validation
     recipe: bool = False
-    recipe_free_bits: float = 0.5
-    recipe_free_bits_mode: str = "dim"
+    recipe_free_bits: float = 4.0
+    recipe_free_bits_mode: str = "example"
     recipe_hold: float = 0.75
     recipe_end: float = 1.0
     recipe_floor: float = 0.0
@@ -246,7 +246,7 @@ def free_bits_callbacks(row: dict[str, Any]) -> list[Callback]:
 def check_recipe(cfg: Config) -> None:
     """Refuse bad ``--recipe-*`` values before any run, naming the argument."""
     if not cfg.recipe_free_bits > 0 or not math.isfinite(cfg.recipe_free_bits):
-        raise ValueError(f"`recipe_free_bits` must be > 0 (nats per dimension at the start), got {cfg.recipe_free_bits!r}")
+        raise ValueError(f"`recipe_free_bits` must be > 0 (nats at the start; per dimension or per sentence, by mode), got {cfg.recipe_free_bits!r}")
     if cfg.recipe_free_bits_mode not in FREE_BITS_MODES:
         raise ValueError(f"`recipe_free_bits_mode` must be one of {FREE_BITS_MODES}, got {cfg.recipe_free_bits_mode!r}")
     if not 0.0 <= cfg.recipe_floor <= cfg.recipe_free_bits:
