@@ -1,7 +1,8 @@
 """Research script behind ``compare.py --recipe``: which schedule keeps the latent on real text?
 
-    python examples/text_vae/recipe_search.py --data-dir ../shared/data/wordnet --configs constant cyclical ... \
-        --seeds 0 --log examples/text_vae/figures/recipe_search.json
+    python examples/text_vae/recipe_search.py --data-dir ../shared/data/wordnet --seeds 0 --log search.json \
+        --configs monotonic cyclical "recipe=cyclical,fb=4.0,fb_mode=example,fb_hold=0.75,fb_end=1.0"
+    python examples/text_vae/recipe_search.py --log search.json --plot search.png
 
 Trains the example's ``TextVAE`` once per (config, seed) at the demo's budget and records the
 *validation* numbers (rec, kl, elbo, ppl, au, mi at β = 1) of the epoch with the best validation
@@ -175,7 +176,7 @@ def plot_search(records: list[dict[str, Any]], path: Path, which: str = "best") 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-dir", required=True)
+    p.add_argument("--data-dir", default=None, help="PTB-format folder (required unless --plot)")
     p.add_argument("--configs", nargs="+", default=[], help="names or name=base,key=value,...")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--max-epochs", type=int, default=10)
@@ -193,6 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.plot:
         plot_search(json.loads(Path(args.log).read_text()), Path(args.plot))
         return
+    if args.data_dir is None or not args.configs:
+        p.error("training needs --data-dir and --configs (or pass --plot to draw the log)")
     torch.set_num_threads(1)
     log = Path(args.log)
     records = json.loads(log.read_text()) if log.exists() else []
