@@ -32,7 +32,7 @@ def test_recipe_row_only_with_the_flag_and_defaults_match_the_cli() -> None:
 
 
 def test_recipe_threshold_is_held_then_decays_to_zero() -> None:
-    row = recipe_row(recipe_free_bits=0.4, recipe_hold=0.5, recipe_end=0.75, recipe_floor=0.0)
+    row = recipe_row(recipe_free_bits=0.4, recipe_free_bits_mode="dim", recipe_hold=0.5, recipe_end=0.75, recipe_floor=0.0)
     assert row["anneal"] == schedules(Config())["cyclical"]["anneal"]  # the beta schedule is the cyclical row's
     assert row["model"] == {"free_bits": 0.4, "free_bits_mode": "dim"}
     (cb,) = free_bits_callbacks(row)
@@ -93,7 +93,7 @@ def test_free_bits_attribute_and_mode_shape_the_training_loss() -> None:
         ({"recipe_free_bits": math.nan}, "`recipe_free_bits` must be > 0"),
         ({"recipe_free_bits_mode": "total"}, "`recipe_free_bits_mode` must be one of"),
         ({"recipe_floor": -0.1}, "`recipe_floor` must be in"),
-        ({"recipe_floor": 2.0}, "`recipe_floor` must be in"),
+        ({"recipe_free_bits": 0.5, "recipe_floor": 2.0}, "`recipe_floor` must be in"),
         ({"recipe_hold": 0.8, "recipe_end": 0.5}, "`recipe_hold` and `recipe_end`"),
         ({"recipe_end": 1.5}, "`recipe_hold` and `recipe_end`"),
         ({"recipe_hold": -0.1}, "`recipe_hold` and `recipe_end`"),
@@ -101,7 +101,9 @@ def test_free_bits_attribute_and_mode_shape_the_training_loss() -> None:
 )
 def test_recipe_bad_arguments_fail_before_any_run(tmp_path: Path, overrides: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        compare(Config(out=str(tmp_path), recipe=True, **overrides))
+        # a tiny budget, so that a case that fails to raise costs seconds, not a full comparison
+        compare(Config(out=str(tmp_path), recipe=True, seeds=[0], max_steps=2, corpus_size=60, emb_dim=4,
+                       hidden_dim=4, latent_dim=2, probe_size=10, rows=["recipe"], **overrides))
     assert not (tmp_path / "logs").exists()  # refused before the first run
     with pytest.raises(ValueError, match="`free_bits_mode` must be one of"):
         TextVAE(vocab_size=10, free_bits_mode="total")
