@@ -15,6 +15,9 @@ in the paper), prints a table like the paper's Table 1 and writes into ``--out``
 ``--free-bits 0.5`` adds a ``cyclical+fb`` row, ``--lr-restart`` a ``cyclical+lr`` row (cosine
 learning rate restarted every cycle, the paper's confound, measured on its own), ``--delay D`` a
 ``delay+cyclical`` row (Li et al. 2019: beta = 0 for the first D steps, then the cycles, from 0).
+``--recipe`` adds a ``recipe`` row: the recommended setting for real text on which every schedule
+collapses (README, "When the latent collapses on real text"): the cyclical schedule plus free bits
+whose threshold decays during training (``--recipe-*`` set its knobs).
 
 Rows are defined in ``schedules()``: one entry of callback arguments (and model overrides) each.
 """
@@ -30,6 +33,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +52,7 @@ from typing_extensions import override
 from examples.text_vae.data import BucketedBatches, TextVAEDataModule
 from examples.text_vae.metrics import linear_probe_accuracy
 from examples.text_vae.model import TextVAE
-from lightning_kl_anneal import CyclicalKLAnnealing, LatentMonitor, ScheduledAttribute
+from lightning_kl_anneal import FREE_BITS_MODES, CyclicalKLAnnealing, LatentMonitor, ScheduledAttribute, cyclical_beta
 
 METRICS = ("rec", "kl", "elbo", "ppl", "au", "mi")
 
@@ -82,6 +86,13 @@ class Config:
     lr_restart: bool = False
     delay: int = 0
     rows: list[str] | None = None
+    # the `recipe` row (README, "When the latent collapses on real text"); defaults chosen on validation
+    recipe: bool = False
+    recipe_free_bits: float = 4.0
+    recipe_free_bits_mode: str = "example"
+    recipe_hold: float = 0.75
+    recipe_end: float = 1.0
+    recipe_floor: float = 0.0
     select: str = "best"
     accelerator: str = "cpu"
     devices: int = 1
@@ -114,6 +125,16 @@ def schedules(cfg: Config) -> dict[str, dict[str, Any]]:
     if cfg.delay > 0:
         # Li et al. (2019): an autoencoder phase at beta = 0, then the cycles fill the remaining steps
         rows["delay+cyclical"] = {"anneal": {**cyc, "start": 0.0, "delay": cfg.delay}}
+    if cfg.recipe:
+        # the cycles, plus free bits whose threshold lambda is held, then decays to `recipe_floor` (0: the end
+        # of training optimises the true ELBO): lambda(t) is the library's cyclical function with one cycle
+        # from lambda down to the floor (`ratio_zero` = the hold), written into `model.free_bits` by ScheduledAttribute
+        rows["recipe"] = {
+            "anneal": cyc,
+            "model": {"free_bits": cfg.recipe_free_bits, "free_bits_mode": cfg.recipe_free_bits_mode},
+            "free_bits": {"n_cycle": 1, "ratio": cfg.recipe_end, "ratio_zero": cfg.recipe_hold,
+                          "start": cfg.recipe_free_bits, "stop": cfg.recipe_floor},
+        }  # fmt: skip
     if cfg.rows is not None:
         unknown = [r for r in cfg.rows if r not in rows]
         if unknown or not cfg.rows:
@@ -215,6 +236,28 @@ def schedule_callback(row: dict[str, Any]) -> Callback:
     return CyclicalKLAnnealing(**row["anneal"])
 
 
+def free_bits_callbacks(row: dict[str, Any]) -> list[Callback]:
+    """The row's schedule of the free-bits threshold (``model.free_bits``), if it has one."""
+    if "free_bits" not in row:
+        return []
+    return [ScheduledAttribute(partial(cyclical_beta, **row["free_bits"]), "free_bits", log_name="free_bits")]
+
+
+def check_recipe(cfg: Config) -> None:
+    """Refuse bad ``--recipe-*`` values before any run, naming the argument."""
+    if not cfg.recipe_free_bits > 0 or not math.isfinite(cfg.recipe_free_bits):
+        raise ValueError(f"`recipe_free_bits` must be > 0 (nats at the start; per dimension or per sentence, by mode), got {cfg.recipe_free_bits!r}")
+    if cfg.recipe_free_bits_mode not in FREE_BITS_MODES:
+        raise ValueError(f"`recipe_free_bits_mode` must be one of {FREE_BITS_MODES}, got {cfg.recipe_free_bits_mode!r}")
+    if not 0.0 <= cfg.recipe_floor <= cfg.recipe_free_bits:
+        raise ValueError(f"`recipe_floor` must be in [0, recipe_free_bits] = [0, {cfg.recipe_free_bits}], got {cfg.recipe_floor!r}")
+    if not 0.0 <= cfg.recipe_hold < cfg.recipe_end <= 1.0:
+        raise ValueError(
+            "`recipe_hold` and `recipe_end` (fractions of training: lambda held until `recipe_hold`, at the floor from "
+            f"`recipe_end` on) must satisfy 0 <= recipe_hold < recipe_end <= 1, got {cfg.recipe_hold!r} and {cfg.recipe_end!r}"
+        )
+
+
 def run_one(cfg: Config, name: str, row: dict[str, Any], seed: int, dm: TextVAEDataModule, desc: str) -> dict[str, Any]:
     """Train and test one (schedule, seed); returns test metrics, the curve and test latents."""
     L.seed_everything(seed, workers=True, verbose=False)
@@ -232,7 +275,7 @@ def run_one(cfg: Config, name: str, row: dict[str, Any], seed: int, dm: TextVAED
     trainer = L.Trainer(
         max_epochs=cfg.max_epochs, max_steps=cfg.max_steps, accelerator=cfg.accelerator, devices=cfg.devices,
         gradient_clip_val=5.0,  # paper
-        callbacks=[schedule_callback(row), monitor, curve, ckpt, RunProgress(desc)],
+        callbacks=[schedule_callback(row), *free_bits_callbacks(row), monitor, curve, ckpt, RunProgress(desc)],
         logger=CSVLogger(Path(cfg.out) / "logs", name=name, version=f"seed{seed}"),
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
         limit_train_batches=cfg.limit_batches, limit_val_batches=cfg.limit_batches, limit_test_batches=cfg.limit_batches,
@@ -390,6 +433,8 @@ def compare(cfg: Config) -> dict[str, Any]:
         raise ValueError("`seeds` must name at least one seed, got []")
     if isinstance(cfg.delay, bool) or not isinstance(cfg.delay, int) or cfg.delay < 0:
         raise ValueError(f"`delay` must be an int >= 0 (steps at beta = 0; 0 = no delay row), got {cfg.delay!r}")
+    if cfg.recipe:
+        check_recipe(cfg)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
@@ -471,6 +516,14 @@ def parse_args(argv: list[str] | None = None) -> Config:
                    help="> 0 adds a 'delay+cyclical' row: beta = 0 for this many steps, then n-cycle cycles from 0 (Li et al. 2019)")
     p.add_argument("--rows", nargs="+", default=d.rows,
                    help="run only these rows (e.g. monotonic cyclical); default: every row the other flags define")
+    p.add_argument("--recipe", action="store_true",
+                   help="add a 'recipe' row: cyclical + free bits whose threshold decays to 0 (README: when the latent collapses)")
+    p.add_argument("--recipe-free-bits", type=float, default=d.recipe_free_bits, help="recipe: free-bits threshold lambda at the start (nats)")
+    p.add_argument("--recipe-free-bits-mode", choices=FREE_BITS_MODES, default=d.recipe_free_bits_mode,
+                   help="recipe: the variant (lightning_kl_anneal.free_bits_kl's mode)")
+    p.add_argument("--recipe-hold", type=float, default=d.recipe_hold, help="recipe: fraction of training with lambda held")
+    p.add_argument("--recipe-end", type=float, default=d.recipe_end, help="recipe: fraction of training at which lambda reaches the floor")
+    p.add_argument("--recipe-floor", type=float, default=d.recipe_floor, help="recipe: lambda at the end (0: the true ELBO)")
     p.add_argument("--select", choices=("best", "last"), default=d.select, help="test the best-val-PPL or the last checkpoint")
     p.add_argument("--accelerator", default=d.accelerator)
     p.add_argument("--devices", type=int, default=d.devices)

@@ -26,7 +26,7 @@ from typing_extensions import override
 from torchmetrics.aggregation import SumMetric
 
 from examples.text_vae.metrics import perplexity
-from lightning_kl_anneal import ActiveUnits, KLPerDimension, MutualInformation, cycle_position, free_bits_kl, gaussian_kl
+from lightning_kl_anneal import FREE_BITS_MODES, ActiveUnits, FreeBitsMode, KLPerDimension, MutualInformation, cycle_position, free_bits_kl, gaussian_kl
 
 Stage = Literal["train", "val", "test"]
 
@@ -43,6 +43,10 @@ class TextVAE(L.LightningModule):
             the decoder's token path, which is one of the reasons the paper's model uses z at all.
         lr: Adam learning rate (paper: 1e-3).
         free_bits: Per-dimension KL floor in nats in the *training* objective; 0 turns it off.
+            It is also kept as the attribute ``self.free_bits``, which the training step reads, so
+            ``ScheduledAttribute(schedule, attribute="free_bits")`` can schedule it.
+        free_bits_mode: The free-bits variant, a ``mode`` of ``lightning_kl_anneal.free_bits_kl``
+            (default ``"dim"``: Kingma et al. 2016's floor on each dimension's batch-mean KL).
         lr_restart_cycles: If > 0, a cosine learning-rate schedule restarted that many times over
             training (the paper's cyclical runs used one restart per beta cycle: set it to the
             callback's ``n_cycle``); 0 keeps the learning rate constant.
@@ -64,6 +68,7 @@ class TextVAE(L.LightningModule):
         dropout: float = 0.5,
         lr: float = 1e-3,
         free_bits: float = 0.0,
+        free_bits_mode: FreeBitsMode = "dim",
         lr_restart_cycles: int = 0,
         init_range: float = 0.1,
         dec_init: Literal["h0", "h0c0"] = "h0",
@@ -78,12 +83,15 @@ class TextVAE(L.LightningModule):
             raise ValueError(f"`dropout` must be in [0, 1), got {dropout!r}")
         if not free_bits >= 0.0:
             raise ValueError(f"`free_bits` must be >= 0 (nats per dimension; 0 = off), got {free_bits!r}")
+        if free_bits_mode not in FREE_BITS_MODES:
+            raise ValueError(f"`free_bits_mode` must be one of {FREE_BITS_MODES}, got {free_bits_mode!r}")
         if isinstance(lr_restart_cycles, bool) or not isinstance(lr_restart_cycles, int) or lr_restart_cycles < 0:
             raise ValueError(f"`lr_restart_cycles` must be an int >= 0 (0 = constant lr), got {lr_restart_cycles!r}")
         if dec_init not in ("h0", "h0c0"):
             raise ValueError(f"`dec_init` must be 'h0' (z -> h0, as in the paper's code) or 'h0c0' (z -> h0 and c0), got {dec_init!r}")
         self.save_hyperparameters()
         self.beta = beta
+        self.free_bits = free_bits
         self.enc_emb = nn.Embedding(vocab_size, emb_dim, padding_idx=pad_id)
         self.encoder = nn.LSTM(emb_dim, hidden_dim, batch_first=True)
         self.to_posterior = nn.Linear(hidden_dim, 2 * latent_dim)
@@ -139,7 +147,7 @@ class TextVAE(L.LightningModule):
         rec, kl = out["rec"].mean(), out["kl_dim"].sum(1).mean()
         if stage == "train":
             # free bits only shape the training objective; reported KL is always the raw one
-            kl_term = free_bits_kl(out["kl_dim"], self.hparams.free_bits)
+            kl_term = free_bits_kl(out["kl_dim"], self.free_bits, self.hparams.free_bits_mode)
         else:
             kl_term = kl
             self._update_eval(batch, out)
