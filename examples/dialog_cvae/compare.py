@@ -153,7 +153,8 @@ def lightning_output_to(path: Path) -> Iterator[None]:
     """Send Lightning's console messages and Python warnings to ``path`` instead of the console."""
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
-    names = ("lightning.pytorch", "lightning.fabric", "py.warnings")
+    # both package names: once a program imports `pytorch_lightning`, Lightning logs under its names
+    names = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric", "py.warnings")
     saved = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).propagate) for n in names}
     for n in names:
         logger = logging.getLogger(n)
