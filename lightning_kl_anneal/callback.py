@@ -275,6 +275,10 @@ class ScheduledAttribute(Callback):
             return self.phase_at(trainer.current_epoch)
         return self.phase_at(max(self._read_counter(trainer) - 1, 0))
 
+    def _known_total(self) -> int | None:
+        """``T``: the constructor's, else the current (or last) fit's; None before a fit resolves it."""
+        return self._total_steps if self._total_steps is not None else self._total
+
     def value_at(self, step: int, total_steps: int | None = None) -> float:
         """The value written at ``step``; ``total_steps`` defaults to the constructor's, then the current fit's ``T``.
 
@@ -282,7 +286,7 @@ class ScheduledAttribute(Callback):
             >>> ScheduledAttribute(lambda step, total: step / total, total_steps=10).value_at(5)
             0.5
         """
-        total = total_steps if total_steps is not None else self._total_steps if self._total_steps is not None else self._total
+        total = total_steps if total_steps is not None else self._known_total()
         if total is None and self._needs_total():
             raise ValueError("`total_steps` is not known before the fit starts: pass `total_steps=`")
         return self._value_at(step, total)
@@ -438,24 +442,23 @@ class ScheduledAttribute(Callback):
         total = sum(math.ceil(batches / scheduler.get_accumulate_grad_batches(e)) for e in range(epochs))
         return min(total, trainer.max_steps) if trainer.max_steps != -1 else total
 
-    def _read_counter(self, trainer: pl.Trainer, pl_module: pl.LightningModule | None = None) -> int:
+    def _counter_source(self, trainer: pl.Trainer, pl_module: pl.LightningModule | None) -> tuple[Any, str]:
+        """``(object, attribute)`` holding the step counter: read once per step, so resolved once per fit."""
+        loop = trainer.fit_loop
         if self._unit == "epoch":
-            return trainer.current_epoch
-        module = pl_module if pl_module is not None else trainer.lightning_module
-        if module is None or module.automatic_optimization:
-            return trainer.global_step
+            return loop.epoch_progress.current, "completed"  # `trainer.current_epoch`
+        if pl_module is None or pl_module.automatic_optimization:
+            return loop.epoch_loop.automatic_optimization.optim_progress.optimizer.step.total, "completed"  # `global_step`
         # Manual optimization: `global_step` counts every optimizer's steps; batches are what T counts.
-        return trainer.fit_loop.epoch_loop._batches_that_stepped
+        return loop.epoch_loop, "_batches_that_stepped"
+
+    def _read_counter(self, trainer: pl.Trainer, pl_module: pl.LightningModule | None = None) -> int:
+        obj, field = self._counter_source(trainer, pl_module if pl_module is not None else trainer.lightning_module)
+        return getattr(obj, field)
 
     def _bind(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Resolve once per fit what the per-step hook reads and writes (a submodule may change between fits)."""
-        loop = trainer.fit_loop
-        if self._unit == "epoch":
-            self._counter = (loop.epoch_progress.current, "completed")
-        elif pl_module.automatic_optimization:
-            self._counter = (loop.epoch_loop.automatic_optimization.optim_progress.optimizer.step.total, "completed")
-        else:
-            self._counter = (loop.epoch_loop, "_batches_that_stepped")
+        self._counter = self._counter_source(trainer, pl_module)
         owner, name = self._owner(pl_module)
         current = getattr(owner, name)
         instance_dict = getattr(owner, "__dict__", None)  # None with __slots__
@@ -477,7 +480,7 @@ class ScheduledAttribute(Callback):
         self._log_between_changes = self._unit == "epoch"  # the value changes per epoch; logging steps don't
         self._log_every = trainer.log_every_n_steps
         self._loggers = list(trainer.loggers) if self._log_name is not None and self._log_every else []
-        self._epoch_loop = loop.epoch_loop
+        self._epoch_loop = trainer.fit_loop.epoch_loop
 
     # ------------------------------------------------------------------ checks
 
@@ -791,7 +794,7 @@ class CyclicalKLAnnealing(ScheduledAttribute):
             >>> CyclicalKLAnnealing(n_cycle=2, total_steps=8).phase_at(3)
             'plateau'
         """
-        total = self._total_steps if self._total_steps is not None else self._total
+        total = self._known_total()
         if total is None and self._period is None:
             return None
         return _phase(step, total, self._n_cycle, self._ratio, self._delay, self._period)
