@@ -166,6 +166,9 @@ class ScheduledAttribute(Callback):
         self._name = ""
         self._cached_step = -1
         self._value: float | None = None
+        self._ahead: list[float] = []  # values for steps `_ahead_start + i`, evaluated in one batch
+        self._ahead_start = 0
+        self._ahead_len = 0
         self._loggers: list[Any] = []
         self._log_every = 0
         self._epoch_loop: Any = None
@@ -239,6 +242,22 @@ class ScheduledAttribute(Callback):
 
     def _value_at(self, step: int, total: int | None) -> float:
         return float(self._schedule(step, total))
+
+    # Steps evaluated at once by the per-step hook when the schedule is known to be pure: one tight loop
+    # every `_LOOKAHEAD` steps costs less than one call per step, each with caches cold from Lightning's
+    # work in between. 0 for a user's function, which may keep state and is called on its own step only.
+    _LOOKAHEAD = 0
+
+    def _evaluate(self, step: int) -> float:
+        """The value at ``step``, for the per-step hook; looks ahead where the schedule allows."""
+        total = self._total
+        if not self._LOOKAHEAD:
+            return self._value_at(step, total)
+        end = step + self._LOOKAHEAD if total is None else max(step + 1, min(step + self._LOOKAHEAD, total))
+        value_at = self._value_at
+        ahead = self._ahead = [value_at(s, total) for s in range(step, end)]  # the same function, step by step
+        self._ahead_start, self._ahead_len = step, len(ahead)
+        return ahead[0]
 
     def _needs_total(self) -> bool:
         """Whether the schedule needs ``T``; the general one passes None to functions that can take it."""
@@ -476,6 +495,7 @@ class ScheduledAttribute(Callback):
             self._kind, self._target = _SETATTR, owner
         self._name = name
         self._cached_step = -1
+        self._ahead, self._ahead_start, self._ahead_len = [], 0, 0  # T may differ from the last fit's
         self._logged_step = -1
         self._log_between_changes = self._unit == "epoch"  # the value changes per epoch; logging steps don't
         self._log_every = trainer.log_every_n_steps
@@ -550,7 +570,8 @@ class ScheduledAttribute(Callback):
         step = getattr(obj, field)
         if step != self._cached_step:
             self._cached_step = step
-            value = self._value = self._value_at(step, self._total)
+            i = step - self._ahead_start
+            value = self._value = self._ahead[i] if 0 <= i < self._ahead_len else self._evaluate(step)
             kind = self._kind
             if kind == _DICT:
                 self._target[self._name] = value
@@ -763,6 +784,7 @@ class CyclicalKLAnnealing(ScheduledAttribute):
         )  # fmt: skip
 
     _value_at = _cyclical  # one call less on the per-step path
+    _LOOKAHEAD = 256  # `_cyclical` is pure: the per-step hook reads values evaluated in batches
 
     # read-only configuration: changing it after construction would half-apply
     n_cycle = property(lambda self: self._n_cycle, doc="Number of cycles ``M`` (None: endless).")

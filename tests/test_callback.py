@@ -191,6 +191,17 @@ def test_dotted_attribute_and_two_instances(tmp_path: Path) -> None:
     assert model.loss_fn.beta_bow.dtype == torch.float64
 
 
+def test_values_evaluated_ahead_equal_the_schedule_across_batches_and_fits(tmp_path: Path) -> None:
+    # The hook reads values evaluated 256 steps at a time: across those batches, and in a second fit of
+    # another length with the same callback, every step must see exactly cyclical_beta's value.
+    callback = CyclicalKLAnnealing(n_cycle=3, ratio=0.6, shape="cosine")
+    for n_batches in (300, 130):
+        model = TinyVAE(n_batches=n_batches, batch_size=1)
+        make_trainer(tmp_path, [callback], max_epochs=2, limit_val_batches=0).fit(model)
+        total = 2 * n_batches
+        assert [b for _, _, b in model.seen] == [expected(t, total, n_cycle=3, ratio=0.6, shape="cosine") for t in range(total)]
+
+
 # ---------------------------------------------------------------- errors before any training step
 
 

@@ -164,6 +164,18 @@ def test_scheduled_attribute_eval_value_and_unknown_length(tmp_path: Path) -> No
     assert totals == [None, None, None]  # and None where it has none: the schedule decides
 
 
+def test_scheduled_attribute_calls_a_user_schedule_on_its_own_step_only(tmp_path: Path) -> None:
+    # A user's function may keep state (an adaptive controller): it is never called ahead of its step.
+    calls: list[int] = []
+
+    def schedule(step: int, total: int | None) -> float:
+        calls.append(step)
+        return 0.01 * step
+
+    make_trainer(tmp_path, [ScheduledAttribute(schedule)], max_epochs=3, accumulate_grad_batches=2).fit(TinyVAE(n_batches=6))
+    assert calls == [0, *range(9)]  # the probe before training, then each optimizer step once, in order
+
+
 def test_scheduled_attribute_bad_arguments() -> None:
     with pytest.raises(TypeError, match=r"`schedule` must be a callable `schedule\(step, total_steps\) -> float`, got 0.5"):
         ScheduledAttribute(0.5)  # type: ignore[arg-type]
