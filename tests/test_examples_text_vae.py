@@ -425,6 +425,8 @@ def test_compare_runs_as_a_script_from_the_repo_root() -> None:
 def test_compare_rejects_bad_config(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="`seeds` must name at least one seed"):
         compare(Config(out=str(tmp_path), seeds=[]))
+    with pytest.raises(ValueError, match=r"`seeds` must not repeat a seed .*, got \[0, 1, 0\]"):
+        compare(Config(out=str(tmp_path), seeds=[0, 1, 0]))
     with pytest.raises(ValueError, match="`delay` must be an int >= 0"):
         compare(Config(out=str(tmp_path), delay=-1))
     # 120 sentences / 32 = 4 batches x 1 epoch: a delay of 4 leaves no step for the cycles; refused before any run

@@ -718,6 +718,8 @@ def compare(cfg: Config) -> dict[str, Any]:
         raise ValueError(f"`select` must be 'best' or 'last', got {cfg.select!r}")
     if not cfg.seeds:
         raise ValueError("`seeds` must name at least one seed, got []")
+    if len(set(cfg.seeds)) != len(cfg.seeds):
+        raise ValueError(f"`seeds` must not repeat a seed (a run writes its logs and checkpoint under its seed), got {cfg.seeds}")
     if isinstance(cfg.delay, bool) or not isinstance(cfg.delay, int) or cfg.delay < 0:
         raise ValueError(f"`delay` must be an int >= 0 (steps at beta = 0; 0 = no delay row), got {cfg.delay!r}")
     if cfg.recipe:
