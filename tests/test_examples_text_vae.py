@@ -12,7 +12,8 @@ import lightning as L
 import pytest
 import torch
 
-from examples.text_vae.compare import Config, compare, parse_args, schedules
+import examples.text_vae.compare as compare_module
+from examples.text_vae.compare import Config, ProgressBoard, compare, parse_args, resolve_jobs, schedules
 from examples.text_vae.corpus import FACTORS, generate_corpus, write_corpus
 from examples.text_vae.data import (
     BucketedBatches,
@@ -383,10 +384,11 @@ def test_train_cli_fast_dev_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_compare_tiny_budget_writes_results_and_figures(tmp_path: Path) -> None:
+    # --jobs 1: a worker's start-up (about 5 s of imports) outweighs these runs; --jobs has its own tests below
     cfg = parse_args(
         ["--out", str(tmp_path), "--seeds", "0", "1", "--max-epochs", "2", "--n-cycle", "2", "--corpus-size", "120",
          "--emb-dim", "8", "--hidden-dim", "8", "--latent-dim", "2", "--free-bits", "0.5", "--lr-restart", "--delay", "2",
-         "--probe-size", "60", "--threads", "1"]
+         "--probe-size", "60", "--threads", "1", "--jobs", "1"]
     )  # fmt: skip
     threads = torch.get_num_threads()
     try:
@@ -423,6 +425,8 @@ def test_compare_runs_as_a_script_from_the_repo_root() -> None:
 def test_compare_rejects_bad_config(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="`seeds` must name at least one seed"):
         compare(Config(out=str(tmp_path), seeds=[]))
+    with pytest.raises(ValueError, match=r"`seeds` must not repeat a seed .*, got \[0, 1, 0\]"):
+        compare(Config(out=str(tmp_path), seeds=[0, 1, 0]))
     with pytest.raises(ValueError, match="`delay` must be an int >= 0"):
         compare(Config(out=str(tmp_path), delay=-1))
     # 120 sentences / 32 = 4 batches x 1 epoch: a delay of 4 leaves no step for the cycles; refused before any run
@@ -441,3 +445,111 @@ def test_delay_row_is_li_et_al_recipe() -> None:
         schedules(Config(rows=["cyclical+fb"]))
     cb = CyclicalKLAnnealing(**rows["delay+cyclical"]["anneal"], total_steps=13)
     assert [cb.beta_at(t) for t in range(13)] == pytest.approx([0.0] * 5 + [0.0, 0.5, 1.0, 1.0] * 2)
+
+
+# ----------------------------------------------------------------------------- compare --jobs
+
+
+def _tiny_compare(out: Path, jobs: int, *extra: str) -> dict:
+    cfg = parse_args(
+        ["--out", str(out), "--seeds", "0", "1", "--rows", "monotonic", "cyclical", "--max-epochs", "1", "--corpus-size", "120",
+         "--emb-dim", "8", "--hidden-dim", "8", "--latent-dim", "2", "--probe-size", "60", "--threads", "1", "--jobs", str(jobs), *extra]
+    )  # fmt: skip
+    threads = torch.get_num_threads()
+    try:
+        return compare(cfg)
+    finally:
+        torch.set_num_threads(threads)  # compare() sets it process-wide; the other tests keep theirs
+
+
+def test_compare_jobs_give_identical_results(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """4 runs in this process or in 2 spawned workers: the same numbers and figures, a clean console."""
+    one, two = _tiny_compare(tmp_path / "one", 1), _tiny_compare(tmp_path / "two", 2)
+    console = "".join(capfd.readouterr())
+    on_disk = {j: json.loads((tmp_path / j / "results.json").read_text()) for j in ("one", "two")}
+    assert list(on_disk["one"]) == list(on_disk["two"]) == ["monotonic", "cyclical"]
+    for name in ("monotonic", "cyclical"):
+        for key in ("per_seed", "mean", "std", "alert"):
+            assert on_disk["one"][name][key] == on_disk["two"][name][key], (name, key)  # exactly, not approx
+        assert list(on_disk["two"][name]["per_seed"]) == ["0", "1"]  # plan order, whatever order the runs finished in
+    assert one["cyclical"]["paired"] == two["cyclical"]["paired"]
+    for fig in ("curves.png", "latent.png"):  # seed 0's curves and latents, drawn from the workers' results
+        assert (tmp_path / "one" / fig).read_bytes() == (tmp_path / "two" / fig).read_bytes()
+    config = {j: json.loads((tmp_path / j / "config.json").read_text()) for j in ("one", "two")}
+    assert (config["one"]["jobs"], config["one"]["jobs_used"], config["two"]["jobs"], config["two"]["jobs_used"]) == (1, 1, 2, 2)
+    # the workers' Lightning banners went to the log, labelled with their run, not to the console
+    assert "GPU available" not in console and "Warning" not in console
+    log = (tmp_path / "two" / "logs" / "lightning.log").read_text()
+    assert log.count("GPU available") == 4
+    assert all(f"[{name} seed {s}]" in log for name in ("monotonic", "cyclical") for s in (0, 1))
+    assert all(f"[{k}/4] " in console for k in range(1, 5)) and "4 runs in" in console and "2 at a time" in console
+
+
+def test_compare_worker_error_is_raised_in_the_parent(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"`dropout` must be in \[0, 1\), got 1.0") as info:
+        _tiny_compare(tmp_path, 2, "--dropout", "1.0")  # checked by TextVAE, so in the workers
+    assert any("in a worker process (--jobs 2)" in note for note in info.value.__notes__)
+
+
+def test_progress_board_numbers_lines_in_finishing_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    left: list[str] = []  # the lines left on the console (tqdm.write), without the bars' redraws
+    monkeypatch.setattr(compare_module.tqdm, "write", lambda s, file=None, end="\n", nolock=False: left.append(s))
+    board = ProgressBoard({0: "constant seed 0", 1: "monotonic seed 0", 2: "cyclical seed 0"})
+    board.handle(("start", 0, 10))
+    board.handle(("start", 1, 10))
+    board.handle(("step", 1, 5, {"beta": "0.50"}))
+    assert [bar.desc for bar in board.bars.values()] == ["[1/3] constant seed 0: ", "[2/3] monotonic seed 0: "]
+    assert board.bars[1].n == 5 and board.bars[1].postfix == "beta=0.50"
+    board.handle(("end", 1, 10))  # the second run finishes first: its line is [1/3]
+    assert [bar.desc for bar in board.bars.values()] == ["[2/3] constant seed 0: "]
+    board.handle(("step", 1, 10, {}))  # a late event of a finished run is ignored
+    board.handle(("start", 2, 10))
+    board.finish(0, 10)
+    board.finish(0, 10)  # once only
+    board.finish(2, 10)
+    assert [line.split(":")[0] for line in left] == ["[1/3] monotonic seed 0", "[2/3] constant seed 0", "[3/3] cyclical seed 0"]
+    assert all("10/10" in line for line in left) and board.bars == {}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "cpus", "runs", "expected"),
+    [
+        ({}, 2, 9, 2),  # the demo on this 2-core machine
+        ({}, 1, 9, 1),
+        ({}, 64, 9, 9),  # never more workers than runs
+        ({"threads": 2}, 5, 9, 2),  # cores // threads
+        ({"threads": 2}, 1, 9, 1),
+        ({"threads": 0}, 8, 9, 1),  # torch's default threads already use every core
+        ({"devices": 2}, 8, 9, 1),  # DDP
+        ({"accelerator": "gpu"}, 8, 9, 1),
+        ({"jobs": 1}, 8, 9, 1),
+        ({"jobs": 4}, 1, 3, 3),  # explicit: capped at the runs only
+    ],
+)
+def test_resolve_jobs(monkeypatch: pytest.MonkeyPatch, overrides: dict, cpus: int, runs: int, expected: int) -> None:
+    monkeypatch.setattr(compare_module, "usable_cpus", lambda: cpus)
+    assert resolve_jobs(Config(**overrides), runs) == expected
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"jobs": -1}, r"`jobs` must be an int >= 0 \(runs trained at once; 0 = as many as the CPU cores allow\), got -1"),
+        ({"jobs": 1.5}, r"`jobs` must be an int >= 0 .*, got 1.5"),
+        ({"jobs": "2"}, r"`jobs` must be an int >= 0 .*, got '2'"),
+        ({"jobs": True}, r"`jobs` must be an int >= 0 .*, got True"),
+        ({"jobs": 2, "devices": 2}, r"`jobs` must be 0 \(auto\) or 1 with `accelerator='cpu'` and `devices=2`, got 2"),
+        ({"jobs": 2, "accelerator": "gpu"}, r"`jobs` must be 0 \(auto\) or 1 with `accelerator='gpu'`"),
+    ],
+)
+def test_compare_rejects_bad_jobs_before_any_run(tmp_path: Path, overrides: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        compare(Config(out=str(tmp_path), seeds=[0], max_steps=2, corpus_size=60, emb_dim=4, hidden_dim=4, latent_dim=2, **overrides))
+    assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.parametrize("value", ["-1", "two", "1.5"])
+def test_compare_cli_rejects_bad_jobs(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--jobs", value])
+    assert f"`jobs` must be an int >= 0 (runs trained at once; 0 = as many as the CPU cores allow), got '{value}'" in capsys.readouterr().err

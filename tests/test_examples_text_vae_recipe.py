@@ -110,10 +110,11 @@ def test_recipe_bad_arguments_fail_before_any_run(tmp_path: Path, overrides: dic
 
 
 def test_compare_with_recipe_writes_the_row(tmp_path: Path) -> None:
+    # --jobs 1: a worker's start-up (about 5 s of imports) outweighs these runs
     cfg = parse_args(
         ["--out", str(tmp_path), "--seeds", "0", "--max-epochs", "1", "--corpus-size", "120", "--emb-dim", "8",
          "--hidden-dim", "8", "--latent-dim", "2", "--probe-size", "60", "--threads", "1", "--recipe",
-         "--rows", "cyclical", "recipe"]
+         "--rows", "cyclical", "recipe", "--jobs", "1"]
     )  # fmt: skip
     threads = torch.get_num_threads()
     try:

@@ -12,6 +12,10 @@ in the paper), prints a table like the paper's Table 1 and writes into ``--out``
 * ``latent.png``: sampled z of test sentences in 2-D, coloured by topic, one panel per schedule,
 * ``logs/``: a CSVLogger run per schedule and seed.
 
+Runs are independent, so ``--jobs N`` trains N of them at once in worker processes (default 0:
+as many as the CPU cores allow at ``--threads`` each, so 2 on a 2-core machine); every run is
+seeded on its own, so the results are the same for any ``--jobs``.
+
 ``--free-bits 0.5`` adds a ``cyclical+fb`` row, ``--lr-restart`` a ``cyclical+lr`` row (cosine
 learning rate restarted every cycle, the paper's confound, measured on its own), ``--delay D`` a
 ``delay+cyclical`` row (Li et al. 2019: beta = 0 for the first D steps, then the cycles, from 0).
@@ -28,10 +32,15 @@ import argparse
 import json
 import logging
 import math
+import multiprocessing
+import os
+import queue
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -97,6 +106,7 @@ class Config:
     accelerator: str = "cpu"
     devices: int = 1
     threads: int = 1
+    jobs: int = 0  # runs trained at once, in worker processes; 0: as many as the cores allow (resolve_jobs)
     limit_batches: float | int = 1.0
     probe_size: int = 3000
 
@@ -143,17 +153,45 @@ def schedules(cfg: Config) -> dict[str, dict[str, Any]]:
     return rows
 
 
+class RunLabel(logging.Filter):
+    """Adds ``record.run``, the run being trained (``"cyclical seed 0"``, or ``"-"`` between runs).
+
+    With ``--jobs`` > 1 several processes append to one log file; the label says whose line it is.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.label = "-"
+
+    @override
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.run = self.label
+        return True
+
+
+RUN_LABEL = RunLabel()  # one per process: run_one sets it, the handlers of lightning_to_file read it
+
+
 @contextmanager
-def lightning_to_file(path: Path) -> Iterator[None]:
+def lightning_to_file(path: Path, truncate: bool = True) -> Iterator[None]:
     """Send Lightning's log lines and Python warnings to ``path`` instead of the console.
 
     Lightning prints accelerator banners, tips and ``limit_*_batches`` notices at every ``fit``
     and ``test``; in a comparison of many runs they bury the progress lines. They are kept, in
-    the file, with their time and source.
+    the file, with their time, run and source.
+
+    Args:
+        path: The log file.
+        truncate: Empty the file first (the comparison's process); ``False`` only appends (its
+            worker processes). Every process appends, so lines from several processes never
+            overwrite each other.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, mode="w")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    if truncate:
+        path.write_text("")
+    handler = logging.FileHandler(path, mode="a")
+    handler.setFormatter(logging.Formatter("%(asctime)s [%(run)s] %(name)s %(levelname)s: %(message)s"))
+    handler.addFilter(RUN_LABEL)
     # both package names: `pytorch_lightning` / `lightning_fabric` log under their own once imported
     names = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric", "py.warnings")
     loggers = [logging.getLogger(name) for name in names]
@@ -189,29 +227,116 @@ class CurveRecorder(Callback):
 
 
 class RunProgress(Callback):
-    """One progress bar per run that says which run it is, with the live beta and KL."""
+    """One progress bar per run that says which run it is, with the live beta and KL.
 
-    def __init__(self, desc: str) -> None:
-        self.desc = desc
+    In a worker process (``--jobs`` > 1) the bar is drawn by the parent: the callback sends
+    ``("start", run, total)``, ``("step", run, step, postfix)`` and ``("end", run, step)`` to
+    ``events`` for a ``ProgressBoard``, instead of drawing.
+    """
+
+    def __init__(self, desc: str, events: Any | None = None, run: int = 0) -> None:
+        self.desc, self.events, self.run = desc, events, run
         self.bar: tqdm | None = None
 
     @override
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        self.bar = tqdm(total=int(trainer.estimated_stepping_batches), desc=self.desc, leave=True, dynamic_ncols=True)
+        total = int(trainer.estimated_stepping_batches)
+        if self.events is not None:
+            self.events.put(("start", self.run, total))
+            return
+        self.bar = tqdm(total=total, desc=self.desc, leave=True, dynamic_ncols=True)
 
     @override
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.bar is not None:
-            self.bar.update(trainer.global_step - self.bar.n)
-            if batch_idx % 20 == 0:
-                self.bar.set_postfix(beta=f"{float(pl_module.beta):.2f}", kl=f"{float(outputs['kl']):.2f}", rec=f"{float(outputs['rec']):.1f}")
+        if self.bar is None and self.events is None:
+            return
+        postfix = None
+        if batch_idx % 20 == 0:
+            postfix = {"beta": f"{float(pl_module.beta):.2f}", "kl": f"{float(outputs['kl']):.2f}", "rec": f"{float(outputs['rec']):.1f}"}
+        if self.events is not None:
+            if postfix is not None and trainer.is_global_zero:  # every 20 steps: the parent redraws, no need for each
+                self.events.put(("step", self.run, trainer.global_step, postfix))
+            return
+        self.bar.update(trainer.global_step - self.bar.n)  # type: ignore[union-attr]
+        if postfix is not None:
+            self.bar.set_postfix(postfix)  # type: ignore[union-attr]
 
     @override
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.events is not None and trainer.is_global_zero:
+            self.events.put(("end", self.run, trainer.global_step))
         if self.bar is not None:
             self.bar.close()
+
+
+class ProgressBoard:
+    """The console of runs trained in worker processes: a live bar per training run, a line per finished one.
+
+    Fed with ``RunProgress``'s events. A run's line is left when its training ends, numbered
+    ``[k/n]`` in the order the runs *finish*, so the lines read 1, 2, ... n whatever that order;
+    a live bar carries the number it gets if the runs finish in the order they started. With one
+    run at a time this is the console of ``RunProgress`` drawing its own bar.
+
+    Args:
+        descs: Each run's name after its number, e.g. ``{0: "constant    seed 0"}``.
+    """
+
+    def __init__(self, descs: dict[int, str]) -> None:
+        self.descs, self.n = descs, len(descs)
+        self.bars: dict[int, tqdm] = {}  # the runs in training, in the order they started
+        self.finished: set[int] = set()
+
+    def handle(self, event: tuple[Any, ...]) -> None:
+        kind, run, *rest = event
+        if run in self.finished:  # an event that travelled slower than the run's result
+            return
+        if kind == "start":
+            self.bars[run] = tqdm(total=rest[0], desc=self.descs[run], leave=False, dynamic_ncols=True)
+            self._renumber()
+        elif kind == "step" and run in self.bars:
+            bar = self.bars[run]
+            bar.update(rest[0] - bar.n)
+            bar.set_postfix(rest[1])
+        elif kind == "end":
+            self.finish(run, rest[0])
+
+    def drain(self, events: Any) -> None:
+        """Handle every event waiting in the queue ``events``."""
+        while True:
+            try:
+                self.handle(events.get_nowait())
+            except queue.Empty:
+                return
+
+    def finish(self, run: int, steps: int) -> None:
+        """Leave the run's line on the console (once; a second call does nothing)."""
+        if run in self.finished:
+            return
+        self.finished.add(run)
+        label = f"[{len(self.finished)}/{self.n}] {self.descs[run]}"
+        bar = self.bars.pop(run, None)
+        if bar is None:  # its events were lost (they are progress only): a line without a bar
+            line = f"{label}: {steps} steps"
+        else:
+            bar.set_description(label, refresh=False)
+            bar.update(steps - bar.n)
+            line = str(bar)
+            bar.clear()  # then close() leaves the cursor at the start of a line, wherever the bar was
+            bar.close()
+        tqdm.write(line, file=sys.stderr)  # where the bars are, as RunProgress's own bars
+        self._renumber()
+
+    def close(self) -> None:
+        """Remove the bars of runs that did not finish (after an error)."""
+        for bar in self.bars.values():
+            bar.close()
+        self.bars.clear()
+
+    def _renumber(self) -> None:
+        for i, (run, bar) in enumerate(self.bars.items(), start=len(self.finished) + 1):
+            bar.set_description(f"[{i}/{self.n}] {self.descs[run]}")
 
 
 @torch.no_grad()
@@ -258,8 +383,20 @@ def check_recipe(cfg: Config) -> None:
         )
 
 
-def run_one(cfg: Config, name: str, row: dict[str, Any], seed: int, dm: TextVAEDataModule, desc: str) -> dict[str, Any]:
-    """Train and test one (schedule, seed); returns test metrics, the curve and test latents."""
+def run_one(cfg: Config, name: str, row: dict[str, Any], seed: int, dm: TextVAEDataModule, desc: str,
+            events: Any | None = None, run: int = 0) -> dict[str, Any]:  # fmt: skip
+    """Train and test one (schedule, seed); returns test metrics, the curve and test latents.
+
+    ``events`` and ``run``: ``RunProgress``'s, to report progress to a parent process.
+    """
+    RUN_LABEL.label = f"{name} seed {seed}"
+    try:
+        return _run_one(cfg, name, row, seed, dm, RunProgress(desc, events, run))
+    finally:
+        RUN_LABEL.label = "-"
+
+
+def _run_one(cfg: Config, name: str, row: dict[str, Any], seed: int, dm: TextVAEDataModule, progress: RunProgress) -> dict[str, Any]:
     L.seed_everything(seed, workers=True, verbose=False)
     t0, c0 = time.perf_counter(), time.process_time()
     model = TextVAE(
@@ -275,7 +412,7 @@ def run_one(cfg: Config, name: str, row: dict[str, Any], seed: int, dm: TextVAED
     trainer = L.Trainer(
         max_epochs=cfg.max_epochs, max_steps=cfg.max_steps, accelerator=cfg.accelerator, devices=cfg.devices,
         gradient_clip_val=5.0,  # paper
-        callbacks=[schedule_callback(row), *free_bits_callbacks(row), monitor, curve, ckpt, RunProgress(desc)],
+        callbacks=[schedule_callback(row), *free_bits_callbacks(row), monitor, curve, ckpt, progress],
         logger=CSVLogger(Path(cfg.out) / "logs", name=name, version=f"seed{seed}"),
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
         limit_train_batches=cfg.limit_batches, limit_val_batches=cfg.limit_batches, limit_test_batches=cfg.limit_batches,
@@ -298,6 +435,152 @@ def run_one(cfg: Config, name: str, row: dict[str, Any], seed: int, dm: TextVAED
     # CPU time next to wall time: on a shared machine the wall time says more about the neighbours
     seconds = {"wall": round(time.perf_counter() - t0, 1), "cpu": round(time.process_time() - c0, 1)}
     return {"metrics": metrics, "curve": curve.rows, "z": z_test, "mu": mu_test, "best_ckpt": best, "alert": alert, "seconds": seconds}
+
+
+def make_datamodule(cfg: Config, seed: int) -> TextVAEDataModule:
+    """The data of every run with this seed (the seed sets the batch composition; the corpus is fixed)."""
+    return TextVAEDataModule(cfg.data_dir, batch_size=cfg.batch_size, max_vocab=cfg.max_vocab, min_count=cfg.min_count,
+                             max_train_len=cfg.max_train_len, train_sentences=cfg.train_sentences,
+                             corpus_size=cfg.corpus_size, seed=seed)  # fmt: skip
+
+
+def usable_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def resolve_jobs(cfg: Config, n_runs: int) -> int:
+    """How many runs train at once: ``cfg.jobs``, or for ``jobs=0`` as many as the cores allow.
+
+    ``jobs=0`` (the default) gives ``min(n_runs, usable_cpus() // threads)``, at least 1, for runs
+    on one CPU device with ``threads >= 1``; otherwise 1: under DDP (``devices > 1``) a run
+    already uses several processes, on an accelerator the runs would share it, and with
+    ``threads=0`` (torch's default) one run already uses every core. An explicit ``jobs`` is
+    capped at ``n_runs``.
+
+    Raises:
+        ValueError: ``jobs`` is not an int >= 0, or is > 1 with ``devices > 1`` or an accelerator
+            other than ``"cpu"``.
+
+    Example:
+        >>> resolve_jobs(Config(jobs=4), n_runs=3), resolve_jobs(Config(jobs=0, threads=0), n_runs=9)
+        (3, 1)
+    """
+    jobs = cfg.jobs
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 0:
+        raise ValueError(f"`jobs` must be an int >= 0 (runs trained at once; 0 = as many as the CPU cores allow), got {jobs!r}")
+    one_cpu_device = cfg.accelerator == "cpu" and cfg.devices == 1
+    if jobs > 1 and not one_cpu_device:
+        raise ValueError(
+            f"`jobs` must be 0 (auto) or 1 with `accelerator={cfg.accelerator!r}` and `devices={cfg.devices}`, got {jobs}: "
+            "runs in parallel are for one CPU device each; use --accelerator cpu --devices 1 to run several at once"
+        )
+    if jobs > 0:
+        return min(jobs, n_runs)
+    if not one_cpu_device or cfg.threads < 1:
+        return 1
+    return max(1, min(n_runs, usable_cpus() // cfg.threads))
+
+
+def _jobs_arg(text: str) -> int:
+    """``--jobs``: the same message as ``resolve_jobs`` for a value that is not an int >= 0."""
+    try:
+        jobs = int(text)
+    except ValueError:
+        jobs = -1
+    if jobs < 0:
+        raise argparse.ArgumentTypeError(f"`jobs` must be an int >= 0 (runs trained at once; 0 = as many as the CPU cores allow), got {text!r}")
+    return jobs
+
+
+# one worker process's state (``--jobs`` > 1): the parent's progress queue and the data modules by seed
+_worker: dict[str, Any] = {}
+
+
+def _init_worker(events: Any, log_path: str, threads: int) -> None:
+    """Set up a worker process like the parent: torch threads, Lightning's messages to the log file."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+    # progress events are not worth waiting for at exit (a parent that stopped reading would hang it)
+    events.cancel_join_thread()
+    stack = ExitStack()  # held until the process ends
+    stack.enter_context(lightning_to_file(Path(log_path), truncate=False))
+    _worker.update(events=events, stack=stack, data={})
+
+
+def _run_in_worker(cfg: Config, name: str, row: dict[str, Any], seed: int, run: int, desc: str) -> dict[str, Any]:
+    """``run_one`` in a worker process, on a data module built there (0.4 s, once per seed and worker)."""
+    data = _worker["data"]
+    if seed not in data:
+        data[seed] = make_datamodule(cfg, seed)
+    res = run_one(cfg, name, row, seed, data[seed], desc, events=_worker["events"], run=run)
+    # plain arrays: a pickled torch tensor would travel through shared memory that the worker must keep alive
+    res["z"], res["mu"] = res["z"].numpy(), res["mu"].numpy()
+    return res
+
+
+def run_parallel(cfg: Config, plan: list[tuple[str, dict[str, Any], int]], descs: dict[int, str], jobs: int, log_path: Path) -> dict[int, dict[str, Any]]:
+    """``run_one`` for every (name, row, seed) of ``plan`` in ``jobs`` spawned worker processes.
+
+    Returns the results by index in ``plan``. The parent draws the progress (``ProgressBoard``);
+    Lightning's messages go to ``log_path`` from every process.
+
+    Raises:
+        Exception: The first error of a run, as raised in its worker (its traceback attached),
+            with a note naming the run; the other runs are stopped.
+    """
+    ctx = multiprocessing.get_context("spawn")  # not fork: torch's thread pools do not survive a fork
+    events = ctx.Queue()
+    board = ProgressBoard(descs)
+    results: dict[int, dict[str, Any]] = {}
+    executor = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(events, str(log_path), cfg.threads))
+    finished = False
+    try:
+        futures: dict[Future, int] = {executor.submit(_run_in_worker, cfg, name, row, seed, k, descs[k]): k
+                                      for k, (name, row, seed) in enumerate(plan)}  # fmt: skip
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+            board.drain(events)
+            for future in sorted(done, key=futures.__getitem__):
+                k = futures[future]
+                error = future.exception()
+                if error is not None:
+                    name, _, seed = plan[k]
+                    if isinstance(error, BrokenProcessPool):
+                        error.add_note(f"a worker process ended without a Python error (killed? out of memory?) while the run {name!r} "
+                                       f"seed {seed} was running or waiting (--jobs {jobs}); --jobs 1 runs in this process")  # fmt: skip
+                    else:
+                        error.add_note(f"in the run {name!r} seed {seed}, in a worker process (--jobs {jobs}); Lightning's log: {log_path}")
+                    raise error
+                res = future.result()
+                res["z"], res["mu"] = torch.from_numpy(res["z"]), torch.from_numpy(res["mu"])
+                results[k] = res
+                board.finish(k, res["alert"]["steps"])
+        finished = True
+    finally:
+        board.close()
+        if not finished:  # an error or Ctrl-C: stop the other runs now rather than wait for them
+            # SIGKILL, not terminate(): Lightning catches SIGTERM inside fit, ends the run and the worker
+            # stays alive waiting for work, so the exit would wait for it forever (no public API before 3.14)
+            for process in list((getattr(executor, "_processes", None) or {}).values()):
+                process.kill()
+        executor.shutdown(wait=finished, cancel_futures=True)
+        events.close()
+    return results
+
+
+def run_serial(cfg: Config, plan: list[tuple[str, dict[str, Any], int]], descs: dict[int, str], first: TextVAEDataModule) -> dict[int, dict[str, Any]]:
+    """``run_one`` for every (name, row, seed) of ``plan`` in this process, one after the other."""
+    data = {cfg.seeds[0]: first}
+    results = {}
+    for k, (name, row, seed) in enumerate(plan):
+        if seed not in data:
+            data = {seed: make_datamodule(cfg, seed)}  # one seed's data at a time, as the plan goes seed by seed
+        results[k] = run_one(cfg, name, row, seed, data[seed], desc=f"[{k + 1}/{len(plan)}] {descs[k]}")
+    return results
 
 
 def check_delay(cfg: Config, dm: TextVAEDataModule) -> None:
@@ -426,44 +709,54 @@ def plot_latents(latents: dict[str, tuple[torch.Tensor, torch.Tensor]], labels: 
 
 
 def compare(cfg: Config) -> dict[str, Any]:
-    """Run every schedule for every seed; write results.json and figures into ``cfg.out``."""
+    """Run every schedule for every seed; write results.json and figures into ``cfg.out``.
+
+    The runs go one at a time in this process, or ``jobs`` at a time in worker processes
+    (``resolve_jobs``); each is seeded on its own, so the results are the same either way.
+    """
     if cfg.select not in ("best", "last"):
         raise ValueError(f"`select` must be 'best' or 'last', got {cfg.select!r}")
     if not cfg.seeds:
         raise ValueError("`seeds` must name at least one seed, got []")
+    if len(set(cfg.seeds)) != len(cfg.seeds):
+        raise ValueError(f"`seeds` must not repeat a seed (a run writes its logs and checkpoint under its seed), got {cfg.seeds}")
     if isinstance(cfg.delay, bool) or not isinstance(cfg.delay, int) or cfg.delay < 0:
         raise ValueError(f"`delay` must be an int >= 0 (steps at beta = 0; 0 = no delay row), got {cfg.delay!r}")
     if cfg.recipe:
         check_recipe(cfg)
+    rows = schedules(cfg)
+    # seed by seed, the rows inside: the order of the runs, of the progress lines and of results.json
+    plan = [(name, row, seed) for seed in cfg.seeds for name, row in rows.items()]
+    n_runs = len(plan)
+    jobs = resolve_jobs(cfg, n_runs)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = schedules(cfg)
     t0 = time.time()
+    descs = {k: f"{name:<11} seed {seed}" for k, (name, _, seed) in enumerate(plan)}
+    log_path = out / "logs" / "lightning.log"
+    with lightning_to_file(log_path):
+        dm = make_datamodule(cfg, cfg.seeds[0])
+        tqdm.write(f"data: {dm.describe()}")
+        check_delay(cfg, dm)
+        if jobs == 1:
+            runs = run_serial(cfg, plan, descs, dm)
+        else:
+            runs = run_parallel(cfg, plan, descs, jobs, log_path)
     per: dict[str, dict[int, dict[str, float]]] = {name: {} for name in rows}
     alerts: dict[str, dict[str, dict[str, int | None]]] = {name: {} for name in rows}
     seconds: dict[str, dict[str, dict[str, float]]] = {name: {} for name in rows}
     curves: dict[str, list] = {}
     latents: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    n_runs, k = len(rows) * len(cfg.seeds), 0
-    with lightning_to_file(out / "logs" / "lightning.log"):
-        for seed in cfg.seeds:
-            dm = TextVAEDataModule(cfg.data_dir, batch_size=cfg.batch_size, max_vocab=cfg.max_vocab, min_count=cfg.min_count,
-                                   max_train_len=cfg.max_train_len, train_sentences=cfg.train_sentences,
-                                   corpus_size=cfg.corpus_size, seed=seed)  # fmt: skip
-            if seed == cfg.seeds[0]:
-                tqdm.write(f"data: {dm.describe()}")
-                check_delay(cfg, dm)
-            for name, row in rows.items():
-                k += 1
-                res = run_one(cfg, name, row, seed, dm, desc=f"[{k}/{n_runs}] {name:<11} seed {seed}")
-                per[name][seed] = res["metrics"]
-                alerts[name][str(seed)] = res["alert"]
-                seconds[name][str(seed)] = res["seconds"]
-                if seed == cfg.seeds[0]:
-                    curves[name] = res["curve"]
-                    latents[name] = (res["z"], res["mu"])
+    for k, (name, _, seed) in enumerate(plan):
+        res = runs[k]
+        per[name][seed] = res["metrics"]
+        alerts[name][str(seed)] = res["alert"]
+        seconds[name][str(seed)] = res["seconds"]
+        if seed == cfg.seeds[0]:
+            curves[name] = res["curve"]
+            latents[name] = (res["z"], res["mu"])
     results = {name: summarize(p) for name, p in per.items()}
     for name, p in paired(results).items():
         results[name]["paired"] = p
@@ -474,13 +767,15 @@ def compare(cfg: Config) -> dict[str, Any]:
         return results
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     cpu_s = sum(t["cpu"] for r in seconds.values() for t in r.values())
-    (out / "config.json").write_text(json.dumps({**asdict(cfg), "wall_s": round(time.time() - t0, 1), "runs_cpu_s": round(cpu_s, 1)}, indent=2) + "\n")
+    run_info = {"jobs_used": jobs, "wall_s": round(time.time() - t0, 1), "runs_cpu_s": round(cpu_s, 1)}
+    (out / "config.json").write_text(json.dumps({**asdict(cfg), **run_info}, indent=2) + "\n")
     plot_curves(curves, out / "curves.png")
     labels = dm.split("test").labels
     plot_latents(latents, None if labels is None else labels[:, 0], "topic", out / "latent.png")
     print(format_table(results))
     print(format_alerts(results))
-    print(f"\n{n_runs} runs in {time.time() - t0:.0f} s wall ({cpu_s:.0f} s CPU in the runs); results in {out / 'results.json'}")
+    at_once = f", {jobs} at a time" if jobs > 1 else ""
+    print(f"\n{n_runs} runs in {time.time() - t0:.0f} s wall{at_once} ({cpu_s:.0f} s CPU in the runs); results in {out / 'results.json'}")
     return results
 
 
@@ -527,7 +822,10 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--select", choices=("best", "last"), default=d.select, help="test the best-val-PPL or the last checkpoint")
     p.add_argument("--accelerator", default=d.accelerator)
     p.add_argument("--devices", type=int, default=d.devices)
-    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (1 avoids oversubscription on small shared CPUs); 0 = torch default")
+    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads per run (1 avoids oversubscription on small shared CPUs); 0 = torch default")
+    p.add_argument("--jobs", type=_jobs_arg, default=d.jobs,
+                   help="runs trained at once, in worker processes (same results for any value); 0 = min(runs, CPU cores // threads), "
+                        "1 with --threads 0, --devices > 1 or an accelerator other than cpu")
     p.add_argument("--limit-batches", type=float, default=d.limit_batches, help="fraction (or, if > 1, number) of batches per epoch")
     p.add_argument("--probe-size", type=int, default=d.probe_size, help="training sentences used to fit the probes")
     a = p.parse_args(argv)
