@@ -226,7 +226,8 @@ class ScheduledAttribute(Callback):
                     "as `functools.partial` of such a function) instead of a lambda or a local function"
                 ) from err
         state = self.__dict__.copy()
-        state.update(_last_run=None, _counter=None, _target=None, _epoch_loop=None, _loggers=[], _kind=_SETATTR)
+        state.update(_last_run=None, _counter=None, _target=None, _epoch_loop=None, _loggers=[], _kind=_SETATTR,
+                     _ahead=[], _ahead_start=0, _ahead_len=0)
         return state
 
     def _init_args(self) -> dict[str, Any]:
