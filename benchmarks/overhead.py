@@ -139,7 +139,7 @@ def run_blocks(states: dict[str, list[L.Callback]], fit: Callable[[list[L.Callba
 
 
 def minimal_fit(rounds: int, block: int, n_states: int, root: str) -> Callable[[list[L.Callback]], None]:
-    steps = 1 + rounds * n_states * block  # step 0 starts the first block; the last block ends at `steps`
+    steps = rounds * n_states * block  # the last block ends with the last step
 
     def fit(callbacks: list[L.Callback]) -> None:
         torch.manual_seed(0)
@@ -152,7 +152,7 @@ def minimal_fit(rounds: int, block: int, n_states: int, root: str) -> Callable[[
 def vae_fit(rounds: int, block: int, n_states: int, root: str, dm: Any) -> Callable[[list[L.Callback]], None]:
     from examples.text_vae.model import TextVAE
 
-    steps = 1 + rounds * n_states * block
+    steps = rounds * n_states * block
 
     def fit(callbacks: list[L.Callback]) -> None:
         torch.manual_seed(0)
@@ -162,8 +162,25 @@ def vae_fit(rounds: int, block: int, n_states: int, root: str, dm: Any) -> Calla
     return fit
 
 
+def _timed_hooks(callback: L.Callback, hooks: tuple[str, ...], clock: Callable[[], float]) -> list[float]:
+    """Wrap ``hooks`` of ``callback`` so that the seconds spent inside them add up in the returned cell."""
+    spent = [0.0]
+    for hook in hooks:
+        inner = getattr(callback, hook)
+
+        def timed(*args: Any, _inner: Any = inner, **kwargs: Any) -> Any:
+            t0 = clock()
+            try:
+                return _inner(*args, **kwargs)
+            finally:
+                spent[0] += clock() - t0
+
+        setattr(callback, hook, timed)
+    return spent
+
+
 def hook_us(fit: Callable[[list[L.Callback]], None], makers: dict[str, Callable[[], L.Callback]], steps: int, repeats: int = 3) -> dict[str, float]:
-    """CPU µs per step spent inside each callback's ``on_train_batch_start`` during real fits.
+    """µs per step spent inside each callback's ``on_train_batch_start`` during real fits.
 
     Timed by a wrapper; the wrapper's own cost, measured around a no-op hook, is subtracted.
     Inside a fit each call starts with caches cold from Lightning's work in between: this, not a
@@ -175,14 +192,8 @@ def hook_us(fit: Callable[[list[L.Callback]], None], makers: dict[str, Callable[
             pass
 
     def timed(callback: L.Callback) -> float:
-        inner, spent = callback.on_train_batch_start, [0.0]
-
-        def hook(*args: Any) -> None:
-            t0 = time.perf_counter()  # a few µs at a time: wall time, which a cheap clock reads
-            inner(*args)
-            spent[0] += time.perf_counter() - t0
-
-        callback.on_train_batch_start = hook  # type: ignore[method-assign]
+        # a few µs at a time: wall time, which a cheap clock reads
+        spent = _timed_hooks(callback, ("on_train_batch_start",), time.perf_counter)
         fit([callback])
         return 1e6 * spent[0] / steps
 
@@ -198,22 +209,12 @@ def hook_us(fit: Callable[[list[L.Callback]], None], makers: dict[str, Callable[
 def fixed_cost_ms(root: str, steps: int = 3000) -> float:
     """CPU ms a fit spends in the callback's hooks other than the per-step one (median of 5 fits)."""
     hooks = ("setup", "on_fit_start", "on_train_start", "on_train_end", "on_fit_end", "teardown", "state_dict")
+    fit = minimal_fit(1, steps, 1, root)
     per_fit = []
     for _ in range(5):
-        callback, spent = CyclicalKLAnnealing(n_cycle=4, ratio=0.5), [0.0]
-        for hook in hooks:
-            inner = getattr(callback, hook)
-
-            def timed(*args: Any, _inner: Any = inner, **kwargs: Any) -> Any:
-                t0 = time.process_time()
-                try:
-                    return _inner(*args, **kwargs)
-                finally:
-                    spent[0] += time.process_time() - t0
-
-            setattr(callback, hook, timed)
-        loader = DataLoader(TensorDataset(torch.randn(steps, 8)), batch_size=1)
-        _trainer([callback], root, max_steps=steps).fit(Minimal(), loader)
+        callback = CyclicalKLAnnealing(n_cycle=4, ratio=0.5)
+        spent = _timed_hooks(callback, hooks, time.process_time)
+        fit([callback])
         per_fit.append(1e3 * spent[0])
     return statistics.median(per_fit)
 
