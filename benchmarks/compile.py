@@ -93,7 +93,9 @@ def main() -> None:
         r = results[name] = run(buffer, args.steps, args.n_cycle, args.backend)
         print(f"{name:<24}{r['graphs']:>16}{r['seconds']:>23.2f}")
     f, b = results["float attribute"], results["buffer (in place)"]
-    print(f"distinct β values in the run: {f['distinct_beta']}; float/buffer time ratio {f['seconds'] / b['seconds']:.2f}")
+    print(
+        f"distinct β values in the run: {f['distinct_beta']}; float/buffer time ratio {f['seconds'] / b['seconds']:.2f}"
+    )
 
 
 if __name__ == "__main__":

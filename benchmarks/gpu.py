@@ -96,7 +96,9 @@ def check_compile(mode: str, steps: int, root: str) -> dict[str, Any]:
 def check_bf16(steps: int, root: str) -> dict[str, Any]:
     model = CompiledVAE(None)
     cb = CyclicalKLAnnealing(n_cycle=2, ratio=0.5, shape="cosine", attribute="loss_fn.beta")
-    _trainer([cb], root, max_steps=steps, precision="bf16-mixed").fit(model, DataLoader(TensorDataset(torch.randn(steps, 16)), batch_size=1))
+    _trainer([cb], root, max_steps=steps, precision="bf16-mixed").fit(
+        model, DataLoader(TensorDataset(torch.randn(steps, 16)), batch_size=1)
+    )
     expected = [cyclical_beta(t, steps, 2, 0.5, shape="cosine") for t in range(steps)]
     return {
         "precision": "bf16-mixed",

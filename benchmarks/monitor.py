@@ -101,7 +101,10 @@ VARIANTS = {
     "with LatentMonitor": lambda: [TimedMonitor()],
     "with it, MI off": lambda: [LatentMonitor(mi_max_samples=0)],
 }
-SIZES = {"compare": dict(emb_dim=64, hidden_dim=128, latent_dim=16), "paper": dict(emb_dim=256, hidden_dim=256, latent_dim=32)}
+SIZES = {
+    "compare": dict(emb_dim=64, hidden_dim=128, latent_dim=16),
+    "paper": dict(emb_dim=256, hidden_dim=256, latent_dim=32),
+}
 
 
 def validate_seconds(model: TextVAE, dm: TextVAEDataModule, variant: str, root: str) -> float:
@@ -157,13 +160,15 @@ def main() -> None:
         TimedMonitor.hook_seconds.clear()
         names = list(VARIANTS)
         for i in range(args.repeats):
-            for name in names[i % len(names):] + names[: i % len(names)]:  # rotate which goes first
+            for name in names[i % len(names) :] + names[: i % len(names)]:  # rotate which goes first
                 times[name].append(validate_seconds(model, dm, name, root))
     n_val = len(dm.split("valid"))
     base = times["without"]
     paired = {name: [t / b for t, b in zip(ts, base)] for name, ts in times.items() if name != "without"}
     ratio = statistics.median(paired["with LatentMonitor"])
-    print(f"text VAE ({args.size} size) validation loop, {n_val} sentences, {args.repeats} interleaved runs each, 1 thread")
+    print(
+        f"text VAE ({args.size} size) validation loop, {n_val} sentences, {args.repeats} interleaved runs each, 1 thread"
+    )
     for name, ts in times.items():
         line = f"{name:<20} median {statistics.median(ts):.3f} s   min {min(ts):.3f} s"
         if name in paired:
@@ -171,9 +176,13 @@ def main() -> None:
         print(line)
     hooks = statistics.median(TimedMonitor.hook_seconds)
     share = hooks / statistics.median(base)
-    print(f"LatentMonitor's own hooks: median {1e3 * hooks:.1f} ms per validation = {100 * share:.1f}% of the loop without it")
-    print(f"target with/without <= 1.05: {'met' if ratio <= 1.05 else 'NOT met'} ({ratio:.3f}); "
-          f"hooks' share {'met' if share <= 0.05 else 'NOT met'} ({100 * share:.1f}%)")
+    print(
+        f"LatentMonitor's own hooks: median {1e3 * hooks:.1f} ms per validation = {100 * share:.1f}% of the loop without it"
+    )
+    print(
+        f"target with/without <= 1.05: {'met' if ratio <= 1.05 else 'NOT met'} ({ratio:.3f}); "
+        f"hooks' share {'met' if share <= 0.05 else 'NOT met'} ({100 * share:.1f}%)"
+    )
     spread = mi_spread()
     print("MI estimate over 20 seeds of the draws, 1000 rows, d = 16: mean ± std (ddof=1)")
     for label, row in spread.items():

@@ -78,7 +78,9 @@ class Empty(L.Callback):
 class NaiveLog(L.Callback):
     """What one might write first: compute β and `pl_module.log` it on every step."""
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         pl_module.beta = cyclical_beta(trainer.global_step, trainer.estimated_stepping_batches)
         pl_module.log("beta", pl_module.beta)
 
@@ -118,7 +120,9 @@ class BlockSwitcher(L.Callback):
     def per_round(self, group: int = 1) -> dict[str, list[float]]:
         """Each state's mean time per step over each ``group`` of complete rounds."""
         n = min(len(t) for t in self.times.values()) // group * group
-        return {name: [statistics.fmean(t[i : i + group]) for i in range(0, n, group)] for name, t in self.times.items()}
+        return {
+            name: [statistics.fmean(t[i : i + group]) for i in range(0, n, group)] for name, t in self.times.items()
+        }
 
 
 def _trainer(callbacks: list, root: str, **kwargs: Any) -> L.Trainer:
@@ -129,7 +133,9 @@ def _trainer(callbacks: list, root: str, **kwargs: Any) -> L.Trainer:
     )  # fmt: skip
 
 
-def run_blocks(states: dict[str, list[L.Callback]], fit: Callable[[list[L.Callback]], None], block: int, group: int = 1) -> dict[str, list[float]]:
+def run_blocks(
+    states: dict[str, list[L.Callback]], fit: Callable[[list[L.Callback]], None], block: int, group: int = 1
+) -> dict[str, list[float]]:
     """Fit once with every callback of every state set up, switching states every ``block`` steps;
     returns each state's time per step in each ``group`` of rounds."""
     switcher = BlockSwitcher(states, block)
@@ -179,7 +185,9 @@ def _timed_hooks(callback: L.Callback, hooks: tuple[str, ...], clock: Callable[[
     return spent
 
 
-def hook_us(fit: Callable[[list[L.Callback]], None], makers: dict[str, Callable[[], L.Callback]], steps: int, repeats: int = 3) -> dict[str, float]:
+def hook_us(
+    fit: Callable[[list[L.Callback]], None], makers: dict[str, Callable[[], L.Callback]], steps: int, repeats: int = 3
+) -> dict[str, float]:
     """µs per step spent inside each callback's ``on_train_batch_start`` during real fits.
 
     Timed by a wrapper; the wrapper's own cost, measured around a no-op hook, is subtracted.
@@ -270,7 +278,9 @@ def main() -> None:
 
         dm = TextVAEDataModule(batch_size=32, corpus_size=10_000, seed=0)
         vae_states = {"without": [], "empty callback": [Empty()], "CyclicalKLAnnealing": [cyclical()]}
-        vae = run_blocks(vae_states, vae_fit(args.vae_rounds, args.vae_block, len(vae_states), root, dm), args.vae_block)
+        vae = run_blocks(
+            vae_states, vae_fit(args.vae_rounds, args.vae_block, len(vae_states), root, dm), args.vae_block
+        )
         vae_direct = hook_us(vae_fit(1, 150, 1, root, dm), {"logged": cyclical}, 150)["logged"]
         gc.enable()
 
@@ -284,8 +294,12 @@ def main() -> None:
     print(f"median over groups of paired steps, with/empty callback: {ratio:.4f} ({spread})")
     print(f"  log_name=None (β set, not logged), with/empty callback: {q_ratio:.4f} ({q_spread})")
     lr_ratio, lr_spread = _ratio(blocks, "LearningRateMonitor", "empty callback")
-    print(f"  Lightning's LearningRateMonitor (logs one scalar the same way), /empty callback: {lr_ratio:.4f} ({lr_spread})")
-    print(f"  naive self.log / empty callback: {_ratio(naive, 'naive self.log', 'empty callback')[0]:.3f} (2000 rounds)")
+    print(
+        f"  Lightning's LearningRateMonitor (logs one scalar the same way), /empty callback: {lr_ratio:.4f} ({lr_spread})"
+    )
+    print(
+        f"  naive self.log / empty callback: {_ratio(naive, 'naive self.log', 'empty callback')[0]:.3f} (2000 rounds)"
+    )
     print(f"the callback's own CPU time inside a 3000-step fit: {direct['logged']:.2f} us/step with β logged "
           f"(the module logs nothing else, so every CSV row is β's), {direct['log_name=None']:.2f} us/step with log_name=None; "
           f"{fixed_ms:.2f} ms once per fit (checks, binding, end-of-run check)")  # fmt: skip
@@ -296,7 +310,9 @@ def main() -> None:
           f"paired steps {'met' if ratio <= 1.01 else 'NOT met'} ({ratio:.4f}; log_name=None {q_ratio:.4f})")  # fmt: skip
 
     step_vae = 1e6 * statistics.median(vae["without"])
-    print(f"\n2. text VAE step (emb 64, hidden 128, latent 16, batch 32); {args.vae_rounds} rounds of {args.vae_block}-step blocks per state")
+    print(
+        f"\n2. text VAE step (emb 64, hidden 128, latent 16, batch 32); {args.vae_rounds} rounds of {args.vae_block}-step blocks per state"
+    )
     _table(vae, "without")
     v_ratio, v_spread = _ratio(vae, "CyclicalKLAnnealing", "without")
     print(f"median of paired blocks, with/without: {v_ratio:.4f} ({v_spread})")

@@ -40,14 +40,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-exp", type=int, default=7)
     args = parser.parse_args()
-    print(f"{'T':>10}{'reference s':>13}{'ref MiB':>9}{'schedule s':>12}{'sched MiB':>11}{'speed-up':>10}{'beta() us':>11}")
+    print(
+        f"{'T':>10}{'reference s':>13}{'ref MiB':>9}{'schedule s':>12}{'sched MiB':>11}{'speed-up':>10}{'beta() us':>11}"
+    )
     for exp in range(4, args.max_exp + 1):
         total = 10**exp
         ref_s, ref_mib = measure(lambda: reference_frange(total, 0.0, 1.0, 4, 0.5, "linear"))
         sch_s, sch_mib = measure(lambda: cyclical_schedule(total, 4, 0.5))
         n = 20_000
         one_us = 1e6 * timeit.timeit(lambda: cyclical_beta(total // 3, total, 4, 0.5), number=n) / n
-        print(f"{total:>10}{ref_s:>13.4f}{ref_mib:>9.1f}{sch_s:>12.4f}{sch_mib:>11.1f}{ref_s / sch_s:>10.0f}{one_us:>11.2f}")
+        print(
+            f"{total:>10}{ref_s:>13.4f}{ref_mib:>9.1f}{sch_s:>12.4f}{sch_mib:>11.1f}{ref_s / sch_s:>10.0f}{one_us:>11.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -38,10 +38,14 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--period", type=int, default=None, help="steps per cycle, instead of T / n-cycle")
     common.add_argument("--unit", choices=("step", "epoch"), default="step", help="what a step counts (axis label)")
 
-    parser = argparse.ArgumentParser(prog="python -m lightning_kl_anneal", description="Look at a KL annealing schedule.")
+    parser = argparse.ArgumentParser(
+        prog="python -m lightning_kl_anneal", description="Look at a KL annealing schedule."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     plot = sub.add_parser("plot", parents=[common], help="draw β against the step to a PNG")
-    plot.add_argument("--n-cycle", type=_cycles, nargs="+", default=[1, 4], help="cycle counts, one panel each (default 1 4)")
+    plot.add_argument(
+        "--n-cycle", type=_cycles, nargs="+", default=[1, 4], help="cycle counts, one panel each (default 1 4)"
+    )
     plot.add_argument("-o", "--output", default="beta.png", help="output file (default beta.png)")
     show = sub.add_parser("print", parents=[common], help="write step,beta rows to stdout")
     show.add_argument("--n-cycle", type=_cycles, default=4, help="number of cycles M (default 4)")
@@ -67,7 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = {"delay": args.delay, "period": args.period}
     try:
         for m in cycles:
-            validate_schedule_args(m, args.ratio, args.start, args.stop, args.shape, args.ratio_zero, args.total_steps, **options)
+            validate_schedule_args(
+                m, args.ratio, args.start, args.stop, args.shape, args.ratio_zero, args.total_steps, **options
+            )
     except (TypeError, ValueError) as err:
         # Name the flag the user typed, not the Python argument.
         flag = lambda m: "--" + m.group(1).replace("_", "-") + (" " + m.group(2).lower() if m.group(2) else "")  # noqa: E731

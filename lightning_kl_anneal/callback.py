@@ -226,8 +226,17 @@ class ScheduledAttribute(Callback):
                     "as `functools.partial` of such a function) instead of a lambda or a local function"
                 ) from err
         state = self.__dict__.copy()
-        state.update(_last_run=None, _counter=None, _target=None, _epoch_loop=None, _loggers=[], _kind=_SETATTR,
-                     _ahead=[], _ahead_start=0, _ahead_len=0)
+        state.update(
+            _last_run=None,
+            _counter=None,
+            _target=None,
+            _epoch_loop=None,
+            _loggers=[],
+            _kind=_SETATTR,
+            _ahead=[],
+            _ahead_start=0,
+            _ahead_len=0,
+        )
         return state
 
     def _init_args(self) -> dict[str, Any]:
@@ -468,7 +477,10 @@ class ScheduledAttribute(Callback):
         if self._unit == "epoch":
             return loop.epoch_progress.current, "completed"  # `trainer.current_epoch`
         if pl_module is None or pl_module.automatic_optimization:
-            return loop.epoch_loop.automatic_optimization.optim_progress.optimizer.step.total, "completed"  # `global_step`
+            return (
+                loop.epoch_loop.automatic_optimization.optim_progress.optimizer.step.total,
+                "completed",
+            )  # `global_step`
         # Manual optimization: `global_step` counts every optimizer's steps; batches are what T counts.
         return loop.epoch_loop, "_batches_that_stepped"
 
@@ -871,8 +883,13 @@ class CyclicalKLAnnealing(ScheduledAttribute):
 
     @override
     def _unbounded_hint(self) -> str:
-        return super()._unbounded_hint().replace(
-            "to the callback,", "to the callback, or `period=` (units per cycle) to cycle without knowing the run's length,"
+        return (
+            super()
+            ._unbounded_hint()
+            .replace(
+                "to the callback,",
+                "to the callback, or `period=` (units per cycle) to cycle without knowing the run's length,",
+            )
         )
 
     @override

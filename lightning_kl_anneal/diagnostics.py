@@ -63,9 +63,17 @@ def active_units(mu: Tensor, threshold: float = 0.01) -> int:
 
 
 def _check_posterior(mu: Tensor, logvar: Tensor) -> None:
-    if not isinstance(mu, Tensor) or not isinstance(logvar, Tensor) or mu.dim() != 2 or mu.shape != logvar.shape or len(mu) == 0:
+    if (
+        not isinstance(mu, Tensor)
+        or not isinstance(logvar, Tensor)
+        or mu.dim() != 2
+        or mu.shape != logvar.shape
+        or len(mu) == 0
+    ):
         shapes = [tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__ for t in (mu, logvar)]
-        raise ValueError(f"`mu` and `logvar` must both be (N >= 1, d) tensors of the same shape, got {shapes[0]} and {shapes[1]}")
+        raise ValueError(
+            f"`mu` and `logvar` must both be (N >= 1, d) tensors of the same shape, got {shapes[0]} and {shapes[1]}"
+        )
 
 
 def _mi_sum(mu: Tensor, logvar: Tensor, z: Tensor, own: Tensor, chunk: int) -> float:

@@ -73,7 +73,9 @@ def gaussian_kl(
         raise ValueError(f"`logvar` must have the shape of `mu` {tuple(mu.shape)}, got {tuple(logvar.shape)}")
     for name, prior in (("prior_mu", prior_mu), ("prior_logvar", prior_logvar)):
         if prior is not None and not _broadcasts_to(prior.shape, mu.shape):
-            raise ValueError(f"`{name}` must broadcast to the shape of `mu` {tuple(mu.shape)}, got {tuple(prior.shape)}")
+            raise ValueError(
+                f"`{name}` must broadcast to the shape of `mu` {tuple(mu.shape)}, got {tuple(prior.shape)}"
+            )
     if prior_mu is None and prior_logvar is None:
         return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
     diff2 = mu.pow(2) if prior_mu is None else (mu - prior_mu).pow(2)

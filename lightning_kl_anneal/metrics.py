@@ -191,7 +191,9 @@ class MutualInformation(Metric):
             if name == "outer_rows" and value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"`{name}` must be an int >= 1{' or None' if name == 'outer_rows' else ''}, got {value!r}")
+                raise ValueError(
+                    f"`{name}` must be an int >= 1{' or None' if name == 'outer_rows' else ''}, got {value!r}"
+                )
         self.outer_rows = None if outer_rows is None else int(outer_rows)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
             raise ValueError(f"`seed` must be an int or None, got {seed!r}")

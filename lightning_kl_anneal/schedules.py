@@ -213,7 +213,9 @@ def _tau(step: int, total_steps: int, n_cycle: int) -> float:
     return (step % _period(total_steps, n_cycle)) * n_cycle / total_steps
 
 
-def _locate(step: int, total_steps: int | None, n_cycle: int | None, delay: int, period: int | None) -> tuple[int, float]:
+def _locate(
+    step: int, total_steps: int | None, n_cycle: int | None, delay: int, period: int | None
+) -> tuple[int, float]:
     """``(cycle index, tau)`` of a step at or after ``delay``; the index is -1 past the last cycle."""
     step -= delay
     if period is None:
@@ -441,7 +443,9 @@ def cyclical_phase(
     return _phase(int(step), total_steps, n_cycle, float(ratio), delay, period)
 
 
-def _phase(step: int, total_steps: int | None, n_cycle: int | None, ratio: float, delay: int, period: int | None) -> Phase:
+def _phase(
+    step: int, total_steps: int | None, n_cycle: int | None, ratio: float, delay: int, period: int | None
+) -> Phase:
     """:func:`cyclical_phase` without argument checks."""
     if step < delay:
         return "delay"

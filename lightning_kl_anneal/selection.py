@@ -39,7 +39,9 @@ class _FollowsSchedule:
 
     def _init_follow(self, schedule_attribute: str, when: When) -> None:
         if not isinstance(schedule_attribute, str) or not schedule_attribute:
-            raise ValueError(f"`schedule_attribute` must name the annealed attribute, e.g. 'beta', got {schedule_attribute!r}")
+            raise ValueError(
+                f"`schedule_attribute` must name the annealed attribute, e.g. 'beta', got {schedule_attribute!r}"
+            )
         if when not in WHENS:
             raise ValueError(f"`when` must be one of {WHENS}, got {when!r}")
         self.schedule_attribute = schedule_attribute

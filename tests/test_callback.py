@@ -199,7 +199,9 @@ def test_values_evaluated_ahead_equal_the_schedule_across_batches_and_fits(tmp_p
         model = TinyVAE(n_batches=n_batches, batch_size=1)
         make_trainer(tmp_path, [callback], max_epochs=2, limit_val_batches=0).fit(model)
         total = 2 * n_batches
-        assert [b for _, _, b in model.seen] == [expected(t, total, n_cycle=3, ratio=0.6, shape="cosine") for t in range(total)]
+        assert [b for _, _, b in model.seen] == [
+            expected(t, total, n_cycle=3, ratio=0.6, shape="cosine") for t in range(total)
+        ]
 
 
 # ---------------------------------------------------------------- errors before any training step
@@ -207,7 +209,9 @@ def test_values_evaluated_ahead_equal_the_schedule_across_batches_and_fits(tmp_p
 
 def test_missing_attribute_raises_before_training(tmp_path: Path) -> None:
     model = NoBeta()
-    with pytest.raises(MisconfigurationException, match=r"NoBeta has no attribute `beta`.*add `self.beta = 0.0` in __init__"):
+    with pytest.raises(
+        MisconfigurationException, match=r"NoBeta has no attribute `beta`.*add `self.beta = 0.0` in __init__"
+    ):
         make_trainer(tmp_path, [CyclicalKLAnnealing()]).fit(model)
     assert model.seen == []
 
@@ -232,7 +236,9 @@ def test_integer_buffer_rejected(tmp_path: Path) -> None:
 )
 def test_unbounded_training_needs_total_steps(tmp_path: Path, trainer_kwargs: dict) -> None:
     model = Unbounded()
-    with pytest.raises(MisconfigurationException, match=r"needs the run.s length.*pass `total_steps=` to the callback, or `period=`"):
+    with pytest.raises(
+        MisconfigurationException, match=r"needs the run.s length.*pass `total_steps=` to the callback, or `period=`"
+    ):
         make_trainer(tmp_path, [CyclicalKLAnnealing()], **trainer_kwargs).fit(model)
     assert model.seen == []
 
@@ -288,12 +294,19 @@ def test_eval_beta_during_validation_test_predict(tmp_path: Path, accumulate: in
     model = TinyVAE(n_batches=6)
     cb = CyclicalKLAnnealing(n_cycle=2, start=0.0, stop=0.9, eval_beta=0.5)
     trainer = make_trainer(
-        tmp_path, [cb], limit_val_batches=2, num_sanity_val_steps=2, val_check_interval=3, accumulate_grad_batches=accumulate
+        tmp_path,
+        [cb],
+        limit_val_batches=2,
+        num_sanity_val_steps=2,
+        val_check_interval=3,
+        accumulate_grad_batches=accumulate,
     )
     trainer.fit(model)
     assert model.eval_seen and set(model.eval_seen) == {0.5}
     total = 12 // accumulate
-    assert [(s, b) for s, _, b in model.seen] == [(i // accumulate, expected(i // accumulate, total, n_cycle=2, stop=0.9)) for i in range(12)]
+    assert [(s, b) for s, _, b in model.seen] == [
+        (i // accumulate, expected(i // accumulate, total, n_cycle=2, stop=0.9)) for i in range(12)
+    ]
     model.eval_seen.clear()
     trainer.test(model, verbose=False)
     trainer.predict(model)
@@ -312,7 +325,10 @@ def test_default_eval_beta_is_stop_and_restored_after_validation(tmp_path: Path)
     make_trainer(tmp_path, [cb, Spy()], limit_val_batches=1).fit(model)
     assert set(model.eval_seen) == {0.7}
     # validation runs before on_train_epoch_end; the hook still sees the last training β
-    assert after_val == [(4, expected(3, 8, n_cycle=1, ratio=1.0, stop=0.7)), (8, expected(7, 8, n_cycle=1, ratio=1.0, stop=0.7))]
+    assert after_val == [
+        (4, expected(3, 8, n_cycle=1, ratio=1.0, stop=0.7)),
+        (8, expected(7, 8, n_cycle=1, ratio=1.0, stop=0.7)),
+    ]
 
 
 # ---------------------------------------------------------------- logging
@@ -329,7 +345,9 @@ def test_beta_logged_at_the_step_of_its_losses(tmp_path: Path, accumulate: int) 
     csv_logger = CSVLogger(tmp_path, name="csv")
     tb_logger = TensorBoardLogger(tmp_path, name="tb")
     cb = CyclicalKLAnnealing(n_cycle=3, ratio=0.5)
-    make_trainer(tmp_path, [cb], logger=[csv_logger, tb_logger], log_every_n_steps=3, accumulate_grad_batches=accumulate).fit(model)
+    make_trainer(
+        tmp_path, [cb], logger=[csv_logger, tb_logger], log_every_n_steps=3, accumulate_grad_batches=accumulate
+    ).fit(model)
 
     rows = _csv_rows(csv_logger)
     beta_at = {int(r["step"]): float(r["beta"]) for r in rows if r.get("beta")}
@@ -353,12 +371,16 @@ def test_beta_logged_at_the_step_of_its_losses(tmp_path: Path, accumulate: int) 
 
 def test_custom_log_name_and_logging_off(tmp_path: Path) -> None:
     logger = CSVLogger(tmp_path, name="named")
-    make_trainer(tmp_path, [CyclicalKLAnnealing(log_name="kl_weight")], logger=logger, log_every_n_steps=1).fit(TinyVAE(n_batches=3))
+    make_trainer(tmp_path, [CyclicalKLAnnealing(log_name="kl_weight")], logger=logger, log_every_n_steps=1).fit(
+        TinyVAE(n_batches=3)
+    )
     rows = _csv_rows(logger)
     assert sum(1 for r in rows if r.get("kl_weight")) == 6 and "beta" not in rows[0]
 
     logger = CSVLogger(tmp_path, name="off")
-    make_trainer(tmp_path, [CyclicalKLAnnealing(log_name=None)], logger=logger, log_every_n_steps=1).fit(TinyVAE(n_batches=3))
+    make_trainer(tmp_path, [CyclicalKLAnnealing(log_name=None)], logger=logger, log_every_n_steps=1).fit(
+        TinyVAE(n_batches=3)
+    )
     assert "beta" not in _csv_rows(logger)[0]
 
 
@@ -383,7 +405,12 @@ def _fit_with_crash(tmp_path: Path, crash_at: int, accumulate: int, **trainer_kw
 )
 def test_crash_and_resume_continues_exactly(tmp_path: Path, crash_at: int, accumulate: int) -> None:
     reference = TinyVAE(n_batches=10)
-    make_trainer(tmp_path / "ref", [CyclicalKLAnnealing(n_cycle=3, ratio=0.5, start=0.1)], accumulate_grad_batches=accumulate, max_epochs=3).fit(reference)
+    make_trainer(
+        tmp_path / "ref",
+        [CyclicalKLAnnealing(n_cycle=3, ratio=0.5, start=0.1)],
+        accumulate_grad_batches=accumulate,
+        max_epochs=3,
+    ).fit(reference)
     truth = {step: beta for step, _, beta in reference.seen}
 
     before, last = _fit_with_crash(tmp_path, crash_at, accumulate)
@@ -413,7 +440,9 @@ def test_checkpoint_loads_with_weights_only_and_keeps_total_steps(tmp_path: Path
     # Resuming with a longer Trainer keeps the checkpoint's schedule (and says so).
     resumed = TinyVAE(n_batches=10)
     with pytest.warns(UserWarning, match=r"checkpoint's schedule spans 30 steps but this Trainer would run 50"):
-        make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=3, ratio=0.5, start=0.1)], max_epochs=5).fit(resumed, ckpt_path=last)
+        make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=3, ratio=0.5, start=0.1)], max_epochs=5).fit(
+            resumed, ckpt_path=last
+        )
     assert all(beta == expected(step, 30, n_cycle=3, start=0.1) for step, _, beta in resumed.seen)
 
 

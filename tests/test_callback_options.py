@@ -172,12 +172,16 @@ def test_scheduled_attribute_calls_a_user_schedule_on_its_own_step_only(tmp_path
         calls.append(step)
         return 0.01 * step
 
-    make_trainer(tmp_path, [ScheduledAttribute(schedule)], max_epochs=3, accumulate_grad_batches=2).fit(TinyVAE(n_batches=6))
+    make_trainer(tmp_path, [ScheduledAttribute(schedule)], max_epochs=3, accumulate_grad_batches=2).fit(
+        TinyVAE(n_batches=6)
+    )
     assert calls == [0, *range(9)]  # the probe before training, then each optimizer step once, in order
 
 
 def test_scheduled_attribute_bad_arguments() -> None:
-    with pytest.raises(TypeError, match=r"`schedule` must be a callable `schedule\(step, total_steps\) -> float`, got 0.5"):
+    with pytest.raises(
+        TypeError, match=r"`schedule` must be a callable `schedule\(step, total_steps\) -> float`, got 0.5"
+    ):
         ScheduledAttribute(0.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"`eval_value` must be a finite real number or None, got inf"):
         ScheduledAttribute(lambda s, t: 0.0, eval_value=float("inf"))
@@ -213,7 +217,9 @@ def _crash_then_resume(tmp_path: Path, make_cb: Any, crash_at: int, **trainer_kw
     ids=["period-endless", "period-delay", "epoch", "epoch-period-delay", "delay"],
 )
 def test_crash_and_resume_for_each_mode(tmp_path: Path, kwargs: dict, trainer_kwargs: dict) -> None:
-    reference, stitched = _crash_then_resume(tmp_path, lambda: CyclicalKLAnnealing(start=0.1, **kwargs), 17, **trainer_kwargs)
+    reference, stitched = _crash_then_resume(
+        tmp_path, lambda: CyclicalKLAnnealing(start=0.1, **kwargs), 17, **trainer_kwargs
+    )
     assert stitched == reference
 
 

@@ -51,7 +51,9 @@ class ManualVAE(TinyVAE):
         return opts[: self.n_opt]
 
 
-@pytest.mark.parametrize(("n_opt", "every"), [(1, 1), (2, 1), (1, 3)], ids=["one-optimizer", "two-optimizers", "manual-accumulation"])
+@pytest.mark.parametrize(
+    ("n_opt", "every"), [(1, 1), (2, 1), (1, 3)], ids=["one-optimizer", "two-optimizers", "manual-accumulation"]
+)
 def test_manual_optimization_traces_the_whole_schedule(tmp_path: Path, n_opt: int, every: int) -> None:
     model = ManualVAE(n_opt=n_opt, every=every, n_batches=12)
     make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=2, ratio=0.5)], max_epochs=2).fit(model)
@@ -66,7 +68,9 @@ def test_manual_optimization_resumes_exactly(tmp_path: Path) -> None:
 
     crashing = ManualVAE(n_opt=2, n_batches=10, crash_at=13)
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_top_k=-1, filename="{step}")
-    trainer = make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=3, start=0.1), ckpt], enable_checkpointing=True, max_epochs=3)
+    trainer = make_trainer(
+        tmp_path, [CyclicalKLAnnealing(n_cycle=3, start=0.1), ckpt], enable_checkpointing=True, max_epochs=3
+    )
     with pytest.raises(RuntimeError, match="simulated crash"), pytest.warns(UserWarning, match="the fit ended after"):
         trainer.fit(crashing)
     last = max((tmp_path / "ckpt").glob("step=*.ckpt"), key=lambda p: int(p.stem.split("=")[1]))
@@ -121,7 +125,9 @@ def test_continuing_a_fit_on_the_same_trainer_keeps_its_schedule(tmp_path: Path)
     trainer = make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=2, ratio=0.5)], max_epochs=2)
     trainer.fit(model)  # T = 20
     trainer.fit_loop.max_epochs = 4
-    with pytest.warns(UserWarning, match=r"continued fit's schedule spans 20 steps but this Trainer would run 40.*`total_steps=40`"):
+    with pytest.warns(
+        UserWarning, match=r"continued fit's schedule spans 20 steps but this Trainer would run 40.*`total_steps=40`"
+    ):
         trainer.fit(model)
     assert [s for s, _, _ in model.seen] == list(range(40))
     assert [b for _, _, b in model.seen] == [expected(t, 20, n_cycle=2) for t in range(40)]
@@ -131,8 +137,12 @@ def test_continuing_a_fit_on_the_same_trainer_keeps_its_schedule(tmp_path: Path)
     first.fit(TinyVAE(n_batches=10))
     first.save_checkpoint(tmp_path / "a.ckpt")
     resumed = TinyVAE(n_batches=10)
-    with pytest.warns(UserWarning, match=r"checkpoint's schedule spans 20 steps but this Trainer would run 40.*`total_steps=40`"):
-        make_trainer(tmp_path / "b", [CyclicalKLAnnealing(n_cycle=2, ratio=0.5)], max_epochs=4).fit(resumed, ckpt_path=tmp_path / "a.ckpt")
+    with pytest.warns(
+        UserWarning, match=r"checkpoint's schedule spans 20 steps but this Trainer would run 40.*`total_steps=40`"
+    ):
+        make_trainer(tmp_path / "b", [CyclicalKLAnnealing(n_cycle=2, ratio=0.5)], max_epochs=4).fit(
+            resumed, ckpt_path=tmp_path / "a.ckpt"
+        )
     assert resumed.seen == model.seen[20:]
 
 
@@ -151,8 +161,14 @@ def test_continuing_with_explicit_total_steps_reschedules(tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("n_cycle", "message"),
     [
-        (2, r"ended after 10 of the schedule's 50 steps.*`beta` last held 0.72, not its final value 1\. .*not trained on the ELBO"),
-        (4, r"ended after 10 of the schedule's 50 steps.*`beta` last held 1, its final value, but the rest of the schedule did not run"),
+        (
+            2,
+            r"ended after 10 of the schedule's 50 steps.*`beta` last held 0.72, not its final value 1\. .*not trained on the ELBO",
+        ),
+        (
+            4,
+            r"ended after 10 of the schedule's 50 steps.*`beta` last held 1, its final value, but the rest of the schedule did not run",
+        ),
     ],
     ids=["on-a-ramp", "on-a-plateau"],
 )
@@ -198,13 +214,19 @@ def test_gradient_accumulation_scheduler_gives_the_exact_length(tmp_path: Path) 
 def test_resuming_with_a_changed_schedule_names_what_changed(tmp_path: Path) -> None:
     _, last = _fit_with_crash(tmp_path, crash_at=12, accumulate=1)
     cb = CyclicalKLAnnealing(n_cycle=4, ratio=0.25, start=0.1, shape="cosine")
-    with pytest.warns(UserWarning, match=r"another schedule \(n_cycle: 3 -> 4; ratio: 0.5 -> 0.25; shape: 'linear' -> 'cosine'\)"):
+    with pytest.warns(
+        UserWarning, match=r"another schedule \(n_cycle: 3 -> 4; ratio: 0.5 -> 0.25; shape: 'linear' -> 'cosine'\)"
+    ):
         make_trainer(tmp_path, [cb], max_epochs=3).fit(TinyVAE(n_batches=10), ckpt_path=last)
 
 
 def test_resuming_with_the_same_schedule_is_silent(tmp_path: Path) -> None:
     _, last = _fit_with_crash(tmp_path, crash_at=12, accumulate=1)
-    _no_warning_fit(make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=3, start=0.1)], max_epochs=3), TinyVAE(n_batches=10), ckpt_path=last)
+    _no_warning_fit(
+        make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=3, start=0.1)], max_epochs=3),
+        TinyVAE(n_batches=10),
+        ckpt_path=last,
+    )
 
 
 # ---------------------------------------------------------------- several instances
@@ -212,7 +234,10 @@ def test_resuming_with_the_same_schedule_is_silent(tmp_path: Path) -> None:
 
 def test_default_log_name_follows_the_attribute(tmp_path: Path) -> None:
     logger = CSVLogger(tmp_path, name="two")
-    cbs = [CyclicalKLAnnealing(n_cycle=2, attribute="loss_fn.beta"), CyclicalKLAnnealing(n_cycle=1, attribute="loss_fn.beta_bow")]
+    cbs = [
+        CyclicalKLAnnealing(n_cycle=2, attribute="loss_fn.beta"),
+        CyclicalKLAnnealing(n_cycle=1, attribute="loss_fn.beta_bow"),
+    ]
     make_trainer(tmp_path, cbs, logger=logger, log_every_n_steps=1, max_epochs=1).fit(WithLossFn(n_batches=4))
     rows = _csv_rows(logger)
     beta = [float(r["loss_fn.beta"]) for r in rows if r.get("loss_fn.beta")]
@@ -223,7 +248,10 @@ def test_default_log_name_follows_the_attribute(tmp_path: Path) -> None:
 
 def test_log_name_clash_is_refused_before_training(tmp_path: Path) -> None:
     model = WithLossFn(n_batches=4)
-    cbs = [CyclicalKLAnnealing(attribute="loss_fn.beta", log_name="beta"), CyclicalKLAnnealing(attribute="loss_fn.beta_bow", log_name="beta")]
+    cbs = [
+        CyclicalKLAnnealing(attribute="loss_fn.beta", log_name="beta"),
+        CyclicalKLAnnealing(attribute="loss_fn.beta_bow", log_name="beta"),
+    ]
     with pytest.raises(MisconfigurationException, match=r"both log as `log_name='beta'`; give each its own `log_name`"):
         make_trainer(tmp_path, cbs).fit(model)
     assert model.seen == []
@@ -231,7 +259,9 @@ def test_log_name_clash_is_refused_before_training(tmp_path: Path) -> None:
 
 def test_two_callbacks_writing_one_attribute_are_refused(tmp_path: Path) -> None:
     cbs = [CyclicalKLAnnealing(), ScheduledAttribute(lambda s, t: 0.5, "beta")]
-    with pytest.raises(MisconfigurationException, match=r"CyclicalKLAnnealing and ScheduledAttribute both write `beta`"):
+    with pytest.raises(
+        MisconfigurationException, match=r"CyclicalKLAnnealing and ScheduledAttribute both write `beta`"
+    ):
         make_trainer(tmp_path, cbs).fit(TinyVAE())
 
 
@@ -248,7 +278,9 @@ def test_beta_at_uses_the_constructors_total_steps() -> None:
 
 def test_more_cycles_than_steps_warns_once_and_runs(tmp_path: Path) -> None:
     model = TinyVAE(n_batches=3)
-    with pytest.warns(UserWarning, match=r"`n_cycle`=4 cycles need more than 4 steps, but the schedule has 1") as record:
+    with pytest.warns(
+        UserWarning, match=r"`n_cycle`=4 cycles need more than 4 steps, but the schedule has 1"
+    ) as record:
         L.Trainer(fast_dev_run=True, callbacks=[CyclicalKLAnnealing(n_cycle=4)], enable_progress_bar=False,
                   enable_model_summary=False).fit(model)  # fmt: skip
     assert len([w for w in record if "n_cycle" in str(w.message)]) == 1
@@ -273,7 +305,9 @@ def test_no_training_batches_is_not_unbounded(tmp_path: Path) -> None:
 
 def test_max_time_without_max_epochs_names_max_time(tmp_path: Path) -> None:
     model = TinyVAE(n_batches=5)
-    with pytest.raises(MisconfigurationException, match=r"bounded only by `max_time`.*pass `total_steps=`.*or `period=`"):
+    with pytest.raises(
+        MisconfigurationException, match=r"bounded only by `max_time`.*pass `total_steps=`.*or `period=`"
+    ):
         make_trainer(tmp_path, [CyclicalKLAnnealing()], max_epochs=None, max_time={"minutes": 1}).fit(model)
     assert model.seen == []
 
@@ -289,7 +323,9 @@ class ReadOnlyBeta(TinyVAE):
 
 def test_read_only_property_is_refused_before_the_sanity_check(tmp_path: Path) -> None:
     model = ReadOnlyBeta()
-    with pytest.raises(MisconfigurationException, match=r"`beta` is a read-only property of ReadOnlyBeta.*give it a setter"):
+    with pytest.raises(
+        MisconfigurationException, match=r"`beta` is a read-only property of ReadOnlyBeta.*give it a setter"
+    ):
         make_trainer(tmp_path, [CyclicalKLAnnealing()], limit_val_batches=1, num_sanity_val_steps=1).fit(model)
     assert model.seen == [] and model.eval_seen == []
 
@@ -340,7 +376,11 @@ def test_dotted_paths_through_module_list_and_dict(tmp_path: Path) -> None:
         def on_train_batch_end(self, trainer: L.Trainer, pl_module: ListOfLosses, *args: Any) -> None:
             bow.append(pl_module.heads["bow"].beta)
 
-    cbs = [CyclicalKLAnnealing(n_cycle=2, attribute="losses.0.beta"), CyclicalKLAnnealing(n_cycle=1, attribute="heads.bow.beta"), Spy()]
+    cbs = [
+        CyclicalKLAnnealing(n_cycle=2, attribute="losses.0.beta"),
+        CyclicalKLAnnealing(n_cycle=1, attribute="heads.bow.beta"),
+        Spy(),
+    ]
     make_trainer(tmp_path, cbs, max_epochs=1).fit(model)
     assert [b for _, _, b in model.seen] == [expected(t, 4, n_cycle=2) for t in range(4)]
     assert bow == [expected(t, 4, n_cycle=1) for t in range(4)]
@@ -359,11 +399,29 @@ def test_submodule_replaced_between_fits_is_written(tmp_path: Path) -> None:
 
 def test_repr_shows_the_configuration() -> None:
     cb = CyclicalKLAnnealing(n_cycle=2, ratio=0.25, start=0.1, attribute="loss_fn.beta")
-    assert repr(cb).startswith("CyclicalKLAnnealing(n_cycle=2, ratio=0.25, start=0.1, stop=1.0, total_steps=None, shape='linear'")
+    assert repr(cb).startswith(
+        "CyclicalKLAnnealing(n_cycle=2, ratio=0.25, start=0.1, stop=1.0, total_steps=None, shape='linear'"
+    )
     assert "attribute='loss_fn.beta'" in repr(cb) and "log_name='loss_fn.beta'" in repr(cb)
 
 
-@pytest.mark.parametrize("name", ["n_cycle", "ratio", "start", "stop", "total_steps", "shape", "attribute", "eval_beta", "log_name", "period", "unit", "delay"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "n_cycle",
+        "ratio",
+        "start",
+        "stop",
+        "total_steps",
+        "shape",
+        "attribute",
+        "eval_beta",
+        "log_name",
+        "period",
+        "unit",
+        "delay",
+    ],
+)
 def test_configuration_is_read_only(name: str) -> None:
     cb = CyclicalKLAnnealing()
     with pytest.raises(AttributeError):
@@ -434,7 +492,9 @@ class TensorProperty(TinyVAE):
 
 def test_property_returning_a_new_tensor_is_written_through_its_setter(tmp_path: Path) -> None:
     model = TensorProperty()
-    make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=2, start=0.1, eval_beta=0.9)], max_epochs=1, limit_val_batches=1).fit(model)
+    make_trainer(
+        tmp_path, [CyclicalKLAnnealing(n_cycle=2, start=0.1, eval_beta=0.9)], max_epochs=1, limit_val_batches=1
+    ).fit(model)
     assert [b for _, _, b in model.seen] == pytest.approx([expected(t, 4, n_cycle=2, start=0.1) for t in range(4)])
     assert model.eval_seen == pytest.approx([0.9] * len(model.eval_seen)) and model.eval_seen
 
@@ -461,7 +521,10 @@ def test_dotted_path_through_an_object_with_slots(tmp_path: Path) -> None:
 
 def test_manual_optimization_bounded_by_max_steps_warns(tmp_path: Path) -> None:
     model = ManualVAE(n_opt=2, n_batches=20)
-    with pytest.warns(UserWarning, match=r"bounded by `max_steps=16`, which counts every optimizer's steps.*pass `total_steps=` in batches"):
+    with pytest.warns(
+        UserWarning,
+        match=r"bounded by `max_steps=16`, which counts every optimizer's steps.*pass `total_steps=` in batches",
+    ):
         make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=2, total_steps=None)], max_steps=16).fit(model)
     model = ManualVAE(n_opt=2, n_batches=20)
     _no_warning_fit(make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=2, total_steps=8)], max_steps=16), model)
@@ -480,9 +543,14 @@ def test_epoch_unit_is_logged_at_every_logging_step(tmp_path: Path) -> None:
 def test_schedule_that_cannot_run_is_refused_before_training(tmp_path: Path) -> None:
     model = TinyVAE(n_batches=4)
     threshold = ScheduledAttribute(lambda step, total: 0.5 * (1 - step / total), "beta")
-    with pytest.raises(MisconfigurationException, match=r"`schedule\(0, None\)` raised TypeError.*length is not known.*pass `total_steps=`"):
+    with pytest.raises(
+        MisconfigurationException,
+        match=r"`schedule\(0, None\)` raised TypeError.*length is not known.*pass `total_steps=`",
+    ):
         make_trainer(tmp_path, [threshold], max_epochs=None, max_time={"minutes": 1}).fit(model)
-    with pytest.raises(MisconfigurationException, match=r"`schedule\(0, 4\)` must return a finite real number, got nan"):
+    with pytest.raises(
+        MisconfigurationException, match=r"`schedule\(0, 4\)` must return a finite real number, got nan"
+    ):
         make_trainer(tmp_path, [ScheduledAttribute(lambda step, total: float("nan"))], max_epochs=1).fit(model)
     assert model.seen == []
 
@@ -490,7 +558,9 @@ def test_schedule_that_cannot_run_is_refused_before_training(tmp_path: Path) -> 
 def test_unpicklable_schedule_gets_a_clear_message() -> None:
     import pickle
 
-    with pytest.raises(pickle.PicklingError, match=r"schedule <function .*<lambda>.* cannot be pickled.*`ddp_spawn`.*at module level"):
+    with pytest.raises(
+        pickle.PicklingError, match=r"schedule <function .*<lambda>.* cannot be pickled.*`ddp_spawn`.*at module level"
+    ):
         pickle.dumps(ScheduledAttribute(lambda step, total: 0.0))
     pickle.dumps(ScheduledAttribute(min, "beta"))  # a module-level function pickles
 
@@ -510,7 +580,9 @@ def test_after_fit_the_attribute_holds_the_evaluation_value(tmp_path: Path) -> N
 
 
 def test_epoch_unit_without_max_epochs_names_max_steps(tmp_path: Path) -> None:
-    with pytest.raises(MisconfigurationException, match=r"`max_steps=10` counts steps, not epochs.*pass `total_steps=` \(in epochs\)"):
+    with pytest.raises(
+        MisconfigurationException, match=r"`max_steps=10` counts steps, not epochs.*pass `total_steps=` \(in epochs\)"
+    ):
         make_trainer(tmp_path, [CyclicalKLAnnealing(unit="epoch")], max_epochs=-1, max_steps=10).fit(TinyVAE())
 
 
@@ -520,4 +592,7 @@ def test_importing_the_library_does_not_import_pytorch_lightning() -> None:
     import sys
 
     code = "import lightning_kl_anneal, sys; print('pytorch_lightning' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+        == "False"
+    )

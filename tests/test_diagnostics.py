@@ -68,11 +68,17 @@ def _draws(mu: torch.Tensor, logvar: torch.Tensor, n_samples: int, seed: int) ->
     """The z draws mutual_information makes with a generator seeded `seed` (same order of calls)."""
     g = torch.Generator().manual_seed(seed)
     mu, logvar = mu.double(), logvar.double()
-    return [mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=g, dtype=torch.float64) for _ in range(n_samples)]
+    return [
+        mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=g, dtype=torch.float64) for _ in range(n_samples)
+    ]
 
 
 def _brute_force_mi(
-    mu: torch.Tensor, logvar: torch.Tensor, zs: list[torch.Tensor], batch: int | None = None, outer: list[int] | None = None
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    zs: list[torch.Tensor],
+    batch: int | None = None,
+    outer: list[int] | None = None,
 ) -> float:
     """Loops over rows and torch.distributions log-densities: mean of log q(z_i|x_i) - log (1/B) Σ_j q(z_i|x_j)."""
     mu, logvar = mu.double(), logvar.double()
@@ -110,7 +116,9 @@ def test_mi_per_batch_variant_matches_brute_force(batch_size: int) -> None:
 def test_mi_outer_rows_average_over_evenly_spaced_rows(outer_rows: int, batch_size: int | None) -> None:
     g = torch.Generator().manual_seed(6)
     mu, logvar = torch.randn(10, 3, generator=g) * 2, torch.randn(10, 3, generator=g) * 0.3
-    got = mutual_information(mu, logvar, 2, outer_rows=outer_rows, batch_size=batch_size, generator=torch.Generator().manual_seed(9))
+    got = mutual_information(
+        mu, logvar, 2, outer_rows=outer_rows, batch_size=batch_size, generator=torch.Generator().manual_seed(9)
+    )
     rows = sorted({round(i * 9 / (outer_rows - 1)) for i in range(outer_rows)}) if outer_rows < 10 else None
     expected = _brute_force_mi(mu, logvar, _draws(mu, logvar, 2, 9), batch=batch_size, outer=rows)
     assert got == pytest.approx(expected, abs=1e-10)
@@ -120,7 +128,9 @@ def test_mi_per_batch_is_bounded_by_log_batch_size() -> None:
     mu, logvar = torch.arange(64.0)[:, None] * 100, torch.zeros(64, 1)  # 64 far-apart posteriors
     assert mutual_information(mu, logvar) == pytest.approx(math.log(64), abs=1e-9)
     assert mutual_information(mu, logvar, batch_size=8) == pytest.approx(math.log(8), abs=1e-9)
-    same = [mutual_information(mu, logvar, batch_size=b, generator=torch.Generator().manual_seed(0)) for b in (64, None)]
+    same = [
+        mutual_information(mu, logvar, batch_size=b, generator=torch.Generator().manual_seed(0)) for b in (64, None)
+    ]
     assert same[0] == same[1]
 
 
@@ -168,13 +178,25 @@ def test_mi_does_not_depend_on_chunk_and_agrees_with_he_et_al_in_expectation() -
 @pytest.mark.parametrize(
     ("args", "kwargs", "match"),
     [
-        ((torch.zeros(3, 2), torch.zeros(3, 3)), {}, r"`mu` and `logvar` must both be \(N >= 1, d\) tensors .* got \(3, 2\) and \(3, 3\)"),
+        (
+            (torch.zeros(3, 2), torch.zeros(3, 3)),
+            {},
+            r"`mu` and `logvar` must both be \(N >= 1, d\) tensors .* got \(3, 2\) and \(3, 3\)",
+        ),
         ((torch.zeros(3), torch.zeros(3)), {}, r"got \(3,\) and \(3,\)"),
         ((torch.zeros(0, 2), torch.zeros(0, 2)), {}, r"got \(0, 2\) and \(0, 2\)"),
         ((torch.zeros(3, 2), torch.zeros(3, 2), 0), {}, r"`n_samples` must be an int >= 1, got 0"),
-        ((torch.zeros(3, 2), torch.zeros(3, 2)), dict(batch_size=0), r"`batch_size` must be an int >= 1 or None, got 0"),
+        (
+            (torch.zeros(3, 2), torch.zeros(3, 2)),
+            dict(batch_size=0),
+            r"`batch_size` must be an int >= 1 or None, got 0",
+        ),
         ((torch.zeros(3, 2), torch.zeros(3, 2)), dict(chunk=2.5), r"`chunk` must be an int >= 1, got 2.5"),
-        ((torch.zeros(3, 2), torch.zeros(3, 2)), dict(outer_rows=0), r"`outer_rows` must be an int >= 1 or None, got 0"),
+        (
+            (torch.zeros(3, 2), torch.zeros(3, 2)),
+            dict(outer_rows=0),
+            r"`outer_rows` must be an int >= 1 or None, got 0",
+        ),
     ],
 )
 def test_mi_bad_arguments(args: tuple, kwargs: dict, match: str) -> None:

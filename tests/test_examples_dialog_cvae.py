@@ -39,8 +39,17 @@ from examples.dialog_cvae.metrics import (
 )
 from examples.dialog_cvae.model import DialogCVAE, bow_loss
 
-TINY = dict(embed_dim=8, utt_hidden=8, ctx_hidden=12, dec_hidden=12, latent_dim=4, prior_hidden=8, bow_hidden=8,
-            max_decode_len=6, num_samples=3)
+TINY = dict(
+    embed_dim=8,
+    utt_hidden=8,
+    ctx_hidden=12,
+    dec_hidden=12,
+    latent_dim=4,
+    prior_hidden=8,
+    bow_hidden=8,
+    max_decode_len=6,
+    num_samples=3,
+)
 
 
 @pytest.fixture(scope="module")
@@ -101,12 +110,15 @@ def test_bow_loss_hand_computed() -> None:
     assert bow_loss(logits, targets).item() == pytest.approx(expected, rel=1e-6)
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    (dict(vocab_size=3), "vocab_size"),
-    (dict(latent_dim=0), "latent_dim"),
-    (dict(bow_weight=-1.0), "bow_weight"),
-    (dict(lr_restart_cycles=-2), "lr_restart_cycles"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(vocab_size=3), "vocab_size"),
+        (dict(latent_dim=0), "latent_dim"),
+        (dict(bow_weight=-1.0), "bow_weight"),
+        (dict(lr_restart_cycles=-2), "lr_restart_cycles"),
+    ],
+)
 def test_bad_model_arguments(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         DialogCVAE(**{**TINY, "vocab_size": 50, **kwargs})
@@ -123,8 +135,15 @@ class _RecordLR(L.Callback):
 def test_lr_restarts_follow_a_cosine_per_cycle(tiny_dm: DialogDataModule) -> None:
     model = DialogCVAE(vocab_size=tiny_dm.vocab_size, lr=0.01, lr_restart_cycles=2, **TINY)
     rec = _RecordLR()
-    trainer = L.Trainer(max_steps=8, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_val_batches=0, callbacks=[rec])
+    trainer = L.Trainer(
+        max_steps=8,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[rec],
+    )
     trainer.fit(model, datamodule=tiny_dm)
     cosine = [0.5 * (1 + math.cos(math.pi * t / 4)) for t in range(4)]
     assert rec.lrs == pytest.approx([0.01 * c for c in cosine * 2])
@@ -137,7 +156,9 @@ def test_bleu_precision_recall_protocol() -> None:
     # recall over references.
     out = bleu_precision_recall([[1, 2, 3, 4], [9, 9, 9, 9]], refs, max_n=2)
     assert out["bleu1_p"] == pytest.approx((1.0 + sentence_bleu([9, 9, 9, 9], refs[0], 1)) / 2)
-    assert out["bleu1_r"] == pytest.approx((1.0 + max(sentence_bleu(h, refs[1], 1) for h in ([1, 2, 3, 4], [9, 9, 9, 9]))) / 2)
+    assert out["bleu1_r"] == pytest.approx(
+        (1.0 + max(sentence_bleu(h, refs[1], 1) for h in ([1, 2, 3, 4], [9, 9, 9, 9]))) / 2
+    )
     assert out["bleu2_f1"] == pytest.approx(2 * out["bleu2_p"] * out["bleu2_r"] / (out["bleu2_p"] + out["bleu2_r"]))
     # Covering both references with two samples gives the best recall; repeating one sample does not.
     # (NLTK's method7 scores an exact 4-token match slightly above 1, hence `exact`.)
@@ -240,10 +261,12 @@ def test_corpus_is_deterministic_with_multiple_labelled_references() -> None:
 # ------------------------------------------------------------------------------------------ readers
 def test_read_dailydialog_pairs_speakers_and_counted_skips(tmp_path) -> None:
     f = tmp_path / "dialogues_train.txt"
-    f.write_text("Hi , how are you ? __eou__ Fine , thanks . __eou__ Good ! __eou__\n"
-                 "\n"
-                 "only one utterance __eou__\n"
-                 "A __eou__ B __eou__\n")
+    f.write_text(
+        "Hi , how are you ? __eou__ Fine , thanks . __eou__ Good ! __eou__\n"
+        "\n"
+        "only one utterance __eou__\n"
+        "A __eou__ B __eou__\n"
+    )
     with pytest.warns(UserWarning, match=r"skipped 1 line.*line 3"):
         exs = read_dailydialog(f, context_turns=1)
     assert [ex.response for ex in exs] == ["fine , thanks .", "good !", "b"]
@@ -256,16 +279,20 @@ def test_read_dailydialog_pairs_speakers_and_counted_skips(tmp_path) -> None:
 
 def test_read_jsonl_and_its_errors(tmp_path) -> None:
     f = tmp_path / "train.jsonl"
-    f.write_text('{"context": ["Hello there", "Hi!"], "response": "How are you?", "references": ["How are you?", "Hey"]}\n'
-                 '\n{"context": ["x"], "response": "y"}\n')
+    f.write_text(
+        '{"context": ["Hello there", "Hi!"], "response": "How are you?", "references": ["How are you?", "Hey"]}\n'
+        '\n{"context": ["x"], "response": "y"}\n'
+    )
     exs = read_jsonl(f)
     assert exs[0].context == ("hello there", "hi !") and exs[0].references == ("how are you ?", "hey")
     assert exs[1].references == ("y",) and exs[0].speakers == (1, 0)
-    for bad, match in [("not json", r"bad.jsonl:2: invalid JSON"),
-                       ('{"context": [], "response": "y"}', r"bad.jsonl:2: `context`"),
-                       ('{"context": ["x"], "response": 3}', r"bad.jsonl:2: `response`"),
-                       ('{"context": ["x"], "response": "y", "references": []}', r"bad.jsonl:2: `references`"),
-                       ("[1, 2]", r"bad.jsonl:2: expected a JSON object")]:
+    for bad, match in [
+        ("not json", r"bad.jsonl:2: invalid JSON"),
+        ('{"context": [], "response": "y"}', r"bad.jsonl:2: `context`"),
+        ('{"context": ["x"], "response": 3}', r"bad.jsonl:2: `response`"),
+        ('{"context": ["x"], "response": "y", "references": []}', r"bad.jsonl:2: `references`"),
+        ("[1, 2]", r"bad.jsonl:2: expected a JSON object"),
+    ]:
         (tmp_path / "bad.jsonl").write_text('{"context": ["a"], "response": "b"}\n' + bad + "\n")
         with pytest.raises(ValueError, match=match):
             read_jsonl(tmp_path / "bad.jsonl")
@@ -293,10 +320,25 @@ def test_vocab_rejects_missing_specials() -> None:
 
 # ------------------------------------------------------------------------------------------ entry points
 def test_train_cli_fast_dev_run(tmp_path) -> None:
-    train.main(["fit", "--trainer.fast_dev_run=true", f"--trainer.default_root_dir={tmp_path}",
-                "--data.num_train=16", "--data.num_valid=4", "--data.num_test=4", "--data.batch_size=4",
-                "--model.embed_dim=8", "--model.utt_hidden=8", "--model.ctx_hidden=8", "--model.dec_hidden=8",
-                "--model.latent_dim=4", "--model.prior_hidden=8", "--model.bow_hidden=8", "--trainer.logger=false"])
+    train.main(
+        [
+            "fit",
+            "--trainer.fast_dev_run=true",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--data.num_train=16",
+            "--data.num_valid=4",
+            "--data.num_test=4",
+            "--data.batch_size=4",
+            "--model.embed_dim=8",
+            "--model.utt_hidden=8",
+            "--model.ctx_hidden=8",
+            "--model.dec_hidden=8",
+            "--model.latent_dim=4",
+            "--model.prior_hidden=8",
+            "--model.bow_hidden=8",
+            "--trainer.logger=false",
+        ]
+    )
 
 
 def test_compare_fast_dev_run_writes_results(tmp_path) -> None:
@@ -317,8 +359,20 @@ def test_compare_fast_dev_run_writes_results(tmp_path) -> None:
 
 
 def test_compare_console_has_progress_lines_and_no_lightning_banners(tmp_path, capsys) -> None:
-    compare.main(["--fast-dev-run", "--seeds", "0", "--schedules", "constant", "cyclical", "--table", "paper",
-                  "--out", str(tmp_path)])
+    compare.main(
+        [
+            "--fast-dev-run",
+            "--seeds",
+            "0",
+            "--schedules",
+            "constant",
+            "cyclical",
+            "--table",
+            "paper",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     out = capsys.readouterr()
     console = out.out + out.err
     assert "[1/2] constant" in console and "[2/2] cyclical" in console
@@ -358,11 +412,25 @@ def test_real_data_defaults_come_from_the_data(tmp_path) -> None:
 def test_prepare_chitchat_writes_dailydialog_files(tmp_path) -> None:
     from examples.dialog_cvae import prepare_chitchat
 
-    convs = {f"c{i}": {"messages": [[{"text": f"hi {i}"}, {"text": "how are you?"}], [{"text": "fine __eou__ thanks"}]]}
-             for i in range(5)}
+    convs = {
+        f"c{i}": {"messages": [[{"text": f"hi {i}"}, {"text": "how are you?"}], [{"text": "fine __eou__ thanks"}]]}
+        for i in range(5)
+    }
     (tmp_path / "dataset.json").write_text(json.dumps(convs))
-    prepare_chitchat.main(["--json", str(tmp_path / "dataset.json"), "--out", str(tmp_path / "out"),
-                           "--train", "3", "--valid", "1", "--test", "1"])
+    prepare_chitchat.main(
+        [
+            "--json",
+            str(tmp_path / "dataset.json"),
+            "--out",
+            str(tmp_path / "out"),
+            "--train",
+            "3",
+            "--valid",
+            "1",
+            "--test",
+            "1",
+        ]
+    )
     splits = read_data_dir(tmp_path / "out")
     assert [len(splits[s]) for s in ("train", "valid", "test")] == [3, 1, 1]
     assert splits["train"][0].response == "fine thanks" and splits["train"][0].context[0].endswith("how are you ?")

@@ -9,8 +9,17 @@ import torch
 from examples.dialog_cvae.data import DialogDataModule, EvalDistributedSampler
 from examples.dialog_cvae.model import DialogCVAE
 
-TINY = dict(embed_dim=8, utt_hidden=8, ctx_hidden=12, dec_hidden=12, latent_dim=4, prior_hidden=8, bow_hidden=8,
-            max_decode_len=6, num_samples=3)
+TINY = dict(
+    embed_dim=8,
+    utt_hidden=8,
+    ctx_hidden=12,
+    dec_hidden=12,
+    latent_dim=4,
+    prior_hidden=8,
+    bow_hidden=8,
+    max_decode_len=6,
+    num_samples=3,
+)
 
 
 @pytest.mark.parametrize(("n", "world"), [(7, 2), (8, 2), (5, 3), (1, 1)])
@@ -26,8 +35,14 @@ def _test_metrics(devices: int) -> dict[str, float]:
     torch.manual_seed(0)
     model = DialogCVAE(vocab_size=dm.vocab_size, bow_weight=1.0, **TINY)
     strategy = "ddp_spawn" if devices > 1 else "auto"
-    trainer = L.Trainer(accelerator="cpu", devices=devices, strategy=strategy, logger=False,
-                        enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy=strategy,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     return {k: float(v) for k, v in trainer.test(model, datamodule=dm, verbose=False)[0].items()}
 
 
@@ -35,7 +50,9 @@ def test_ddp_spawn_on_two_processes_equals_one_process() -> None:
     single = _test_metrics(devices=1)
     double = _test_metrics(devices=2)
     assert set(single) == set(double)
-    assert {"test/elbo", "test/kl", "test/bleu4_r", "test/emb_avg_p", "test/distinct2", "test/factor_acc"} <= set(single)
+    assert {"test/elbo", "test/kl", "test/bleu4_r", "test/emb_avg_p", "test/distinct2", "test/factor_acc"} <= set(
+        single
+    )
     for key in single:
         assert double[key] == pytest.approx(single[key], rel=1e-5, abs=1e-6), key
 
@@ -46,8 +63,9 @@ def test_evaluation_does_not_depend_on_the_batch_size() -> None:
         dm = DialogDataModule(num_train=16, num_valid=4, num_test=7, batch_size=batch_size)
         torch.manual_seed(0)
         model = DialogCVAE(vocab_size=dm.vocab_size, bow_weight=1.0, **TINY)
-        trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                            enable_model_summary=False)
+        trainer = L.Trainer(
+            accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False
+        )
         results.append(trainer.test(model, datamodule=dm, verbose=False)[0])
     for key, value in results[0].items():
         assert results[1][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key

@@ -79,9 +79,13 @@ def test_model_evaluation_equals_a_direct_computation() -> None:
     kl = gaussian_kl(out["mu"], out["logvar"]).sum(1)
     assert got["val/rec"] == pytest.approx(float(out["rec"].mean()), rel=1e-5)
     assert got["val/kl"] == pytest.approx(float(kl.mean()), rel=1e-5)
-    assert got["val/ppl"] == pytest.approx(math.exp(float(out["rec"].sum() + kl.sum()) / float(split.lengths.sum())), rel=1e-5)
+    assert got["val/ppl"] == pytest.approx(
+        math.exp(float(out["rec"].sum() + kl.sum()) / float(split.lengths.sum())), rel=1e-5
+    )
     assert got["val/au"] == active_units(out["mu"])
-    assert got["val/mi"] == pytest.approx(mutual_information(out["mu"], out["logvar"], generator=torch.Generator().manual_seed(0)), abs=1e-6)
+    assert got["val/mi"] == pytest.approx(
+        mutual_information(out["mu"], out["logvar"], generator=torch.Generator().manual_seed(0)), abs=1e-6
+    )
 
 
 def test_linear_probe_reads_separable_codes_only() -> None:
@@ -102,7 +106,11 @@ def test_corpus_deterministic_and_splits_disjoint() -> None:
     assert generate_corpus(300, 50, 50, seed=4)["train"].sentences != a["train"].sentences
     sets = {k: {tuple(s) for s in v.sentences} for k, v in a.items()}
     assert len(sets["train"]) == 300  # no duplicate inside a split either
-    assert not (sets["train"] & sets["valid"]) and not (sets["train"] & sets["test"]) and not (sets["valid"] & sets["test"])
+    assert (
+        not (sets["train"] & sets["valid"])
+        and not (sets["train"] & sets["test"])
+        and not (sets["valid"] & sets["test"])
+    )
     assert all(len(lab) == len(FACTORS) for lab in a["train"].labels)
     # the length class is the number of clauses: longer classes really are longer
     by_class = [[len(s) for s, lab in zip(a["train"].sentences, a["train"].labels) if lab[3] == c] for c in range(3)]
@@ -140,7 +148,11 @@ def test_reader_maps_ptb_unk_to_vocab_unk(tmp_path: Path) -> None:
     [
         (lambda d: (d / "ptb.test.txt").unlink(), FileNotFoundError, r"lacks \['ptb.test.txt'\]"),
         (lambda d: (d / "ptb.valid.txt").write_text("\n  \n"), ValueError, "no usable sentence"),
-        (lambda d: (d / "ptb.train.txt").write_bytes(b"the cat\nbad \xff\xfe byte\n"), ValueError, r"ptb.train.txt:2: bytes that are not UTF-8.*on_bad_line='skip'"),
+        (
+            lambda d: (d / "ptb.train.txt").write_bytes(b"the cat\nbad \xff\xfe byte\n"),
+            ValueError,
+            r"ptb.train.txt:2: bytes that are not UTF-8.*on_bad_line='skip'",
+        ),
     ],
     ids=["missing-file", "empty-file", "undecodable"],
 )
@@ -203,7 +215,11 @@ def test_training_subset_is_seeded_and_caps_length() -> None:
     keep, cap = training_subset(lengths)
     assert cap == 198 and keep == list(range(198))  # the 99th percentile of 200 lengths is the 198th
     a, _ = training_subset(lengths, n=50, max_len=1000, seed=3)
-    assert a == training_subset(lengths, n=50, max_len=1000, seed=3)[0] != training_subset(lengths, n=50, max_len=1000, seed=4)[0]
+    assert (
+        a
+        == training_subset(lengths, n=50, max_len=1000, seed=3)[0]
+        != training_subset(lengths, n=50, max_len=1000, seed=4)[0]
+    )
     assert len(a) == 50 and a == sorted(a) and len(set(a)) == 50
     assert training_subset(lengths, n=50, max_len=20, seed=3)[0] == [i for i in a if lengths[i] <= 20]
     assert training_subset(lengths, n=200, max_len=1000)[0] == list(range(200))  # n = size: everything
@@ -321,8 +337,14 @@ def test_training_sees_scheduled_beta_and_evaluates_at_one(tmp_path: Path) -> No
 
     dm = TextVAEDataModule(corpus_size=64, batch_size=16)
     model = Spy(vocab_size=dm.vocab_size, lr_restart_cycles=2, **TINY)
-    trainer = L.Trainer(max_epochs=2, callbacks=[CyclicalKLAnnealing(n_cycle=2, ratio=0.5)], logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        max_epochs=2,
+        callbacks=[CyclicalKLAnnealing(n_cycle=2, ratio=0.5)],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(model, dm)
     assert seen["train"] == [0.0, 0.5, 1.0, 1.0] * 2  # T = 8 steps, 2 cycles
     assert set(seen["val"]) == {1.0}
@@ -338,7 +360,9 @@ def test_shard_sampler_gives_every_item_once(world: int) -> None:
     for n in range(1, 8):
         shards = [list(ShardSampler(range(n), num_replicas=world, rank=r)) for r in range(world)]
         assert sorted(i for shard in shards for i in shard) == list(range(n))
-        assert [len(ShardSampler(range(n), num_replicas=world, rank=r)) for r in range(world)] == [len(sh) for sh in shards]
+        assert [len(ShardSampler(range(n), num_replicas=world, rank=r)) for r in range(world)] == [
+            len(sh) for sh in shards
+        ]
 
 
 def _deterministic_posterior(model: TextVAE) -> None:
@@ -349,8 +373,15 @@ def _deterministic_posterior(model: TextVAE) -> None:
 
 
 def _eval_metrics(model: TextVAE, dm: TextVAEDataModule, devices: int, stage: str) -> dict[str, float]:
-    trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto", logger=False,
-                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp_spawn" if devices > 1 else "auto",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
     run = trainer.validate if stage == "val" else trainer.test
     return {k: float(v) for k, v in run(model, dm, verbose=False)[0].items()}
 
@@ -405,19 +436,34 @@ def test_compare_tiny_budget_writes_results_and_figures(tmp_path: Path) -> None:
         assert row["mean"]["elbo"] == pytest.approx(-(row["mean"]["rec"] + row["mean"]["kl"]))
     assert results["constant"]["mean"] == on_disk["constant"]["mean"]
     kl = {name: [on_disk[name]["per_seed"][s]["kl"] for s in ("0", "1")] for name in on_disk}
-    assert on_disk["monotonic"]["std"]["kl"] == pytest.approx(abs(kl["monotonic"][0] - kl["monotonic"][1]) / math.sqrt(2))  # ddof=1
+    assert on_disk["monotonic"]["std"]["kl"] == pytest.approx(
+        abs(kl["monotonic"][0] - kl["monotonic"][1]) / math.sqrt(2)
+    )  # ddof=1
     paired = on_disk["cyclical"]["paired"]
-    assert paired["per_seed"] == pytest.approx({s: c - m for s, c, m in zip(("0", "1"), kl["cyclical"], kl["monotonic"])})
-    assert paired["greater"] == sum(c > m for c, m in zip(kl["cyclical"], kl["monotonic"])) and "paired" not in on_disk["constant"]
+    assert paired["per_seed"] == pytest.approx(
+        {s: c - m for s, c, m in zip(("0", "1"), kl["cyclical"], kl["monotonic"])}
+    )
+    assert (
+        paired["greater"] == sum(c > m for c, m in zip(kl["cyclical"], kl["monotonic"]))
+        and "paired" not in on_disk["constant"]
+    )
     assert (tmp_path / "logs" / "lightning.log").read_text().count("GPU available") == 12  # banners kept in the log
     for row in on_disk.values():  # LatentMonitor ran in every run; 2 epochs x 4 batches
-        assert set(row["alert"]) == {"0", "1"} and all(a["steps"] == 8 and a["steps_per_epoch"] == 4 for a in row["alert"].values())
+        assert set(row["alert"]) == {"0", "1"} and all(
+            a["steps"] == 8 and a["steps_per_epoch"] == 4 for a in row["alert"].values()
+        )
     for fig in ("curves.png", "latent.png"):
         assert (tmp_path / fig).stat().st_size > 1000
 
 
 def test_compare_runs_as_a_script_from_the_repo_root() -> None:
-    proc = subprocess.run([sys.executable, "examples/text_vae/compare.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "examples/text_vae/compare.py", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "--data-dir" in proc.stdout and "--free-bits" in proc.stdout
 
@@ -441,7 +487,10 @@ def test_delay_row_is_li_et_al_recipe() -> None:
     assert rows["delay+cyclical"]["anneal"] == {"n_cycle": 2, "ratio": 0.5, "start": 0.0, "delay": 5}
     assert "delay+cyclical" not in schedules(Config())
     assert list(schedules(Config(delay=5, rows=["delay+cyclical", "monotonic"]))) == ["delay+cyclical", "monotonic"]
-    with pytest.raises(ValueError, match=r"`rows` must name rows of this configuration, \['constant', 'monotonic', 'cyclical'\], got \['cyclical\+fb'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"`rows` must name rows of this configuration, \['constant', 'monotonic', 'cyclical'\], got \['cyclical\+fb'\]",
+    ):
         schedules(Config(rows=["cyclical+fb"]))
     cb = CyclicalKLAnnealing(**rows["delay+cyclical"]["anneal"], total_steps=13)
     assert [cb.beta_at(t) for t in range(13)] == pytest.approx([0.0] * 5 + [0.0, 0.5, 1.0, 1.0] * 2)
@@ -476,7 +525,12 @@ def test_compare_jobs_give_identical_results(tmp_path: Path, capfd: pytest.Captu
     for fig in ("curves.png", "latent.png"):  # seed 0's curves and latents, drawn from the workers' results
         assert (tmp_path / "one" / fig).read_bytes() == (tmp_path / "two" / fig).read_bytes()
     config = {j: json.loads((tmp_path / j / "config.json").read_text()) for j in ("one", "two")}
-    assert (config["one"]["jobs"], config["one"]["jobs_used"], config["two"]["jobs"], config["two"]["jobs_used"]) == (1, 1, 2, 2)
+    assert (config["one"]["jobs"], config["one"]["jobs_used"], config["two"]["jobs"], config["two"]["jobs_used"]) == (
+        1,
+        1,
+        2,
+        2,
+    )
     # the workers' Lightning banners went to the log, labelled with their run, not to the console
     assert "GPU available" not in console and "Warning" not in console
     log = (tmp_path / "two" / "logs" / "lightning.log").read_text()
@@ -507,7 +561,11 @@ def test_progress_board_numbers_lines_in_finishing_order(monkeypatch: pytest.Mon
     board.finish(0, 10)
     board.finish(0, 10)  # once only
     board.finish(2, 10)
-    assert [line.split(":")[0] for line in left] == ["[1/3] monotonic seed 0", "[2/3] constant seed 0", "[3/3] cyclical seed 0"]
+    assert [line.split(":")[0] for line in left] == [
+        "[1/3] monotonic seed 0",
+        "[2/3] constant seed 0",
+        "[3/3] cyclical seed 0",
+    ]
     assert all("10/10" in line for line in left) and board.bars == {}
 
 
@@ -534,7 +592,10 @@ def test_resolve_jobs(monkeypatch: pytest.MonkeyPatch, overrides: dict, cpus: in
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
-        ({"jobs": -1}, r"`jobs` must be an int >= 0 \(runs trained at once; 0 = as many as the CPU cores allow\), got -1"),
+        (
+            {"jobs": -1},
+            r"`jobs` must be an int >= 0 \(runs trained at once; 0 = as many as the CPU cores allow\), got -1",
+        ),
         ({"jobs": 1.5}, r"`jobs` must be an int >= 0 .*, got 1.5"),
         ({"jobs": "2"}, r"`jobs` must be an int >= 0 .*, got '2'"),
         ({"jobs": True}, r"`jobs` must be an int >= 0 .*, got True"),
@@ -544,7 +605,18 @@ def test_resolve_jobs(monkeypatch: pytest.MonkeyPatch, overrides: dict, cpus: in
 )
 def test_compare_rejects_bad_jobs_before_any_run(tmp_path: Path, overrides: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        compare(Config(out=str(tmp_path), seeds=[0], max_steps=2, corpus_size=60, emb_dim=4, hidden_dim=4, latent_dim=2, **overrides))
+        compare(
+            Config(
+                out=str(tmp_path),
+                seeds=[0],
+                max_steps=2,
+                corpus_size=60,
+                emb_dim=4,
+                hidden_dim=4,
+                latent_dim=2,
+                **overrides,
+            )
+        )
     assert not (tmp_path / "logs").exists()
 
 
@@ -552,4 +624,7 @@ def test_compare_rejects_bad_jobs_before_any_run(tmp_path: Path, overrides: dict
 def test_compare_cli_rejects_bad_jobs(value: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         parse_args(["--jobs", value])
-    assert f"`jobs` must be an int >= 0 (runs trained at once; 0 = as many as the CPU cores allow), got '{value}'" in capsys.readouterr().err
+    assert (
+        f"`jobs` must be an int >= 0 (runs trained at once; 0 = as many as the CPU cores allow), got '{value}'"
+        in capsys.readouterr().err
+    )

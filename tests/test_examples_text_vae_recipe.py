@@ -32,7 +32,9 @@ def test_recipe_row_only_with_the_flag_and_defaults_match_the_cli() -> None:
 
 
 def test_recipe_threshold_is_held_then_decays_to_zero() -> None:
-    row = recipe_row(recipe_free_bits=0.4, recipe_free_bits_mode="dim", recipe_hold=0.5, recipe_end=0.75, recipe_floor=0.0)
+    row = recipe_row(
+        recipe_free_bits=0.4, recipe_free_bits_mode="dim", recipe_hold=0.5, recipe_end=0.75, recipe_floor=0.0
+    )
     assert row["anneal"] == schedules(Config())["cyclical"]["anneal"]  # the beta schedule is the cyclical row's
     assert row["model"] == {"free_bits": 0.4, "free_bits_mode": "dim"}
     (cb,) = free_bits_callbacks(row)
@@ -44,7 +46,9 @@ def test_recipe_threshold_is_held_then_decays_to_zero() -> None:
     assert values[5] > values[6] > 0.0
     assert values[7:] == [0.0, 0.0, 0.0]
     assert free_bits_callbacks(schedules(Config())["cyclical"]) == []
-    (floored,) = free_bits_callbacks(recipe_row(recipe_free_bits=0.4, recipe_hold=0.5, recipe_end=0.75, recipe_floor=0.1))
+    (floored,) = free_bits_callbacks(
+        recipe_row(recipe_free_bits=0.4, recipe_hold=0.5, recipe_end=0.75, recipe_floor=0.1)
+    )
     assert floored.value_at(62, 100) == pytest.approx(0.4 - 0.3 * 12 / 25)
     assert floored.value_at(80, 100) == floored.value_at(100, 100) == 0.1
 
@@ -55,7 +59,9 @@ class SeenFreeBits(Callback):
     def __init__(self) -> None:
         self.seen: list[float] = []
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self.seen.append(float(pl_module.free_bits))
 
 
@@ -102,8 +108,21 @@ def test_free_bits_attribute_and_mode_shape_the_training_loss() -> None:
 def test_recipe_bad_arguments_fail_before_any_run(tmp_path: Path, overrides: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         # a tiny budget, so that a case that fails to raise costs seconds, not a full comparison
-        compare(Config(out=str(tmp_path), recipe=True, seeds=[0], max_steps=2, corpus_size=60, emb_dim=4,
-                       hidden_dim=4, latent_dim=2, probe_size=10, rows=["recipe"], **overrides))
+        compare(
+            Config(
+                out=str(tmp_path),
+                recipe=True,
+                seeds=[0],
+                max_steps=2,
+                corpus_size=60,
+                emb_dim=4,
+                hidden_dim=4,
+                latent_dim=2,
+                probe_size=10,
+                rows=["recipe"],
+                **overrides,
+            )
+        )
     assert not (tmp_path / "logs").exists()  # refused before the first run
     with pytest.raises(ValueError, match="`free_bits_mode` must be one of"):
         TextVAE(vocab_size=10, free_bits_mode="total")

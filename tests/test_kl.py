@@ -15,7 +15,9 @@ from lightning_kl_anneal import FREE_BITS_MODES, capacity_kl, free_bits_kl, gaus
 
 def _posterior(seed: int, shape: tuple[int, ...] = (6, 5)) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(shape, generator=g, dtype=torch.float64) * 2, torch.randn(shape, generator=g, dtype=torch.float64)
+    return torch.randn(shape, generator=g, dtype=torch.float64) * 2, torch.randn(
+        shape, generator=g, dtype=torch.float64
+    )
 
 
 # ---------------------------------------------------------------- gaussian_kl
@@ -36,7 +38,8 @@ def test_gaussian_kl_with_a_conditional_prior(seed: int) -> None:
     torch.testing.assert_close(gaussian_kl(mu, logvar, pmu, plv), expected)
     # only one of the two given: the other is the standard normal's
     torch.testing.assert_close(
-        gaussian_kl(mu, logvar, prior_mu=pmu), kl_divergence(Normal(mu, (0.5 * logvar).exp()), Normal(pmu, torch.ones_like(mu)))
+        gaussian_kl(mu, logvar, prior_mu=pmu),
+        kl_divergence(Normal(mu, (0.5 * logvar).exp()), Normal(pmu, torch.ones_like(mu))),
     )
     torch.testing.assert_close(
         gaussian_kl(mu, logvar, prior_logvar=plv),
@@ -63,7 +66,10 @@ def test_gaussian_kl_gradients_flow() -> None:
     ("args", "match"),
     [
         ((torch.zeros(2, 3), torch.zeros(2, 4)), r"`logvar` must have the shape of `mu` \(2, 3\), got \(2, 4\)"),
-        ((torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(5, 3)), r"`prior_mu` must broadcast to the shape of `mu` \(2, 3\), got \(5, 3\)"),
+        (
+            (torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(5, 3)),
+            r"`prior_mu` must broadcast to the shape of `mu` \(2, 3\), got \(5, 3\)",
+        ),
         ((torch.zeros(2, 3), torch.zeros(2, 3), None, torch.zeros(2, 3, 1)), r"`prior_logvar` must broadcast"),
     ],
 )
@@ -137,7 +143,10 @@ def test_where_the_gradient_is_zero() -> None:
         (dict(threshold=-0.1), r"`threshold` must be a finite real number >= 0, got -0.1"),
         (dict(threshold=math.nan), r"`threshold` must be a finite real number >= 0, got nan"),
         (dict(threshold=True), r"`threshold` must be a finite real number >= 0, got True"),
-        (dict(threshold=0.5, mode="per_dim"), r"`mode` must be one of \('dim', 'example_dim', 'example', 'batch'\), got 'per_dim'"),
+        (
+            dict(threshold=0.5, mode="per_dim"),
+            r"`mode` must be one of \('dim', 'example_dim', 'example', 'batch'\), got 'per_dim'",
+        ),
     ],
 )
 def test_free_bits_bad_arguments(kwargs: dict, match: str) -> None:

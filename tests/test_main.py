@@ -58,18 +58,41 @@ def test_unwritable_path_is_a_one_line_error(tmp_path: Path) -> None:
         [sys.executable, "-m", "lightning_kl_anneal", "plot", "--total-steps", "100", "-o", str(out)], capture_output=True, text=True
     )  # fmt: skip
     assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines() == [f"python -m lightning_kl_anneal: error: cannot write {str(out)!r}: No such file or directory"]
+    assert proc.stderr.strip().splitlines() == [
+        f"python -m lightning_kl_anneal: error: cannot write {str(out)!r}: No such file or directory"
+    ]
 
 
 def test_print_draws_delay_period_and_endless_cycles(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["print", "--total-steps", "12", "--n-cycle", "none", "--period", "4", "--delay", "2", "--unit", "epoch"]) == 0
+    assert (
+        main(["print", "--total-steps", "12", "--n-cycle", "none", "--period", "4", "--delay", "2", "--unit", "epoch"])
+        == 0
+    )
     rows = capsys.readouterr().out.strip().splitlines()
     assert rows[0] == "epoch,beta"
     assert [float(r.split(",")[1]) for r in rows[1:]] == cyclical_schedule(12, None, period=4, delay=2).tolist()
 
 
 def test_plot_draws_every_configuration(tmp_path: Path) -> None:
-    assert main(["plot", "--total-steps", "50", "--n-cycle", "2", "none", "--period", "10", "--delay", "5", "-o", str(tmp_path / "p.png")]) == 0
+    assert (
+        main(
+            [
+                "plot",
+                "--total-steps",
+                "50",
+                "--n-cycle",
+                "2",
+                "none",
+                "--period",
+                "10",
+                "--delay",
+                "5",
+                "-o",
+                str(tmp_path / "p.png"),
+            ]
+        )
+        == 0
+    )
 
 
 def test_bad_cycle_count_names_the_flag(capsys: pytest.CaptureFixture[str]) -> None:

@@ -46,7 +46,9 @@ def test_kl_per_dimension_with_a_conditional_prior() -> None:
     m = KLPerDimension()
     for batch in _batches(mu, logvar, pmu, plv):
         m.update(*batch)
-    torch.testing.assert_close(m.compute(), gaussian_kl(mu.double(), logvar.double(), pmu.double(), plv.double()).mean(0))
+    torch.testing.assert_close(
+        m.compute(), gaussian_kl(mu.double(), logvar.double(), pmu.double(), plv.double()).mean(0)
+    )
 
 
 def test_active_units_streams_and_equals_the_functional() -> None:

@@ -169,7 +169,10 @@ def test_informative_model_never_alerts(tmp_path: Path) -> None:
 def test_cvae_posterior_equal_to_its_conditional_prior_alerts_and_logs_no_mi(tmp_path: Path) -> None:
     monitor = LatentMonitor(prior_mu_key="prior_mu", prior_logvar_key="prior_logvar", patience=2)
     messages = fit_quietly(make_trainer(tmp_path, [monitor]), Latent("cvae"))
-    assert monitor.last == {"kl": pytest.approx(0.0, abs=1e-12), "active_units": 0.0}  # mu varies, but as the prior does
+    assert monitor.last == {
+        "kl": pytest.approx(0.0, abs=1e-12),
+        "active_units": 0.0,
+    }  # mu varies, but as the prior does
     assert len(messages) == 1 and "MI" not in messages[0]
     # without the prior keys the same model looks informative: the prior matters
     plain = LatentMonitor(patience=1)
@@ -228,7 +231,9 @@ def test_with_the_real_cyclical_callback(tmp_path: Path) -> None:
     fit_quietly(make_trainer(tmp_path, [schedule, monitor]), Latent("prior"))
     assert monitor.alert_step is None  # counted at 8, 12; the ramp at 16 restarts; 20, 24: only 2 in a row
     monitor = LatentMonitor(patience=2)
-    fit_quietly(make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=2, ratio=0.5, total_steps=24), monitor]), Latent("prior"))
+    fit_quietly(
+        make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=2, ratio=0.5, total_steps=24), monitor]), Latent("prior")
+    )
     assert monitor.alert_step == 12
 
 
@@ -252,7 +257,9 @@ def test_validate_alone_logs_but_does_not_count(tmp_path: Path) -> None:
 def _expected(model: Latent) -> dict[str, float]:
     post = {k: v.double() for k, v in model.posterior(model.x).items()}
     order = _canonical_order(torch.cat([post["mu"], post["logvar"]], 1))
-    mi = mutual_information(post["mu"][order], post["logvar"][order], 1, outer_rows=512, generator=torch.Generator().manual_seed(0))
+    mi = mutual_information(
+        post["mu"][order], post["logvar"][order], 1, outer_rows=512, generator=torch.Generator().manual_seed(0)
+    )
     return {
         "kl": float(gaussian_kl(post["mu"], post["logvar"]).sum(1).mean()),
         "active_units": float(active_units(post["mu"])),
@@ -364,7 +371,9 @@ class ImageLatent(Latent):
 
 
 def test_latent_shapes(tmp_path: Path) -> None:
-    with pytest.raises(MisconfigurationException, match=r"LatentMonitor needs `mu` of shape \(batch, d\) .* got \(8,\)"):
+    with pytest.raises(
+        MisconfigurationException, match=r"LatentMonitor needs `mu` of shape \(batch, d\) .* got \(8,\)"
+    ):
         make_trainer(tmp_path, [LatentMonitor()], num_sanity_val_steps=1).fit(FlatMu())
     flat, image = LatentMonitor(), LatentMonitor()
     make_trainer(tmp_path, [flat], max_epochs=1).fit(Latent("informative"))
@@ -425,7 +434,9 @@ def test_alert_state_resumes_from_a_checkpoint(tmp_path: Path) -> None:
 
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        make_trainer(tmp_path, [LatentMonitor(patience=3), ckpt], enable_checkpointing=True).fit(Latent("prior", crash_at_epoch=2))
+        make_trainer(tmp_path, [LatentMonitor(patience=3), ckpt], enable_checkpointing=True).fit(
+            Latent("prior", crash_at_epoch=2)
+        )
     last = str(tmp_path / "ckpt" / "epoch=1-step=8.ckpt")
     state = torch.load(last, weights_only=True)["callbacks"]
     assert state["LatentMonitor{'mu_key': 'mu', 'log_prefix': 'latent'}"] == {"collapsed_count": 2, "alert_step": None}

@@ -19,7 +19,11 @@ def test_one_panel_per_cycle_count_with_the_schedule_drawn() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"), [({"n_cycles": ()}, r"`n_cycles` must name at least one"), ({"n_cycles": (0,)}, r"`n_cycle` must be an int >= 1, got 0")]
+    ("kwargs", "match"),
+    [
+        ({"n_cycles": ()}, r"`n_cycles` must name at least one"),
+        ({"n_cycles": (0,)}, r"`n_cycle` must be an int >= 1, got 0"),
+    ],
 )
 def test_bad_arguments(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):

@@ -124,7 +124,12 @@ def test_plateau_follows_stop(fn) -> None:
 # ---------------------------------------------------------------- drop-in compatibility
 
 
-CASES = [(n_iter, n_cycle, ratio) for n_iter in (20, 40, 100, 1000, 4096) for n_cycle in (1, 2, 4) for ratio in (0.3, 0.5, 2 / 3, 0.8)]
+CASES = [
+    (n_iter, n_cycle, ratio)
+    for n_iter in (20, 40, 100, 1000, 4096)
+    for n_cycle in (1, 2, 4)
+    for ratio in (0.3, 0.5, 2 / 3, 0.8)
+]
 
 
 @pytest.mark.parametrize(("n_iter", "n_cycle", "ratio"), CASES)
@@ -160,7 +165,10 @@ def test_curves_match_reference_where_well_defined(n_iter: int, n_cycle: int, ra
 
 
 @pytest.mark.parametrize("shape", ["linear", "sigmoid", "cosine"])
-@pytest.mark.parametrize(("total", "n_cycle", "ratio", "ratio_zero"), [(2, 1, 0.5, 0.0), (7, 3, 0.9, 0.1), (1000, 4, 0.5, 0.0), (997, 5, 1.0, 0.25)])
+@pytest.mark.parametrize(
+    ("total", "n_cycle", "ratio", "ratio_zero"),
+    [(2, 1, 0.5, 0.0), (7, 3, 0.9, 0.1), (1000, 4, 0.5, 0.0), (997, 5, 1.0, 0.25)],
+)
 def test_schedule_equals_beta(shape: str, total: int, n_cycle: int, ratio: float, ratio_zero: float) -> None:
     kwargs = dict(n_cycle=n_cycle, ratio=ratio, start=0.1, stop=0.9, shape=shape, ratio_zero=ratio_zero)
     sched = cyclical_schedule(total, **kwargs)
@@ -278,7 +286,9 @@ def test_delay_holds_start_then_fits_the_cycles_in_the_rest() -> None:
     total, delay = 100, 20
     betas = [cyclical_beta(t, total, n_cycle=4, ratio=0.5, start=0.1, delay=delay) for t in range(total + 5)]
     assert betas[:delay] == [0.1] * delay
-    assert betas[delay:total] == [cyclical_beta(t, total - delay, n_cycle=4, ratio=0.5, start=0.1) for t in range(total - delay)]
+    assert betas[delay:total] == [
+        cyclical_beta(t, total - delay, n_cycle=4, ratio=0.5, start=0.1) for t in range(total - delay)
+    ]
     assert betas[total:] == [1.0] * 5
     assert cycle_length(100, 4, delay=20) == 20
 
@@ -296,7 +306,12 @@ def test_period_repeats_then_stops() -> None:
 @pytest.mark.parametrize("shape", ["linear", "cosine"])
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(total_steps=97, n_cycle=4, delay=13), dict(total_steps=50, n_cycle=2, period=7, delay=3), dict(total_steps=50, n_cycle=None, period=6), dict(total_steps=5, n_cycle=1, period=9, delay=8)],
+    [
+        dict(total_steps=97, n_cycle=4, delay=13),
+        dict(total_steps=50, n_cycle=2, period=7, delay=3),
+        dict(total_steps=50, n_cycle=None, period=6),
+        dict(total_steps=5, n_cycle=1, period=9, delay=8),
+    ],
 )
 def test_schedule_equals_beta_with_delay_and_period(shape: str, kwargs: dict) -> None:
     kwargs = dict(kwargs, ratio=0.6, ratio_zero=0.1, start=0.2, stop=0.9, shape=shape)
@@ -307,7 +322,9 @@ def test_schedule_equals_beta_with_delay_and_period(shape: str, kwargs: dict) ->
     np.testing.assert_allclose(sched, scalar, rtol=1e-15, atol=1e-15)
 
 
-def _phases_from_the_betas(total_steps: int | None, n_cycle: int | None, ratio: float, delay: int, period: int | None) -> list[str]:
+def _phases_from_the_betas(
+    total_steps: int | None, n_cycle: int | None, ratio: float, delay: int, period: int | None
+) -> list[str]:
     """The phases read off the β sequence (start 0, stop 1): a step at 1 is on a plateau, which is
     final when β never drops below 1 again; a step below 1 after the delay is on a ramp."""
     horizon = 200
@@ -338,17 +355,34 @@ def test_phase_matches_its_definition(kwargs: dict) -> None:
 
 
 def test_phase_worked_example() -> None:
-    assert [cyclical_phase(t, 8, n_cycle=2) for t in range(9)] == ["ramp"] * 2 + ["plateau"] * 2 + ["ramp"] * 2 + ["final"] * 3
-    assert cyclical_phase(3, 10, n_cycle=1, ratio=1.0) == "ramp" and cyclical_phase(10, 10, n_cycle=1, ratio=1.0) == "final"
+    assert [cyclical_phase(t, 8, n_cycle=2) for t in range(9)] == ["ramp"] * 2 + ["plateau"] * 2 + ["ramp"] * 2 + [
+        "final"
+    ] * 3
+    assert (
+        cyclical_phase(3, 10, n_cycle=1, ratio=1.0) == "ramp"
+        and cyclical_phase(10, 10, n_cycle=1, ratio=1.0) == "final"
+    )
 
 
 @pytest.mark.parametrize(
     ("call", "exc", "match"),
     [
         (lambda: cyclical_beta(0, 10, delay=10), ValueError, r"`delay`=10 must be smaller than `total_steps`=10"),
-        (lambda: cyclical_schedule(10, n_cycle=20), ValueError, r"`n_cycle`=20 cycles need more than 20 steps, but the schedule has 10"),
-        (lambda: cyclical_beta(0, 10, n_cycle=4, delay=6), ValueError, r"`n_cycle`=4 .* has 4 \(`total_steps`=10 minus `delay`=6\)"),
-        (lambda: cyclical_beta(0, 100, period=10), ValueError, r"`total_steps`=100 and `period`=10 both set the cycle length"),
+        (
+            lambda: cyclical_schedule(10, n_cycle=20),
+            ValueError,
+            r"`n_cycle`=20 cycles need more than 20 steps, but the schedule has 10",
+        ),
+        (
+            lambda: cyclical_beta(0, 10, n_cycle=4, delay=6),
+            ValueError,
+            r"`n_cycle`=4 .* has 4 \(`total_steps`=10 minus `delay`=6\)",
+        ),
+        (
+            lambda: cyclical_beta(0, 100, period=10),
+            ValueError,
+            r"`total_steps`=100 and `period`=10 both set the cycle length",
+        ),
         (lambda: cyclical_beta(0), ValueError, r"`total_steps` is needed unless `period=`"),
         (lambda: cyclical_beta(0, 100, n_cycle=None), ValueError, r"`n_cycle=None` \(cycles forever\) needs `period=`"),
         (lambda: cyclical_beta(0, period=1), ValueError, r"`period` must be an int >= 2, got 1"),

@@ -55,9 +55,15 @@ def test_phases_assumed_by_these_tests() -> None:
 
 
 @pytest.mark.parametrize(("when", "stopped_after_epoch"), [(None, 1), ("plateau", 3), ("final", 7)])
-def test_early_stopping_spends_patience_only_on_plateaus(tmp_path: Path, when: str | None, stopped_after_epoch: int) -> None:
+def test_early_stopping_spends_patience_only_on_plateaus(
+    tmp_path: Path, when: str | None, stopped_after_epoch: int
+) -> None:
     model = FlatValidation()
-    stop = EarlyStopping(monitor="val_loss", patience=1) if when is None else PlateauEarlyStopping(monitor="val_loss", patience=1, when=when)
+    stop = (
+        EarlyStopping(monitor="val_loss", patience=1)
+        if when is None
+        else PlateauEarlyStopping(monitor="val_loss", patience=1, when=when)
+    )
     make_trainer(tmp_path, [_annealing(), stop], max_epochs=10, limit_val_batches=1).fit(model)
     # patience 1: the first counted validation sets the best, the second stops the fit
     assert model.seen[-1][0] == 2 * stopped_after_epoch + 1
@@ -67,7 +73,9 @@ def test_early_stopping_spends_patience_only_on_plateaus(tmp_path: Path, when: s
 def test_checkpoint_ranks_only_plateau_weights(tmp_path: Path, when: str | None, best_epoch: int) -> None:
     kwargs: dict[str, Any] = dict(monitor="val_loss", save_top_k=2, dirpath=tmp_path / "ckpt", filename="{epoch}")
     ckpt = ModelCheckpoint(**kwargs) if when is None else PlateauModelCheckpoint(when=when, save_last=True, **kwargs)
-    make_trainer(tmp_path, [_annealing(), ckpt], max_epochs=10, limit_val_batches=1, enable_checkpointing=True).fit(RampLooksBest())
+    make_trainer(tmp_path, [_annealing(), ckpt], max_epochs=10, limit_val_batches=1, enable_checkpointing=True).fit(
+        RampLooksBest()
+    )
     assert Path(ckpt.best_model_path).stem == f"epoch={best_epoch}"
     ranked = sorted(int(Path(p).stem.split("=")[1]) for p in ckpt.best_k_models)
     if when is not None:
@@ -77,14 +85,21 @@ def test_checkpoint_ranks_only_plateau_weights(tmp_path: Path, when: str | None,
 
 def test_plateau_checkpoint_ranks_every_plateau_epoch_it_sees(tmp_path: Path) -> None:
     ckpt = PlateauModelCheckpoint(monitor="val_loss", save_top_k=-1, dirpath=tmp_path / "ckpt", filename="{epoch}")
-    make_trainer(tmp_path, [_annealing(), ckpt], max_epochs=10, limit_val_batches=1, enable_checkpointing=True).fit(RampLooksBest())
+    make_trainer(tmp_path, [_annealing(), ckpt], max_epochs=10, limit_val_batches=1, enable_checkpointing=True).fit(
+        RampLooksBest()
+    )
     saved = sorted(int(p.stem.split("=")[1]) for p in (tmp_path / "ckpt").glob("epoch=*.ckpt"))
     assert saved == [e for e, phase in enumerate(PHASE_OF_EPOCH) if phase != "ramp"]
 
 
 def test_early_stopping_resumes_its_patience(tmp_path: Path) -> None:
     reference = FlatValidation()
-    make_trainer(tmp_path / "ref", [_annealing(), PlateauEarlyStopping(monitor="val_loss", patience=2)], max_epochs=10, limit_val_batches=1).fit(reference)
+    make_trainer(
+        tmp_path / "ref",
+        [_annealing(), PlateauEarlyStopping(monitor="val_loss", patience=2)],
+        max_epochs=10,
+        limit_val_batches=1,
+    ).fit(reference)
 
     crashing = FlatValidation(crash_at=9)  # after the first counted validation (epoch 2 ends at step 5) ...
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_top_k=-1, filename="{step}")
@@ -101,15 +116,28 @@ def test_early_stopping_resumes_its_patience(tmp_path: Path) -> None:
 
 
 def test_a_missing_or_phaseless_schedule_is_refused_before_training(tmp_path: Path) -> None:
-    with pytest.raises(MisconfigurationException, match=r"follows the schedule of `beta_bow`, but no annealing callback.*\['beta'\]"):
-        make_trainer(tmp_path, [_annealing(), PlateauEarlyStopping(monitor="val_loss", schedule_attribute="beta_bow")]).fit(TinyVAE())
-    with pytest.raises(MisconfigurationException, match=r"ScheduledAttribute has no ramps and plateaus to wait for.*ModelCheckpoint"):
-        make_trainer(tmp_path, [ScheduledAttribute(lambda s, t: 1.0), PlateauModelCheckpoint(monitor="val_loss")], enable_checkpointing=True).fit(TinyVAE())
+    with pytest.raises(
+        MisconfigurationException, match=r"follows the schedule of `beta_bow`, but no annealing callback.*\['beta'\]"
+    ):
+        make_trainer(
+            tmp_path, [_annealing(), PlateauEarlyStopping(monitor="val_loss", schedule_attribute="beta_bow")]
+        ).fit(TinyVAE())
+    with pytest.raises(
+        MisconfigurationException, match=r"ScheduledAttribute has no ramps and plateaus to wait for.*ModelCheckpoint"
+    ):
+        make_trainer(
+            tmp_path,
+            [ScheduledAttribute(lambda s, t: 1.0), PlateauModelCheckpoint(monitor="val_loss")],
+            enable_checkpointing=True,
+        ).fit(TinyVAE())
 
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"when": "ramp"}, r"`when` must be one of \('plateau', 'final'\), got 'ramp'"), ({"schedule_attribute": ""}, r"`schedule_attribute` must name")],
+    [
+        ({"when": "ramp"}, r"`when` must be one of \('plateau', 'final'\), got 'ramp'"),
+        ({"schedule_attribute": ""}, r"`schedule_attribute` must name"),
+    ],
 )
 def test_bad_arguments(kwargs: dict, match: str) -> None:
     for cls in (PlateauEarlyStopping, PlateauModelCheckpoint):
@@ -125,8 +153,24 @@ def test_parent_arguments_still_work() -> None:
     assert torch.isfinite(torch.tensor(stop.min_delta))
 
 
-@pytest.mark.parametrize(("kwargs", "when"), [(dict(n_cycle=1, ratio=1.0), "final"), (dict(n_cycle=None, period=4), "final"), (dict(n_cycle=2, ratio=1.0), "plateau")])
+@pytest.mark.parametrize(
+    ("kwargs", "when"),
+    [
+        (dict(n_cycle=1, ratio=1.0), "final"),
+        (dict(n_cycle=None, period=4), "final"),
+        (dict(n_cycle=2, ratio=1.0), "plateau"),
+    ],
+)
 def test_a_phase_the_run_never_reaches_is_a_warning(tmp_path: Path, kwargs: dict, when: str) -> None:
     ckpt = PlateauModelCheckpoint(monitor="val_loss", when=when, dirpath=tmp_path / "ckpt")
-    with pytest.warns(UserWarning, match=rf"PlateauModelCheckpoint\(when='{when}'\) follows `beta`, whose schedule has no .* so it will never act"):
-        make_trainer(tmp_path, [CyclicalKLAnnealing(**kwargs), ckpt], max_epochs=3, limit_val_batches=1, enable_checkpointing=True).fit(FlatValidation())
+    with pytest.warns(
+        UserWarning,
+        match=rf"PlateauModelCheckpoint\(when='{when}'\) follows `beta`, whose schedule has no .* so it will never act",
+    ):
+        make_trainer(
+            tmp_path,
+            [CyclicalKLAnnealing(**kwargs), ckpt],
+            max_epochs=3,
+            limit_val_batches=1,
+            enable_checkpointing=True,
+        ).fit(FlatValidation())

@@ -65,51 +65,94 @@ TABLE = (
     ("BLEU precision", ("bleu1_p", "bleu2_p", "bleu3_p", "bleu4_p")),
     ("BLEU recall", ("bleu1_r", "bleu2_r", "bleu3_r", "bleu4_r")),
     ("BLEU F1", ("bleu1_f1", "bleu2_f1", "bleu3_f1", "bleu4_f1")),
-    ("embedding / diversity / hidden factor",
-     ("emb_avg_p", "emb_avg_r", "emb_ext_p", "emb_ext_r", "distinct1", "distinct2", "factor_acc", "factor_cov")),
+    (
+        "embedding / diversity / hidden factor",
+        ("emb_avg_p", "emb_avg_r", "emb_ext_p", "emb_ext_r", "distinct1", "distinct2", "factor_acc", "factor_cov"),
+    ),
 )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--out", default="runs/dialog_cvae/", help="output directory (default: %(default)s)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--schedules", nargs="+", default=list(SCHEDULES), choices=list(SCHEDULES))
     p.add_argument("--steps", type=int, default=1800, help="optimizer steps per run (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=3e-3,
-                   help="Adam learning rate; the paper's 1e-3 is for ~20k steps, too slow for this budget (default: %(default)s)")
-    p.add_argument("--bow-weight", type=float, default=0.0,
-                   help="weight of the bag-of-words loss: 0 is the plain CVAE, 1 the paper's CVAE+BoW (default: %(default)s)")
-    p.add_argument("--table", choices=("controlled", "paper"), default="controlled",
-                   help="controlled: one lr policy for all schedules (--lr-policy); paper: cosine lr restarts for "
-                        "cyclical only, as the paper ran it (default: %(default)s)")
-    p.add_argument("--lr-policy", choices=("constant", "restart"), default="constant",
-                   help="controlled table only: constant lr, or a cosine decay restarted at every beta cycle "
-                        "(default: %(default)s)")
-    p.add_argument("--monotonic-ratio", type=float, default=PAPER_MONOTONIC_RATIO,
-                   help="share of training over which monotonic beta rises; the default is the paper's 10000 of "
-                        "20592 steps (default: %(default).4f)")
-    p.add_argument("--ratio-zero", type=float, default=0.0,
-                   help="cyclical only: share of each cycle held at beta=0 before the rise (the Optimus variant); "
-                        "0 is the paper's schedule (default: %(default)s)")
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=3e-3,
+        help="Adam learning rate; the paper's 1e-3 is for ~20k steps, too slow for this budget (default: %(default)s)",
+    )
+    p.add_argument(
+        "--bow-weight",
+        type=float,
+        default=0.0,
+        help="weight of the bag-of-words loss: 0 is the plain CVAE, 1 the paper's CVAE+BoW (default: %(default)s)",
+    )
+    p.add_argument(
+        "--table",
+        choices=("controlled", "paper"),
+        default="controlled",
+        help="controlled: one lr policy for all schedules (--lr-policy); paper: cosine lr restarts for "
+        "cyclical only, as the paper ran it (default: %(default)s)",
+    )
+    p.add_argument(
+        "--lr-policy",
+        choices=("constant", "restart"),
+        default="constant",
+        help="controlled table only: constant lr, or a cosine decay restarted at every beta cycle "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--monotonic-ratio",
+        type=float,
+        default=PAPER_MONOTONIC_RATIO,
+        help="share of training over which monotonic beta rises; the default is the paper's 10000 of "
+        "20592 steps (default: %(default).4f)",
+    )
+    p.add_argument(
+        "--ratio-zero",
+        type=float,
+        default=0.0,
+        help="cyclical only: share of each cycle held at beta=0 before the rise (the Optimus variant); "
+        "0 is the paper's schedule (default: %(default)s)",
+    )
     p.add_argument("--preset", choices=("small", "paper"), default="small", help="model sizes (default: %(default)s)")
     p.add_argument("--data-dir", default=None, help="DailyDialog or JSONL directory instead of the built-in corpus")
     p.add_argument("--context-turns", type=int, default=10)
     p.add_argument("--num-train", type=int, default=6000, help="built-in corpus: training dialogs")
-    p.add_argument("--num-valid", type=int, default=300,
-                   help="validation examples (built-in corpus), at most this many (--data-dir) (default: %(default)s)")
-    p.add_argument("--num-test", type=int, default=200,
-                   help="test contexts (built-in corpus), at most this many (--data-dir), spread evenly over the "
-                        "file: generation metrics cost far more than training steps (default: %(default)s)")
-    p.add_argument("--embeddings", default=None,
-                   help="GloVe / word2vec text file for the embedding metrics; default: PPMI + SVD vectors of the "
-                        "training split, one fixed space for all runs")
+    p.add_argument(
+        "--num-valid",
+        type=int,
+        default=300,
+        help="validation examples (built-in corpus), at most this many (--data-dir) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--num-test",
+        type=int,
+        default=200,
+        help="test contexts (built-in corpus), at most this many (--data-dir), spread evenly over the "
+        "file: generation metrics cost far more than training steps (default: %(default)s)",
+    )
+    p.add_argument(
+        "--embeddings",
+        default=None,
+        help="GloVe / word2vec text file for the embedding metrics; default: PPMI + SVD vectors of the "
+        "training split, one fixed space for all runs",
+    )
     p.add_argument("--val-every", type=int, default=300, help="validate every this many steps (default: %(default)s)")
     p.add_argument("--accelerator", default="cpu")
     p.add_argument("--devices", default="1")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads; these small GRUs gain nothing from more (default: %(default)s)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads; these small GRUs gain nothing from more (default: %(default)s)",
+    )
     p.add_argument("--fast-dev-run", action="store_true", help="a few batches per schedule, to check the wiring")
     args = p.parse_args(argv)
     if args.steps < 1:
@@ -127,9 +170,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def make_datamodule(args: argparse.Namespace) -> DialogDataModule:
     small = args.fast_dev_run
-    return DialogDataModule(data_dir=args.data_dir, batch_size=args.batch_size, context_turns=args.context_turns,
-                            num_train=64 if small else args.num_train, num_valid=16 if small else args.num_valid,
-                            num_test=16 if small else args.num_test, embeddings=args.embeddings)
+    return DialogDataModule(
+        data_dir=args.data_dir,
+        batch_size=args.batch_size,
+        context_turns=args.context_turns,
+        num_train=64 if small else args.num_train,
+        num_valid=16 if small else args.num_valid,
+        num_test=16 if small else args.num_test,
+        embeddings=args.embeddings,
+    )
 
 
 def schedule_kwargs(schedule: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -171,28 +220,47 @@ def lightning_output_to(path: Path) -> Iterator[None]:
         handler.close()
 
 
-def run_one(schedule: str, seed: int, args: argparse.Namespace, dm: DialogDataModule, out: Path
-            ) -> tuple[dict[str, float], dict[str, float], DialogCVAE, Path | None]:
+def run_one(
+    schedule: str, seed: int, args: argparse.Namespace, dm: DialogDataModule, out: Path
+) -> tuple[dict[str, float], dict[str, float], DialogCVAE, Path | None]:
     """Train one schedule from one seed; returns its test and final validation metrics, the model and its
     metrics.csv."""
     L.seed_everything(seed, workers=True, verbose=False)
     sizes = SMALL_PRESET if args.preset == "small" else {}
-    model = DialogCVAE(vocab_size=dm.vocab_size, lr=args.lr, bow_weight=args.bow_weight,
-                       lr_restart_cycles=lr_restarts(schedule, args),
-                       max_decode_len=20 if args.data_dir is None else dm.max_len, val_gen_contexts=32, **sizes)
+    model = DialogCVAE(
+        vocab_size=dm.vocab_size,
+        lr=args.lr,
+        bow_weight=args.bow_weight,
+        lr_restart_cycles=lr_restarts(schedule, args),
+        max_decode_len=20 if args.data_dir is None else dm.max_len,
+        val_gen_contexts=32,
+        **sizes,
+    )
     logger = CSVLogger(out / "logs", name=schedule, version=f"seed{seed}")
     # The CVAE's KL is to its learned prior p(z | c): the monitor reads both from validation_step's dict.
     monitor = LatentMonitor(prior_mu_key="prior_mu", prior_logvar_key="prior_logvar")
     trainer = L.Trainer(
-        max_steps=args.steps, accelerator=args.accelerator, devices=args.devices, logger=logger,
-        callbacks=[CyclicalKLAnnealing(**schedule_kwargs(schedule, args)), monitor], gradient_clip_val=5.0,
-        val_check_interval=min(args.val_every, args.steps), check_val_every_n_epoch=None, log_every_n_steps=20,
-        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,
-        fast_dev_run=args.fast_dev_run, num_sanity_val_steps=0,
+        max_steps=args.steps,
+        accelerator=args.accelerator,
+        devices=args.devices,
+        logger=logger,
+        callbacks=[CyclicalKLAnnealing(**schedule_kwargs(schedule, args)), monitor],
+        gradient_clip_val=5.0,
+        val_check_interval=min(args.val_every, args.steps),
+        check_val_every_n_epoch=None,
+        log_every_n_steps=20,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+        fast_dev_run=args.fast_dev_run,
+        num_sanity_val_steps=0,
     )
     trainer.fit(model, datamodule=dm)
-    val = {k.removeprefix("val/"): float(v) for k, v in trainer.callback_metrics.items()
-           if k.startswith(("val/", "latent/"))}
+    val = {
+        k.removeprefix("val/"): float(v)
+        for k, v in trainer.callback_metrics.items()
+        if k.startswith(("val/", "latent/"))
+    }
     val["collapse_alert_step"] = -1 if monitor.alert_step is None else monitor.alert_step  # -1: never fired
     result = trainer.test(model, datamodule=dm, verbose=False)[0]
     metrics = {k.removeprefix("test/"): float(v) for k, v in result.items() if k.startswith("test/")}
@@ -241,7 +309,10 @@ def plot_curves(csvs: dict[str, Path], path: Path) -> None:
             pts = [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
             if key.startswith("train/") and len(pts) > 5:  # a running mean: per-batch losses are noisy
                 k = 5
-                pts = [(pts[i][0], sum(v for _, v in pts[max(0, i - k + 1) : i + 1]) / min(i + 1, k)) for i in range(len(pts))]
+                pts = [
+                    (pts[i][0], sum(v for _, v in pts[max(0, i - k + 1) : i + 1]) / min(i + 1, k))
+                    for i in range(len(pts))
+                ]
             if pts:
                 ax.plot(*zip(*pts), label=name, marker="o" if key == "val/elbo" else None, ms=3)
             ax.set_title(key)
@@ -293,8 +364,11 @@ def _compare(args: argparse.Namespace) -> dict[str, Any]:
     csvs: dict[str, Path] = {}
     total, done = len(args.schedules) * len(args.seeds), 0
     where = "built-in corpus" if args.data_dir is None else args.data_dir
-    print(f"{args.table} table, {where}: {len(dm.splits['train'])} training pairs, vocabulary {dm.vocab_size}; "
-          f"{total} runs of {args.steps} steps (Lightning's messages: {out / 'logs' / 'lightning.log'})", flush=True)
+    print(
+        f"{args.table} table, {where}: {len(dm.splits['train'])} training pairs, vocabulary {dm.vocab_size}; "
+        f"{total} runs of {args.steps} steps (Lightning's messages: {out / 'logs' / 'lightning.log'})",
+        flush=True,
+    )
     with lightning_output_to(out / "logs" / "lightning.log"):
         for name in args.schedules:
             results[name] = {"seeds": {}, "val": {}}
@@ -303,10 +377,14 @@ def _compare(args: argparse.Namespace) -> dict[str, Any]:
                 metrics, val, model, csv = run_one(name, seed, args, dm, out)
                 done += 1
                 alert = val["collapse_alert_step"]
-                print(f"[{done}/{total}] {name:<9} seed {seed}: test ELBO {metrics['elbo']:.3f}, KL {metrics['kl']:.3f}, "
-                      f"BLEU-1 recall {metrics.get('bleu1_r', float('nan')):.3f}; validation ELBO "
-                      f"{val.get('elbo', float('nan')):.3f}" + (f"; collapse alert at step {alert}" if alert >= 0 else "")
-                      + f" ({time.perf_counter() - t:.0f} s)", flush=True)
+                print(
+                    f"[{done}/{total}] {name:<9} seed {seed}: test ELBO {metrics['elbo']:.3f}, KL {metrics['kl']:.3f}, "
+                    f"BLEU-1 recall {metrics.get('bleu1_r', float('nan')):.3f}; validation ELBO "
+                    f"{val.get('elbo', float('nan')):.3f}"
+                    + (f"; collapse alert at step {alert}" if alert >= 0 else "")
+                    + f" ({time.perf_counter() - t:.0f} s)",
+                    flush=True,
+                )
                 results[name]["seeds"][str(seed)] = metrics
                 results[name]["val"][str(seed)] = val
                 if seed == args.seeds[0]:
@@ -319,12 +397,17 @@ def _compare(args: argparse.Namespace) -> dict[str, Any]:
             results[name]["std"] = {k: sd for k, (_, sd) in stats.items()}
     wall = time.perf_counter() - t0
     config = {k: v for k, v in vars(args).items()}
-    config.update(wall_seconds=round(wall, 1), std="sample (ddof=1)",
-                  schedules={n: schedule_kwargs(n, args) for n in args.schedules},
-                  lr_restart_cycles={n: lr_restarts(n, args) for n in args.schedules},
-                  vocab_size=dm.vocab_size, max_len=dm.max_len, min_freq=dm.min_freq,
-                  split_sizes={k: len(v) for k, v in dm.splits.items()},
-                  command="python examples/dialog_cvae/compare.py " + " ".join(sys.argv[1:]) if __name__ == "__main__" else None)
+    config.update(
+        wall_seconds=round(wall, 1),
+        std="sample (ddof=1)",
+        schedules={n: schedule_kwargs(n, args) for n in args.schedules},
+        lr_restart_cycles={n: lr_restarts(n, args) for n in args.schedules},
+        vocab_size=dm.vocab_size,
+        max_len=dm.max_len,
+        min_freq=dm.min_freq,
+        split_sizes={k: len(v) for k, v in dm.splits.items()},
+        command="python examples/dialog_cvae/compare.py " + " ".join(sys.argv[1:]) if __name__ == "__main__" else None,
+    )
     (out / "results.json").write_text(json.dumps({"config": config, **results}, indent=2))
     table = summarize(results)
     samples = sample_examples(models, dm)

@@ -50,8 +50,14 @@ class DialogExample:
 # Slot values. Kept small so that a tiny model can learn the corpus in a few minutes on a CPU,
 # but varied enough that responses must copy content from the context (not only pick an act).
 _DAYS = ("tonight", "tomorrow", "on friday", "on saturday", "on sunday", "next week")
-_ACTIVITIES = (("see a movie", "the cinema"), ("play tennis", "the park"), ("have dinner", "the new restaurant"),
-               ("go swimming", "the pool"), ("study together", "the library"), ("go shopping", "the mall"))
+_ACTIVITIES = (
+    ("see a movie", "the cinema"),
+    ("play tennis", "the park"),
+    ("have dinner", "the new restaurant"),
+    ("go swimming", "the pool"),
+    ("study together", "the library"),
+    ("go shopping", "the mall"),
+)
 _DISHES = ("soup", "pasta", "steak", "salad", "fish", "pizza", "curry")
 _RESTAURANTS = ("the blue table", "golden house", "luigi 's", "the corner cafe")
 _ITEMS = ("jacket", "bag", "phone", "lamp", "watch", "sweater")
@@ -76,8 +82,11 @@ def _invitation_keys() -> list[tuple]:
 def _invitation(key: tuple, rng: random.Random) -> tuple[list[str], dict[str, list[str]]]:
     day, (act, place), (other, _) = key
     name = _pick(rng, _NAMES)
-    context = [f"hi {name} , are you free {day} ?", "i think so . why do you ask ?",
-               f"do you want to {act} at {place} {day} ? or we could {other} ."]
+    context = [
+        f"hi {name} , are you free {day} ?",
+        "i think so . why do you ask ?",
+        f"do you want to {act} at {place} {day} ? or we could {other} .",
+    ]
     responses = {
         "accept": [f"sure , i would love to {act} . see you {day} !", f"yes , {place} sounds great ."],
         "decline": [f"sorry , i am busy {day} .", f"no thanks , i do not want to {act} ."],
@@ -95,8 +104,11 @@ def _restaurant(key: tuple, rng: random.Random) -> tuple[list[str], dict[str, li
     dish, other = key
     name = _pick(rng, _RESTAURANTS)
     n = _pick(rng, ("two", "three", "four"))
-    context = [f"good evening , welcome to {name} .", f"thank you , a table for {n} please .",
-               f"would you like to try our {dish} today ? we also have {other} ."]
+    context = [
+        f"good evening , welcome to {name} .",
+        f"thank you , a table for {n} please .",
+        f"would you like to try our {dish} today ? we also have {other} .",
+    ]
     responses = {
         "accept": [f"yes , the {dish} please .", f"sure , i will have the {dish} ."],
         "decline": [f"no thanks , i do not like {dish} .", "no , i am not very hungry ."],
@@ -107,14 +119,23 @@ def _restaurant(key: tuple, rng: random.Random) -> tuple[list[str], dict[str, li
 
 
 def _shopping_keys() -> list[tuple]:
-    return [(item, color, other, price) for item in _ITEMS for color in _COLORS for other in _COLORS
-            if other != color for price in _PRICES]
+    return [
+        (item, color, other, price)
+        for item in _ITEMS
+        for color in _COLORS
+        for other in _COLORS
+        if other != color
+        for price in _PRICES
+    ]
 
 
 def _shopping(key: tuple, rng: random.Random) -> tuple[list[str], dict[str, list[str]]]:
     item, color, other, price = key
-    context = ["hello , can i help you ?", f"yes , i am looking for a {item} .",
-               f"we have this {color} {item} for {price} dollars , and a {other} one ."]
+    context = [
+        "hello , can i help you ?",
+        f"yes , i am looking for a {item} .",
+        f"we have this {color} {item} for {price} dollars , and a {other} one .",
+    ]
     responses = {
         "accept": [f"great , i will take the {color} one .", f"perfect , i will buy this {item} ."],
         "decline": [f"{price} dollars is too expensive for me .", f"sorry , i do not like this {item} ."],
@@ -140,11 +161,17 @@ def _work(key: tuple, rng: random.Random) -> tuple[list[str], dict[str, list[str
     return context, responses
 
 
-_SCENARIOS = ((_invitation_keys, _invitation), (_restaurant_keys, _restaurant), (_shopping_keys, _shopping),
-              (_work_keys, _work))
+_SCENARIOS = (
+    (_invitation_keys, _invitation),
+    (_restaurant_keys, _restaurant),
+    (_shopping_keys, _shopping),
+    (_work_keys, _work),
+)
 
 
-def _dialog(scenario: int, key: tuple, rng: random.Random) -> tuple[tuple[str, ...], tuple[int, ...], dict[str, list[str]]]:
+def _dialog(
+    scenario: int, key: tuple, rng: random.Random
+) -> tuple[tuple[str, ...], tuple[int, ...], dict[str, list[str]]]:
     context, responses = _SCENARIOS[scenario][1](key, rng)
     # Drop the opening turn half of the time so that contexts vary in length and speaker pattern; the
     # last turn repeats every slot that a response may use, so nothing a reference needs is dropped.
@@ -155,7 +182,9 @@ def _dialog(scenario: int, key: tuple, rng: random.Random) -> tuple[tuple[str, .
     return tuple(context), tuple(int(s) for s in speakers), responses
 
 
-def split_keys(seed: int, valid_fraction: float = 0.1, test_fraction: float = 0.15) -> dict[str, list[tuple[int, tuple]]]:
+def split_keys(
+    seed: int, valid_fraction: float = 0.1, test_fraction: float = 0.15
+) -> dict[str, list[tuple[int, tuple]]]:
     """Assign every slot combination of every scenario to exactly one split, deterministically.
 
     Returns ``{"train": [(scenario, key), ...], "valid": [...], "test": [...]}``: per scenario, a shuffled
@@ -216,8 +245,10 @@ def generate_corpus(
         misses = 0  # consecutive draws of an already-seen test context
         while len(examples) < n:
             if misses > 5000:
-                raise ValueError(f"`num_test` must be at most the number of distinct test contexts "
-                                 f"(about {len(seen)} with this seed), got {num_test}")
+                raise ValueError(
+                    f"`num_test` must be at most the number of distinct test contexts "
+                    f"(about {len(seen)} with this seed), got {num_test}"
+                )
             scenario = rng.randrange(len(_SCENARIOS))
             key = _pick(rng, tuple(by_scenario[scenario]))
             context, speakers, responses = _dialog(scenario, key, rng)

@@ -1,10 +1,10 @@
 """Data for the dialog CVAE: vocabulary, DailyDialog and JSONL readers, batching, the DataModule.
 
-    >>> dm = DialogDataModule(num_train=64, num_valid=8, num_test=8, batch_size=4)
-    >>> dm.setup("fit")
-    >>> batch = next(iter(dm.train_dataloader()))
-    >>> batch["context"].shape[0], batch["response"].shape[0], batch["index"].shape
-    (4, 4, torch.Size([4]))
+>>> dm = DialogDataModule(num_train=64, num_valid=8, num_test=8, batch_size=4)
+>>> dm.setup("fit")
+>>> batch = next(iter(dm.train_dataloader()))
+>>> batch["context"].shape[0], batch["response"].shape[0], batch["index"].shape
+(4, 4, torch.Size([4]))
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class Vocab:
 
     def __init__(self, itos: Sequence[str]) -> None:
         if tuple(itos[: len(SPECIALS)]) != SPECIALS:
-            raise ValueError(f"`itos` must start with {SPECIALS}, got {tuple(itos[:len(SPECIALS)])}")
+            raise ValueError(f"`itos` must start with {SPECIALS}, got {tuple(itos[: len(SPECIALS)])}")
         self.itos = list(itos)
         self.stoi = {w: i for i, w in enumerate(self.itos)}
 
@@ -59,7 +59,9 @@ class Vocab:
         if min_freq < 1:
             raise ValueError(f"`min_freq` must be >= 1, got {min_freq}")
         counts = Counter(w for s in sentences for w in s)
-        words = sorted((w for w, c in counts.items() if c >= min_freq and w not in SPECIALS), key=lambda w: (-counts[w], w))
+        words = sorted(
+            (w for w, c in counts.items() if c >= min_freq and w not in SPECIALS), key=lambda w: (-counts[w], w)
+        )
         if max_size is not None:
             words = words[: max(0, max_size - len(SPECIALS))]
         return cls(list(SPECIALS) + words)
@@ -155,8 +157,11 @@ def read_jsonl(path: str | Path, context_turns: int = 10) -> list[DialogExample]
                 raise ValueError(f"{where}: `references` must be a non-empty list of non-empty strings, got {refs!r}")
             ctx = [" ".join(tokenize(u)) or "<unk>" for u in context][-context_turns:]
             speakers = tuple(int((len(ctx) - i) % 2 == 0) for i in range(len(ctx)))
-            examples.append(DialogExample(tuple(ctx), speakers, " ".join(tokenize(response)),
-                                          tuple(" ".join(tokenize(r)) for r in refs)))
+            examples.append(
+                DialogExample(
+                    tuple(ctx), speakers, " ".join(tokenize(response)), tuple(" ".join(tokenize(r)) for r in refs)
+                )
+            )
     return examples
 
 
@@ -180,8 +185,11 @@ def read_data_dir(data_dir: str | Path, context_turns: int = 10) -> dict[str, li
     for split, names in _SPLITS.items():
         tried: list[str] = []
         for name in names:
-            for candidate, reader in ((f"{name}.jsonl", read_jsonl), (f"dialogues_{name}.txt", read_dailydialog),
-                                      (f"{name}/dialogues_{name}.txt", read_dailydialog)):
+            for candidate, reader in (
+                (f"{name}.jsonl", read_jsonl),
+                (f"dialogues_{name}.txt", read_dailydialog),
+                (f"{name}/dialogues_{name}.txt", read_dailydialog),
+            ):
                 tried.append(candidate)
                 if (data_dir / candidate).is_file():
                     out[split] = reader(data_dir / candidate, context_turns=context_turns)
@@ -202,15 +210,17 @@ class DialogDataset(Dataset):
     def __init__(self, examples: Sequence[DialogExample], vocab: Vocab, max_len: int = 40) -> None:
         self.items = []
         for i, ex in enumerate(examples):
-            self.items.append({
-                "index": i,
-                "context": [vocab.encode(u.split()[:max_len]) or [UNK] for u in ex.context],
-                "speakers": list(ex.speakers),
-                "response": vocab.encode(ex.response.split()[: max_len - 1]) + [EOS],
-                "references": [vocab.encode(r.split()[: max_len - 1]) for r in (ex.references or (ex.response,))],
-                "label": ex.label,
-                "ref_labels": list(ex.ref_labels),
-            })
+            self.items.append(
+                {
+                    "index": i,
+                    "context": [vocab.encode(u.split()[:max_len]) or [UNK] for u in ex.context],
+                    "speakers": list(ex.speakers),
+                    "response": vocab.encode(ex.response.split()[: max_len - 1]) + [EOS],
+                    "references": [vocab.encode(r.split()[: max_len - 1]) for r in (ex.references or (ex.response,))],
+                    "label": ex.label,
+                    "ref_labels": list(ex.ref_labels),
+                }
+            )
 
     def __len__(self) -> int:
         return len(self.items)
@@ -438,9 +448,15 @@ class DialogDataModule(L.LightningDataModule):
         trainer = self.trainer
         if not shuffle and trainer is not None and trainer.world_size > 1:
             sampler = EvalDistributedSampler(self.datasets[split], trainer.world_size, trainer.global_rank)
-        return DataLoader(self.datasets[split], batch_size=self.hparams.batch_size, shuffle=shuffle,
-                          sampler=sampler, collate_fn=collate, num_workers=self.hparams.num_workers,
-                          persistent_workers=self.hparams.num_workers > 0)
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            sampler=sampler,
+            collate_fn=collate,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -28,8 +28,12 @@ import torch
 
 
 def ppmi_svd_vectors(
-    sentences: Sequence[Sequence[int]], vocab_size: int, dim: int = 100, window: int = 4,
-    alpha: float = 0.75, first_word: int = 4,
+    sentences: Sequence[Sequence[int]],
+    vocab_size: int,
+    dim: int = 100,
+    window: int = 4,
+    alpha: float = 0.75,
+    first_word: int = 4,
 ) -> torch.Tensor:
     """Word vectors from a corpus: PPMI of co-occurrence counts, then a truncated SVD, ``U * sqrt(S)``.
 
@@ -76,8 +80,9 @@ def ppmi_svd_vectors(
     keep = pmi > 0
     seen = int((word > 0).sum())
     dim = max(1, min(dim, seen - 1))
-    m = torch.sparse_coo_tensor(np.stack([r[keep], c[keep]]), pmi[keep], (vocab_size, vocab_size),
-                                check_invariants=True).coalesce()
+    m = torch.sparse_coo_tensor(
+        np.stack([r[keep], c[keep]]), pmi[keep], (vocab_size, vocab_size), check_invariants=True
+    ).coalesce()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         u, sv, _ = torch.svd_lowrank(m, q=min(dim + 10, vocab_size), niter=6)
@@ -128,8 +133,10 @@ def load_word_vectors(path: str | Path, itos: Sequence[str]) -> torch.Tensor:
                 except ValueError:
                     raise ValueError(f"{path}:{lineno}: not a number in the vector of {parts[0]!r}") from None
     if not found or dim is None:
-        raise ValueError(f"{path}: no word of the vocabulary ({len(itos)} words) has a vector; "
-                         "expected lines 'word v1 v2 ...' (GloVe or word2vec text format)")
+        raise ValueError(
+            f"{path}: no word of the vocabulary ({len(itos)} words) has a vector; "
+            "expected lines 'word v1 v2 ...' (GloVe or word2vec text format)"
+        )
     vecs = torch.zeros(len(itos), dim)
     for i, v in found.items():
         vecs[i] = torch.tensor(v)

@@ -202,8 +202,11 @@ class DistinctN(Metric):
         self.hashes.append(torch.tensor(hashes, dtype=torch.long, device=self.device))
 
     def compute(self) -> torch.Tensor:
-        hashes = self.hashes if isinstance(self.hashes, torch.Tensor) else (
-            torch.cat(self.hashes) if self.hashes else torch.zeros(0, dtype=torch.long))
+        hashes = (
+            self.hashes
+            if isinstance(self.hashes, torch.Tensor)
+            else (torch.cat(self.hashes) if self.hashes else torch.zeros(0, dtype=torch.long))
+        )
         if hashes.numel() == 0:
             return torch.tensor(0.0)
         return torch.unique(hashes).numel() / torch.tensor(float(hashes.numel()))

@@ -36,15 +36,23 @@ from .metrics import DistinctN, bleu_precision_recall, embedding_similarity, nea
 
 #: Sizes for the built-in corpus: the paper's sizes (the constructor's defaults) are far more than
 #: ~170 words of vocabulary need, and would not train in minutes on a CPU.
-SMALL_PRESET: dict[str, int] = dict(embed_dim=64, utt_hidden=64, ctx_hidden=128, dec_hidden=128, latent_dim=16,
-                                    prior_hidden=64, bow_hidden=128)
+SMALL_PRESET: dict[str, int] = dict(
+    embed_dim=64, utt_hidden=64, ctx_hidden=128, dec_hidden=128, latent_dim=16, prior_hidden=64, bow_hidden=128
+)
 
 
 #: Evaluation metrics averaged per example (losses) or per context (generation), each a torchmetrics
 #: ``MeanMetric`` so that the average over several processes weighs every example once.
 LOSS_KEYS = ("loss", "rec", "kl", "bow", "elbo")
-GEN_KEYS = (*(f"bleu{n}_{m}" for n in range(1, 5) for m in ("p", "r", "f1")),
-            "emb_avg_p", "emb_avg_r", "emb_ext_p", "emb_ext_r", "factor_acc", "factor_cov")
+GEN_KEYS = (
+    *(f"bleu{n}_{m}" for n in range(1, 5) for m in ("p", "r", "f1")),
+    "emb_avg_p",
+    "emb_avg_r",
+    "emb_ext_p",
+    "emb_ext_r",
+    "factor_acc",
+    "factor_cov",
+)
 
 
 def example_noise(index: torch.Tensor, shape: tuple[int, ...], salt: int) -> torch.Tensor:
@@ -126,10 +134,17 @@ class DialogCVAE(L.LightningModule):
         val_gen_contexts: int = 64,
     ) -> None:
         super().__init__()
-        for name, value in (("vocab_size", vocab_size), ("embed_dim", embed_dim), ("utt_hidden", utt_hidden),
-                            ("ctx_hidden", ctx_hidden), ("dec_hidden", dec_hidden), ("latent_dim", latent_dim),
-                            ("bow_hidden", bow_hidden), ("num_samples", num_samples),
-                            ("max_decode_len", max_decode_len)):
+        for name, value in (
+            ("vocab_size", vocab_size),
+            ("embed_dim", embed_dim),
+            ("utt_hidden", utt_hidden),
+            ("ctx_hidden", ctx_hidden),
+            ("dec_hidden", dec_hidden),
+            ("latent_dim", latent_dim),
+            ("bow_hidden", bow_hidden),
+            ("num_samples", num_samples),
+            ("max_decode_len", max_decode_len),
+        ):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive int, got {value!r}")
         if vocab_size <= EOS:
@@ -147,11 +162,15 @@ class DialogCVAE(L.LightningModule):
         # +1 input: whether the utterance was said by the responder (the speaker indicator).
         self.ctx_encoder = nn.GRU(2 * utt_hidden + 1, ctx_hidden, batch_first=True)
         self.recognition = nn.Linear(ctx_hidden + 2 * utt_hidden, 2 * latent_dim)
-        self.prior = nn.Sequential(nn.Linear(ctx_hidden, prior_hidden), nn.Tanh(), nn.Linear(prior_hidden, 2 * latent_dim))
+        self.prior = nn.Sequential(
+            nn.Linear(ctx_hidden, prior_hidden), nn.Tanh(), nn.Linear(prior_hidden, 2 * latent_dim)
+        )
         self.dec_init = nn.Linear(ctx_hidden + latent_dim, dec_hidden)
         self.decoder = nn.GRU(embed_dim, dec_hidden, batch_first=True)
         self.out = nn.Linear(dec_hidden, vocab_size)
-        self.bow = nn.Sequential(nn.Linear(ctx_hidden + latent_dim, bow_hidden), nn.Tanh(), nn.Linear(bow_hidden, vocab_size))
+        self.bow = nn.Sequential(
+            nn.Linear(ctx_hidden + latent_dim, bow_hidden), nn.Tanh(), nn.Linear(bow_hidden, vocab_size)
+        )
         self.distinct = nn.ModuleDict({f"{s}_{n}": DistinctN(n) for s in ("val", "test") for n in (1, 2)})
         self.means = nn.ModuleDict({f"{s}_{k}": MeanMetric() for s in ("val", "test") for k in (*LOSS_KEYS, *GEN_KEYS)})
         self.word_vectors: torch.Tensor | None = None
@@ -159,8 +178,9 @@ class DialogCVAE(L.LightningModule):
     # ------------------------------------------------------------------------------------- encoders
     def encode_utterances(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(N, L) ids and (N,) lengths -> (N, 2 * utt_hidden): final states of both directions."""
-        packed = pack_padded_sequence(self.embedding(tokens), lengths.clamp(min=1).cpu(), batch_first=True,
-                                      enforce_sorted=False)
+        packed = pack_padded_sequence(
+            self.embedding(tokens), lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
+        )
         _, h = self.utt_encoder(packed)
         return torch.cat([h[0], h[1]], dim=-1)
 
@@ -168,8 +188,12 @@ class DialogCVAE(L.LightningModule):
         """The context vector c, (B, ctx_hidden)."""
         b, k, l = batch["context"].shape
         utts = self.encode_utterances(batch["context"].view(b * k, l), batch["context_lens"].view(b * k)).view(b, k, -1)
-        packed = pack_padded_sequence(torch.cat([utts, batch["speakers"][..., None]], dim=-1),
-                                      batch["num_turns"].cpu(), batch_first=True, enforce_sorted=False)
+        packed = pack_padded_sequence(
+            torch.cat([utts, batch["speakers"][..., None]], dim=-1),
+            batch["num_turns"].cpu(),
+            batch_first=True,
+            enforce_sorted=False,
+        )
         _, h = self.ctx_encoder(packed)
         return h[-1]
 
@@ -205,8 +229,9 @@ class DialogCVAE(L.LightningModule):
         seqs = torch.cat(steps, dim=1).tolist()
         return [s[: s.index(EOS)] if EOS in s else s for s in seqs]
 
-    def sample_responses(self, c: torch.Tensor, num_samples: int | None = None,
-                         index: torch.Tensor | None = None) -> list[list[list[int]]]:
+    def sample_responses(
+        self, c: torch.Tensor, num_samples: int | None = None, index: torch.Tensor | None = None
+    ) -> list[list[list[int]]]:
         """``num_samples`` greedy responses per context, each from its own z ~ p(z | c).
 
         With ``index`` (the contexts' dataset indices) the noise is :func:`example_noise`'s, else the
@@ -288,8 +313,10 @@ class DialogCVAE(L.LightningModule):
             dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
             vectors = getattr(dm, "word_vectors", None)
             if vectors is None:
-                raise RuntimeError("DialogCVAE needs fixed word vectors for the embedding metrics: set "
-                                   "`model.word_vectors = datamodule.word_vectors` or use DialogDataModule")
+                raise RuntimeError(
+                    "DialogCVAE needs fixed word vectors for the embedding metrics: set "
+                    "`model.word_vectors = datamodule.word_vectors` or use DialogDataModule"
+                )
             self.word_vectors = vectors
         return self.word_vectors
 
@@ -337,7 +364,8 @@ class DialogCVAE(L.LightningModule):
         # Cosine decay restarted at every beta cycle, as the paper's cyclical runs did: a warm restart of the
         # optimiser to go with the warm restart of beta (a confound, hence optional).
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * cycle_position(step, total, cycles))))
+            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * cycle_position(step, total, cycles)))
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 

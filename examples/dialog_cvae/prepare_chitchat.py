@@ -23,7 +23,10 @@ def conversations(path: Path) -> list[list[str]]:
     data = json.loads(path.read_text(encoding="utf-8"))
     out = []
     for key in sorted(data):
-        turns = [" ".join(" ".join(m["text"].replace("__eou__", " ").split()) for m in turn) for turn in data[key]["messages"]]
+        turns = [
+            " ".join(" ".join(m["text"].replace("__eou__", " ").split()) for m in turn)
+            for turn in data[key]["messages"]
+        ]
         turns = [t for t in turns if t]
         if len(turns) >= 2:
             out.append(turns)
@@ -34,7 +37,9 @@ def default_json() -> Path:
     try:
         import chitchat_dataset
     except ImportError:
-        raise SystemExit("the Chit-Chat corpus is not installed: `pip install chitchat-dataset`, or pass --json") from None
+        raise SystemExit(
+            "the Chit-Chat corpus is not installed: `pip install chitchat-dataset`, or pass --json"
+        ) from None
     return Path(chitchat_dataset.__file__).with_name("dataset.json")
 
 
@@ -48,7 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     convs = conversations(Path(args.json) if args.json else default_json())
     if args.train + args.valid + args.test > len(convs):
-        p.error(f"--train + --valid + --test must be at most {len(convs)} dialogs, got {args.train + args.valid + args.test}")
+        p.error(
+            f"--train + --valid + --test must be at most {len(convs)} dialogs, got {args.train + args.valid + args.test}"
+        )
     random.Random(0).shuffle(convs)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -57,7 +64,9 @@ def main(argv: list[str] | None = None) -> None:
         lines = [" __eou__ ".join(c) + " __eou__\n" for c in convs[start : start + n]]
         (out / f"dialogues_{split}.txt").write_text("".join(lines), encoding="utf-8")
         start += n
-        print(f"{out / f'dialogues_{split}.txt'}: {n} dialogs, {sum(len(c) for c in convs[start - n : start])} utterances")
+        print(
+            f"{out / f'dialogues_{split}.txt'}: {n} dialogs, {sum(len(c) for c in convs[start - n : start])} utterances"
+        )
 
 
 if __name__ == "__main__":

@@ -36,7 +36,10 @@ class DialogCLI(LightningCLI):
 def main(args: list[str] | None = None) -> DialogCLI:
     subcommands = ("fit", "validate", "test", "predict")
     return DialogCLI(
-        DialogCVAE, DialogDataModule, args=args, save_config_kwargs={"overwrite": True},
+        DialogCVAE,
+        DialogDataModule,
+        args=args,
+        save_config_kwargs={"overwrite": True},
         parser_kwargs={cmd: {"default_config_files": [str(DEFAULT_CONFIG)]} for cmd in subcommands},
     )
 

@@ -193,7 +193,14 @@ def lightning_to_file(path: Path, truncate: bool = True) -> Iterator[None]:
     handler.setFormatter(logging.Formatter("%(asctime)s [%(run)s] %(name)s %(levelname)s: %(message)s"))
     handler.addFilter(RUN_LABEL)
     # both package names: `pytorch_lightning` / `lightning_fabric` log under their own once imported
-    names = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric", "py.warnings")
+    names = (
+        "lightning",
+        "lightning.pytorch",
+        "lightning.fabric",
+        "pytorch_lightning",
+        "lightning_fabric",
+        "py.warnings",
+    )
     loggers = [logging.getLogger(name) for name in names]
     saved = [(lg, lg.handlers[:], lg.propagate) for lg in loggers]
     captured = logging._warnings_showwarning is not None  # type: ignore[attr-defined]  # already captured by the caller
@@ -221,7 +228,9 @@ class CurveRecorder(Callback):
         self.rows: list[tuple[int, float, float, float]] = []
 
     @override
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         rec_per_token = float(outputs["rec"]) * len(batch["lengths"]) / float(batch["lengths"].sum())
         self.rows.append((trainer.global_step, float(pl_module.beta), float(outputs["kl"]), rec_per_token))
 
@@ -249,12 +258,18 @@ class RunProgress(Callback):
         self.bar = tqdm(total=total, desc=self.desc, leave=True, dynamic_ncols=True)
 
     @override
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if self.bar is None and self.events is None:
             return
         postfix = None
         if batch_idx % 20 == 0:
-            postfix = {"beta": f"{float(pl_module.beta):.2f}", "kl": f"{float(outputs['kl']):.2f}", "rec": f"{float(outputs['rec']):.1f}"}
+            postfix = {
+                "beta": f"{float(pl_module.beta):.2f}",
+                "kl": f"{float(outputs['kl']):.2f}",
+                "rec": f"{float(outputs['rec']):.1f}",
+            }
         if self.events is not None:
             if postfix is not None and trainer.is_global_zero:  # every 20 steps: the parent redraws, no need for each
                 self.events.put(("step", self.run, trainer.global_step, postfix))
@@ -340,7 +355,9 @@ class ProgressBoard:
 
 
 @torch.no_grad()
-def sample_latents(model: TextVAE, split: Any, seed: int, limit: int | None = None, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_latents(
+    model: TextVAE, split: Any, seed: int, limit: int | None = None, batch: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Posterior means and one sampled z per sentence (eval mode, fixed noise)."""
     model.eval()
     n = len(split) if limit is None else min(limit, len(split))
@@ -371,11 +388,15 @@ def free_bits_callbacks(row: dict[str, Any]) -> list[Callback]:
 def check_recipe(cfg: Config) -> None:
     """Refuse bad ``--recipe-*`` values before any run, naming the argument."""
     if not cfg.recipe_free_bits > 0 or not math.isfinite(cfg.recipe_free_bits):
-        raise ValueError(f"`recipe_free_bits` must be > 0 (nats at the start; per dimension or per sentence, by mode), got {cfg.recipe_free_bits!r}")
+        raise ValueError(
+            f"`recipe_free_bits` must be > 0 (nats at the start; per dimension or per sentence, by mode), got {cfg.recipe_free_bits!r}"
+        )
     if cfg.recipe_free_bits_mode not in FREE_BITS_MODES:
         raise ValueError(f"`recipe_free_bits_mode` must be one of {FREE_BITS_MODES}, got {cfg.recipe_free_bits_mode!r}")
     if not 0.0 <= cfg.recipe_floor <= cfg.recipe_free_bits:
-        raise ValueError(f"`recipe_floor` must be in [0, recipe_free_bits] = [0, {cfg.recipe_free_bits}], got {cfg.recipe_floor!r}")
+        raise ValueError(
+            f"`recipe_floor` must be in [0, recipe_free_bits] = [0, {cfg.recipe_free_bits}], got {cfg.recipe_floor!r}"
+        )
     if not 0.0 <= cfg.recipe_hold < cfg.recipe_end <= 1.0:
         raise ValueError(
             "`recipe_hold` and `recipe_end` (fractions of training: lambda held until `recipe_hold`, at the floor from "
@@ -396,7 +417,9 @@ def run_one(cfg: Config, name: str, row: dict[str, Any], seed: int, dm: TextVAED
         RUN_LABEL.label = "-"
 
 
-def _run_one(cfg: Config, name: str, row: dict[str, Any], seed: int, dm: TextVAEDataModule, progress: RunProgress) -> dict[str, Any]:
+def _run_one(
+    cfg: Config, name: str, row: dict[str, Any], seed: int, dm: TextVAEDataModule, progress: RunProgress
+) -> dict[str, Any]:
     L.seed_everything(seed, workers=True, verbose=False)
     t0, c0 = time.perf_counter(), time.process_time()
     model = TextVAE(
@@ -407,8 +430,17 @@ def _run_one(cfg: Config, name: str, row: dict[str, Any], seed: int, dm: TextVAE
     # table is comparable, and records the step at which on_collapse="stop" would have ended it.
     # MI is off here because the model already logs it (val/mi) from the same posteriors.
     monitor = LatentMonitor(mi_max_samples=0)
-    curve, ckpt = CurveRecorder(), ModelCheckpoint(monitor="val/ppl", mode="min", save_top_k=1, save_weights_only=True,
-                                                    dirpath=Path(cfg.out) / "ckpt" / f"{name}_seed{seed}", filename="best")
+    curve, ckpt = (
+        CurveRecorder(),
+        ModelCheckpoint(
+            monitor="val/ppl",
+            mode="min",
+            save_top_k=1,
+            save_weights_only=True,
+            dirpath=Path(cfg.out) / "ckpt" / f"{name}_seed{seed}",
+            filename="best",
+        ),
+    )
     trainer = L.Trainer(
         max_epochs=cfg.max_epochs, max_steps=cfg.max_steps, accelerator=cfg.accelerator, devices=cfg.devices,
         gradient_clip_val=5.0,  # paper
@@ -419,7 +451,11 @@ def _run_one(cfg: Config, name: str, row: dict[str, Any], seed: int, dm: TextVAE
         deterministic=False,
     )  # fmt: skip
     trainer.fit(model, dm)
-    alert = {"step": monitor.alert_step, "steps": trainer.global_step, "steps_per_epoch": int(trainer.num_training_batches)}
+    alert = {
+        "step": monitor.alert_step,
+        "steps": trainer.global_step,
+        "steps_per_epoch": int(trainer.num_training_batches),
+    }
     best = ckpt.best_model_path if cfg.select == "best" and ckpt.best_model_path else None
     if best:
         model = TextVAE.load_from_checkpoint(best)
@@ -434,7 +470,15 @@ def _run_one(cfg: Config, name: str, row: dict[str, Any], seed: int, dm: TextVAE
             metrics[f"probe_{factor}"] = linear_probe_accuracy(z_train, ytr[: len(z_train), j], z_test, yte[:, j])
     # CPU time next to wall time: on a shared machine the wall time says more about the neighbours
     seconds = {"wall": round(time.perf_counter() - t0, 1), "cpu": round(time.process_time() - c0, 1)}
-    return {"metrics": metrics, "curve": curve.rows, "z": z_test, "mu": mu_test, "best_ckpt": best, "alert": alert, "seconds": seconds}
+    return {
+        "metrics": metrics,
+        "curve": curve.rows,
+        "z": z_test,
+        "mu": mu_test,
+        "best_ckpt": best,
+        "alert": alert,
+        "seconds": seconds,
+    }
 
 
 def make_datamodule(cfg: Config, seed: int) -> TextVAEDataModule:
@@ -470,7 +514,9 @@ def resolve_jobs(cfg: Config, n_runs: int) -> int:
     """
     jobs = cfg.jobs
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 0:
-        raise ValueError(f"`jobs` must be an int >= 0 (runs trained at once; 0 = as many as the CPU cores allow), got {jobs!r}")
+        raise ValueError(
+            f"`jobs` must be an int >= 0 (runs trained at once; 0 = as many as the CPU cores allow), got {jobs!r}"
+        )
     one_cpu_device = cfg.accelerator == "cpu" and cfg.devices == 1
     if jobs > 1 and not one_cpu_device:
         raise ValueError(
@@ -491,7 +537,9 @@ def _jobs_arg(text: str) -> int:
     except ValueError:
         jobs = -1
     if jobs < 0:
-        raise argparse.ArgumentTypeError(f"`jobs` must be an int >= 0 (runs trained at once; 0 = as many as the CPU cores allow), got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"`jobs` must be an int >= 0 (runs trained at once; 0 = as many as the CPU cores allow), got {text!r}"
+        )
     return jobs
 
 
@@ -521,7 +569,9 @@ def _run_in_worker(cfg: Config, name: str, row: dict[str, Any], seed: int, run: 
     return res
 
 
-def run_parallel(cfg: Config, plan: list[tuple[str, dict[str, Any], int]], descs: dict[int, str], jobs: int, log_path: Path) -> dict[int, dict[str, Any]]:
+def run_parallel(
+    cfg: Config, plan: list[tuple[str, dict[str, Any], int]], descs: dict[int, str], jobs: int, log_path: Path
+) -> dict[int, dict[str, Any]]:
     """``run_one`` for every (name, row, seed) of ``plan`` in ``jobs`` spawned worker processes.
 
     Returns the results by index in ``plan``. The parent draws the progress (``ProgressBoard``);
@@ -535,7 +585,9 @@ def run_parallel(cfg: Config, plan: list[tuple[str, dict[str, Any], int]], descs
     events = ctx.Queue()
     board = ProgressBoard(descs)
     results: dict[int, dict[str, Any]] = {}
-    executor = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(events, str(log_path), cfg.threads))
+    executor = ProcessPoolExecutor(
+        jobs, mp_context=ctx, initializer=_init_worker, initargs=(events, str(log_path), cfg.threads)
+    )
     finished = False
     try:
         futures: dict[Future, int] = {executor.submit(_run_in_worker, cfg, name, row, seed, k, descs[k]): k
@@ -553,7 +605,9 @@ def run_parallel(cfg: Config, plan: list[tuple[str, dict[str, Any], int]], descs
                         error.add_note(f"a worker process ended without a Python error (killed? out of memory?) while the run {name!r} "
                                        f"seed {seed} was running or waiting (--jobs {jobs}); --jobs 1 runs in this process")  # fmt: skip
                     else:
-                        error.add_note(f"in the run {name!r} seed {seed}, in a worker process (--jobs {jobs}); Lightning's log: {log_path}")
+                        error.add_note(
+                            f"in the run {name!r} seed {seed}, in a worker process (--jobs {jobs}); Lightning's log: {log_path}"
+                        )
                     raise error
                 res = future.result()
                 res["z"], res["mu"] = torch.from_numpy(res["z"]), torch.from_numpy(res["mu"])
@@ -572,7 +626,9 @@ def run_parallel(cfg: Config, plan: list[tuple[str, dict[str, Any], int]], descs
     return results
 
 
-def run_serial(cfg: Config, plan: list[tuple[str, dict[str, Any], int]], descs: dict[int, str], first: TextVAEDataModule) -> dict[int, dict[str, Any]]:
+def run_serial(
+    cfg: Config, plan: list[tuple[str, dict[str, Any], int]], descs: dict[int, str], first: TextVAEDataModule
+) -> dict[int, dict[str, Any]]:
     """``run_one`` for every (name, row, seed) of ``plan`` in this process, one after the other."""
     data = {cfg.seeds[0]: first}
     results = {}
@@ -619,7 +675,13 @@ def paired(results: dict[str, Any], base: str = "monotonic", key: str = "kl") ->
         if name in (base, "constant"):
             continue
         diffs = {s: r["per_seed"][s][key] - ref[s][key] for s in ref if s in r["per_seed"]}
-        out[name] = {"key": key, "base": base, "per_seed": diffs, "greater": sum(d > 0 for d in diffs.values()), "n": len(diffs)}
+        out[name] = {
+            "key": key,
+            "base": base,
+            "per_seed": diffs,
+            "greater": sum(d > 0 for d in diffs.values()),
+            "n": len(diffs),
+        }
     return out
 
 
@@ -636,16 +698,24 @@ def format_table(results: dict[str, Any]) -> str:
             cells.append(f"{m:>9.{digits}f} ±{s:<5.{digits}f}" if s is not None else f"{m:>9.{digits}f}       ")
         lines.append(f"{name:<16}" + "".join(f"{c:>16}" for c in cells))
     n = len(first_seeds := next(iter(results.values()))["per_seed"])
-    lines.append(f"mean ± sample std (ddof=1) over {n} seed{'s' * (n > 1)}: {', '.join(first_seeds)}" if n > 1 else f"one seed: {', '.join(first_seeds)}")
+    lines.append(
+        f"mean ± sample std (ddof=1) over {n} seed{'s' * (n > 1)}: {', '.join(first_seeds)}"
+        if n > 1
+        else f"one seed: {', '.join(first_seeds)}"
+    )
     for name, p in paired(results).items():
         diffs = " / ".join(f"{d:+.3f}" for d in p["per_seed"].values())
-        lines.append(f"{name} - {p['base']} {p['key'].upper()} per seed: {diffs} ({p['greater']} of {p['n']} seeds > 0)")
+        lines.append(
+            f"{name} - {p['base']} {p['key'].upper()} per seed: {diffs} ({p['greater']} of {p['n']} seeds > 0)"
+        )
     return "\n".join(lines)
 
 
 def format_alerts(results: dict[str, Any]) -> str:
     """Where LatentMonitor's collapse alert fired, per row, and how much of the run "stop" would save."""
-    lines = ["LatentMonitor collapse alert (defaults: KL < 0.05 nats or no active unit, 3 validations in a row at β's plateau):"]
+    lines = [
+        "LatentMonitor collapse alert (defaults: KL < 0.05 nats or no active unit, 3 validations in a row at β's plateau):"
+    ]
     for name, r in results.items():
         fired = {s: a for s, a in r.get("alert", {}).items() if a["step"] is not None}
         text = f"  {name:<16}fired on {len(fired)} of {len(r.get('alert', {}))} seeds"
@@ -684,7 +754,9 @@ def plot_curves(curves: dict[str, list[tuple[int, float, float, float]]], path: 
     plt.close(fig)
 
 
-def plot_latents(latents: dict[str, tuple[torch.Tensor, torch.Tensor]], labels: torch.Tensor | None, label_name: str, path: Path) -> None:
+def plot_latents(
+    latents: dict[str, tuple[torch.Tensor, torch.Tensor]], labels: torch.Tensor | None, label_name: str, path: Path
+) -> None:
     """Sampled z on the top-2 principal axes of the posterior means, at the prior's scale."""
     import matplotlib
 
@@ -719,7 +791,9 @@ def compare(cfg: Config) -> dict[str, Any]:
     if not cfg.seeds:
         raise ValueError("`seeds` must name at least one seed, got []")
     if len(set(cfg.seeds)) != len(cfg.seeds):
-        raise ValueError(f"`seeds` must not repeat a seed (a run writes its logs and checkpoint under its seed), got {cfg.seeds}")
+        raise ValueError(
+            f"`seeds` must not repeat a seed (a run writes its logs and checkpoint under its seed), got {cfg.seeds}"
+        )
     if isinstance(cfg.delay, bool) or not isinstance(cfg.delay, int) or cfg.delay < 0:
         raise ValueError(f"`delay` must be an int >= 0 (steps at beta = 0; 0 = no delay row), got {cfg.delay!r}")
     if cfg.recipe:
@@ -775,58 +849,123 @@ def compare(cfg: Config) -> dict[str, Any]:
     print(format_table(results))
     print(format_alerts(results))
     at_once = f", {jobs} at a time" if jobs > 1 else ""
-    print(f"\n{n_runs} runs in {time.time() - t0:.0f} s wall{at_once} ({cpu_s:.0f} s CPU in the runs); results in {out / 'results.json'}")
+    print(
+        f"\n{n_runs} runs in {time.time() - t0:.0f} s wall{at_once} ({cpu_s:.0f} s CPU in the runs); results in {out / 'results.json'}"
+    )
     return results
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
     d = Config()
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--out", default=d.out, help="folder for results.json, figures and logs")
-    p.add_argument("--data-dir", default=d.data_dir, help="folder with ptb.{train,valid,test}.txt; default: built-in corpus")
+    p.add_argument(
+        "--data-dir", default=d.data_dir, help="folder with ptb.{train,valid,test}.txt; default: built-in corpus"
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=d.seeds)
     p.add_argument("--max-epochs", type=int, default=d.max_epochs)
     p.add_argument("--max-steps", type=int, default=d.max_steps, help="-1: use --max-epochs")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--corpus-size", type=int, default=d.corpus_size, help="built-in corpus: training sentences")
-    p.add_argument("--train-sentences", type=int, default=d.train_sentences,
-                   help="train on a seeded subsample of this many training sentences (the same for every run); default: all")
+    p.add_argument(
+        "--train-sentences",
+        type=int,
+        default=d.train_sentences,
+        help="train on a seeded subsample of this many training sentences (the same for every run); default: all",
+    )
     p.add_argument("--max-vocab", type=int, default=d.max_vocab, help="vocabulary cap, 4 special tokens included")
     p.add_argument("--min-count", type=int, default=d.min_count, help="training words seen fewer times become <unk>")
-    p.add_argument("--max-train-len", type=int, default=d.max_train_len,
-                   help="leave longer training sentences out; default: the 99th percentile of training lengths")
+    p.add_argument(
+        "--max-train-len",
+        type=int,
+        default=d.max_train_len,
+        help="leave longer training sentences out; default: the 99th percentile of training lengths",
+    )
     p.add_argument("--emb-dim", type=int, default=d.emb_dim, help="paper: 256")
     p.add_argument("--hidden-dim", type=int, default=d.hidden_dim, help="paper: 256")
     p.add_argument("--latent-dim", type=int, default=d.latent_dim, help="paper: 32")
     p.add_argument("--dropout", type=float, default=d.dropout)
-    p.add_argument("--dec-init", choices=("h0", "h0c0"), default=d.dec_init,
-                   help="z sets the decoder's h0 (paper's code) or both h0 and c0")
+    p.add_argument(
+        "--dec-init",
+        choices=("h0", "h0c0"),
+        default=d.dec_init,
+        help="z sets the decoder's h0 (paper's code) or both h0 and c0",
+    )
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--n-cycle", type=int, default=d.n_cycle)
     p.add_argument("--ratio", type=float, default=d.ratio)
-    p.add_argument("--start", type=float, default=d.start, help="beta at the start of each cycle (0.1 as in the paper's LM runs)")
+    p.add_argument(
+        "--start", type=float, default=d.start, help="beta at the start of each cycle (0.1 as in the paper's LM runs)"
+    )
     p.add_argument("--free-bits", type=float, default=d.free_bits, help="> 0 adds a 'cyclical+fb' row")
     p.add_argument("--lr-restart", action="store_true", help="add a 'cyclical+lr' row: cosine lr restart per cycle")
-    p.add_argument("--delay", type=int, default=d.delay,
-                   help="> 0 adds a 'delay+cyclical' row: beta = 0 for this many steps, then n-cycle cycles from 0 (Li et al. 2019)")
-    p.add_argument("--rows", nargs="+", default=d.rows,
-                   help="run only these rows (e.g. monotonic cyclical); default: every row the other flags define")
-    p.add_argument("--recipe", action="store_true",
-                   help="add a 'recipe' row: cyclical + free bits whose threshold decays to 0 (README: when the latent collapses)")
-    p.add_argument("--recipe-free-bits", type=float, default=d.recipe_free_bits, help="recipe: free-bits threshold lambda at the start (nats)")
-    p.add_argument("--recipe-free-bits-mode", choices=FREE_BITS_MODES, default=d.recipe_free_bits_mode,
-                   help="recipe: the variant (lightning_kl_anneal.free_bits_kl's mode)")
-    p.add_argument("--recipe-hold", type=float, default=d.recipe_hold, help="recipe: fraction of training with lambda held")
-    p.add_argument("--recipe-end", type=float, default=d.recipe_end, help="recipe: fraction of training at which lambda reaches the floor")
-    p.add_argument("--recipe-floor", type=float, default=d.recipe_floor, help="recipe: lambda at the end (0: the true ELBO)")
-    p.add_argument("--select", choices=("best", "last"), default=d.select, help="test the best-val-PPL or the last checkpoint")
+    p.add_argument(
+        "--delay",
+        type=int,
+        default=d.delay,
+        help="> 0 adds a 'delay+cyclical' row: beta = 0 for this many steps, then n-cycle cycles from 0 (Li et al. 2019)",
+    )
+    p.add_argument(
+        "--rows",
+        nargs="+",
+        default=d.rows,
+        help="run only these rows (e.g. monotonic cyclical); default: every row the other flags define",
+    )
+    p.add_argument(
+        "--recipe",
+        action="store_true",
+        help="add a 'recipe' row: cyclical + free bits whose threshold decays to 0 (README: when the latent collapses)",
+    )
+    p.add_argument(
+        "--recipe-free-bits",
+        type=float,
+        default=d.recipe_free_bits,
+        help="recipe: free-bits threshold lambda at the start (nats)",
+    )
+    p.add_argument(
+        "--recipe-free-bits-mode",
+        choices=FREE_BITS_MODES,
+        default=d.recipe_free_bits_mode,
+        help="recipe: the variant (lightning_kl_anneal.free_bits_kl's mode)",
+    )
+    p.add_argument(
+        "--recipe-hold", type=float, default=d.recipe_hold, help="recipe: fraction of training with lambda held"
+    )
+    p.add_argument(
+        "--recipe-end",
+        type=float,
+        default=d.recipe_end,
+        help="recipe: fraction of training at which lambda reaches the floor",
+    )
+    p.add_argument(
+        "--recipe-floor", type=float, default=d.recipe_floor, help="recipe: lambda at the end (0: the true ELBO)"
+    )
+    p.add_argument(
+        "--select", choices=("best", "last"), default=d.select, help="test the best-val-PPL or the last checkpoint"
+    )
     p.add_argument("--accelerator", default=d.accelerator)
     p.add_argument("--devices", type=int, default=d.devices)
-    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads per run (1 avoids oversubscription on small shared CPUs); 0 = torch default")
-    p.add_argument("--jobs", type=_jobs_arg, default=d.jobs,
-                   help="runs trained at once, in worker processes (same results for any value); 0 = min(runs, CPU cores // threads), "
-                        "1 with --threads 0, --devices > 1 or an accelerator other than cpu")
-    p.add_argument("--limit-batches", type=float, default=d.limit_batches, help="fraction (or, if > 1, number) of batches per epoch")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=d.threads,
+        help="torch CPU threads per run (1 avoids oversubscription on small shared CPUs); 0 = torch default",
+    )
+    p.add_argument(
+        "--jobs",
+        type=_jobs_arg,
+        default=d.jobs,
+        help="runs trained at once, in worker processes (same results for any value); 0 = min(runs, CPU cores // threads), "
+        "1 with --threads 0, --devices > 1 or an accelerator other than cpu",
+    )
+    p.add_argument(
+        "--limit-batches",
+        type=float,
+        default=d.limit_batches,
+        help="fraction (or, if > 1, number) of batches per epoch",
+    )
     p.add_argument("--probe-size", type=int, default=d.probe_size, help="training sentences used to fit the probes")
     a = p.parse_args(argv)
     if a.limit_batches > 1:

@@ -125,7 +125,9 @@ def read_sentences(
             else:
                 sentences.append(words)
     if not sentences:
-        raise ValueError(f"{path} has no usable sentence (skipped: {skipped}); expected one tokenised sentence per line")
+        raise ValueError(
+            f"{path} has no usable sentence (skipped: {skipped}); expected one tokenised sentence per line"
+        )
     return sentences, skipped
 
 
@@ -138,20 +140,26 @@ def read_ptb(
         raise FileNotFoundError(f"`data_dir` {str(data_dir)!r} is not a directory")
     missing = [f"ptb.{s}.txt" for s in SPLITS if not (data_dir / f"ptb.{s}.txt").is_file()]
     if missing:
-        raise FileNotFoundError(f"`data_dir` {str(data_dir)!r} lacks {missing}; it must hold ptb.train.txt, ptb.valid.txt, ptb.test.txt")
+        raise FileNotFoundError(
+            f"`data_dir` {str(data_dir)!r} lacks {missing}; it must hold ptb.train.txt, ptb.valid.txt, ptb.test.txt"
+        )
     out: dict[str, list[list[str]]] = {}
     for split in SPLITS:
         out[split], skipped = read_sentences(data_dir / f"ptb.{split}.txt", max_len, on_bad_line)
         dropped = {k: v for k, v in skipped.items() if v and k != "blank"}
         if dropped:
-            warnings.warn(f"ptb.{split}.txt: skipped {dropped} (max_len={max_len}, on_bad_line={on_bad_line!r})", stacklevel=2)
+            warnings.warn(
+                f"ptb.{split}.txt: skipped {dropped} (max_len={max_len}, on_bad_line={on_bad_line!r})", stacklevel=2
+            )
     return out
 
 
 class EncodedSplit:
     """A split as tensors: ``tokens`` (N, L) holds ``w_1 .. w_n <eos> <pad>..``, ``lengths`` = n + 1."""
 
-    def __init__(self, sentences: Sequence[Sequence[str]], vocab: Vocab, labels: Sequence[Sequence[int]] | None = None) -> None:
+    def __init__(
+        self, sentences: Sequence[Sequence[str]], vocab: Vocab, labels: Sequence[Sequence[int]] | None = None
+    ) -> None:
         lengths = [len(s) + 1 for s in sentences]
         self.tokens = torch.zeros(len(sentences), max(lengths), dtype=torch.long)
         eos = vocab.stoi[EOS]
@@ -250,9 +258,13 @@ def training_subset(
         (3, True)
     """
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(lengths)):
-        raise ValueError(f"`train_sentences` must be an int in [1, {len(lengths)}] (the training split's size) or None, got {n!r}")
+        raise ValueError(
+            f"`train_sentences` must be an int in [1, {len(lengths)}] (the training split's size) or None, got {n!r}"
+        )
     if max_len is not None and (isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1):
-        raise ValueError(f"`max_train_len` must be a positive int or None (the {quantile:.0%} length quantile), got {max_len!r}")
+        raise ValueError(
+            f"`max_train_len` must be a positive int or None (the {quantile:.0%} length quantile), got {max_len!r}"
+        )
     index = list(range(len(lengths)))
     if n is not None and n < len(lengths):
         index = sorted(random.Random(seed).sample(index, n))
@@ -311,7 +323,9 @@ class TextVAEDataModule(L.LightningDataModule):
             raise ValueError(f"`on_bad_line` must be 'error' or 'skip', got {on_bad_line!r}")
         if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
             raise ValueError(f"`min_count` must be a positive int, got {min_count!r}")
-        if train_sentences is not None and (isinstance(train_sentences, bool) or not isinstance(train_sentences, int) or train_sentences < 1):
+        if train_sentences is not None and (
+            isinstance(train_sentences, bool) or not isinstance(train_sentences, int) or train_sentences < 1
+        ):
             raise ValueError(f"`train_sentences` must be a positive int or None (all), got {train_sentences!r}")
         self.save_hyperparameters()
         self._splits: dict[str, EncodedSplit] | None = None
@@ -331,7 +345,9 @@ class TextVAEDataModule(L.LightningDataModule):
                 sentences = read_ptb(hp.data_dir, hp.max_len, hp.on_bad_line)
                 labels = {}
             n_read = len(sentences["train"])
-            keep, cap = training_subset([len(s) for s in sentences["train"]], hp.train_sentences, hp.max_train_len, hp.corpus_seed)
+            keep, cap = training_subset(
+                [len(s) for s in sentences["train"]], hp.train_sentences, hp.max_train_len, hp.corpus_seed
+            )
             sentences["train"] = [sentences["train"][i] for i in keep]
             if "train" in labels:
                 labels["train"] = [labels["train"][i] for i in keep]
@@ -379,7 +395,9 @@ class TextVAEDataModule(L.LightningDataModule):
             # every evaluation sentence exactly once over all ranks (see ShardSampler)
             sampler = ShardSampler(batches, num_replicas=trainer.world_size, rank=trainer.global_rank)
         # batch_size=None: each dataset item is already a batch (see BucketedBatches)
-        return DataLoader(batches, batch_size=None, shuffle=shuffle, sampler=sampler, num_workers=self.hparams.num_workers)
+        return DataLoader(
+            batches, batch_size=None, shuffle=shuffle, sampler=sampler, num_workers=self.hparams.num_workers
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -26,7 +26,16 @@ from typing_extensions import override
 from torchmetrics.aggregation import SumMetric
 
 from examples.text_vae.metrics import perplexity
-from lightning_kl_anneal import FREE_BITS_MODES, ActiveUnits, FreeBitsMode, KLPerDimension, MutualInformation, cycle_position, free_bits_kl, gaussian_kl
+from lightning_kl_anneal import (
+    FREE_BITS_MODES,
+    ActiveUnits,
+    FreeBitsMode,
+    KLPerDimension,
+    MutualInformation,
+    cycle_position,
+    free_bits_kl,
+    gaussian_kl,
+)
 
 Stage = Literal["train", "val", "test"]
 
@@ -76,7 +85,12 @@ class TextVAE(L.LightningModule):
         pad_id: int = 0,
     ) -> None:
         super().__init__()
-        for name, value in (("vocab_size", vocab_size), ("emb_dim", emb_dim), ("hidden_dim", hidden_dim), ("latent_dim", latent_dim)):
+        for name, value in (
+            ("vocab_size", vocab_size),
+            ("emb_dim", emb_dim),
+            ("hidden_dim", hidden_dim),
+            ("latent_dim", latent_dim),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive int, got {value!r}")
         if not 0.0 <= dropout < 1.0:
@@ -88,7 +102,9 @@ class TextVAE(L.LightningModule):
         if isinstance(lr_restart_cycles, bool) or not isinstance(lr_restart_cycles, int) or lr_restart_cycles < 0:
             raise ValueError(f"`lr_restart_cycles` must be an int >= 0 (0 = constant lr), got {lr_restart_cycles!r}")
         if dec_init not in ("h0", "h0c0"):
-            raise ValueError(f"`dec_init` must be 'h0' (z -> h0, as in the paper's code) or 'h0c0' (z -> h0 and c0), got {dec_init!r}")
+            raise ValueError(
+                f"`dec_init` must be 'h0' (z -> h0, as in the paper's code) or 'h0c0' (z -> h0 and c0), got {dec_init!r}"
+            )
         self.save_hyperparameters()
         self.beta = beta
         self.free_bits = free_bits
@@ -141,7 +157,9 @@ class TextVAE(L.LightningModule):
         nll = F.cross_entropy(logits.transpose(1, 2), tokens, ignore_index=self.hparams.pad_id, reduction="none")
         return {"rec": nll.sum(1), "kl_dim": gaussian_kl(mu, logvar), "mu": mu, "logvar": logvar}
 
-    def _shared_step(self, batch: dict[str, Tensor], stage: Stage) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+    def _shared_step(
+        self, batch: dict[str, Tensor], stage: Stage
+    ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
         """The loss, its scalar parts for logging, and the forward's outputs (posterior included)."""
         out = self(batch["tokens"], batch["lengths"])
         rec, kl = out["rec"].mean(), out["kl_dim"].sum(1).mean()
@@ -159,8 +177,13 @@ class TextVAE(L.LightningModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         loss, metrics, _ = self._shared_step(batch, "train")
         # beta itself is logged by the callback; on_epoch gives per-epoch means next to per-step values
-        self.log_dict({f"train/{k}": v for k, v in metrics.items() if k != "beta"}, on_step=True, on_epoch=True,
-                      prog_bar=False, batch_size=len(batch["lengths"]))
+        self.log_dict(
+            {f"train/{k}": v for k, v in metrics.items() if k != "beta"},
+            on_step=True,
+            on_epoch=True,
+            prog_bar=False,
+            batch_size=len(batch["lengths"]),
+        )
         # detached copies for callbacks (curves, progress bar); only "loss" keeps its graph
         return {**{k: v.detach() for k, v in metrics.items()}, "loss": loss}
 

@@ -153,13 +153,17 @@ def plot_search(records: list[dict[str, Any]], path: Path, which: str = "best") 
     base = [r for r in records if r["name"] in BASELINES and r.get("code") == CODE and r["seed"] == 0]
     if base:
         best = max(r[which]["elbo"] for r in base)
-        ax.axvspan(best * 1.02, best - 0.01 * best, color="tab:green", alpha=0.1, label="ELBO within 2 % of the best baseline")
+        ax.axvspan(
+            best * 1.02, best - 0.01 * best, color="tab:green", alpha=0.1, label="ELBO within 2 % of the best baseline"
+        )
         ax.axvline(best, color="k", lw=0.8, ls=":")
     ax.axhline(0.5, color="tab:green", lw=0.8, ls="--", label="MI = 0.5 nats")
     for r in records:
         m, current = r[which], r.get("code") == CODE
         if current:
-            ax.scatter(m["elbo"], m["mi"], s=12 + 4 * m["au"], c="k" if r["name"] in BASELINES else "tab:blue", alpha=0.85)
+            ax.scatter(
+                m["elbo"], m["mi"], s=12 + 4 * m["au"], c="k" if r["name"] in BASELINES else "tab:blue", alpha=0.85
+            )
         else:
             ax.scatter(m["elbo"], m["mi"], s=20, c="0.6", marker="x")
         ax.annotate(f"{r['name']} s{r['seed']}", (m["elbo"], m["mi"]), fontsize=6, xytext=(3, 2), textcoords="offset points",

@@ -39,6 +39,7 @@ from typing_extensions import override
 from examples.text_vae.model import TextVAE
 from lightning_kl_anneal import CyclicalKLAnnealing
 
+
 def schedules(start: float) -> dict[str, dict[str, Any]]:
     return {
         "constant": {"n_cycle": 1, "start": 1.0, "stop": 1.0},
@@ -84,21 +85,27 @@ class Snapshots(Callback):
     @override
     @override
     @torch.no_grad()
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if trainer.global_step in self.at:
             mu, logvar = pl_module.encode(self.batch["tokens"], self.batch["lengths"])
             self.taken.append({"step": trainer.global_step, "beta": float(pl_module.beta), "mu": mu.numpy().copy(),
                                "std": (0.5 * logvar).exp().numpy().copy(), "kl": float(outputs["kl"])})  # fmt: skip
 
 
-def run(name: str, anneal: dict[str, Any], steps: int, seed: int, hidden: int, dropout: float, lr: float) -> tuple[list[dict[str, Any]], dict[str, float]]:
+def run(
+    name: str, anneal: dict[str, Any], steps: int, seed: int, hidden: int, dropout: float, lr: float
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
     L.seed_everything(seed, verbose=False)
     batch = toy_sequences(seed=seed)
     quarter = steps // 4
     at = sorted({quarter // 2, quarter, 2 * quarter, 3 * quarter, steps})  # end of the first rise, then cycle ends
     snaps = Snapshots(batch, at)
     # dec_init="h0c0": the README's figure and numbers were measured with z setting h0 and c0
-    model = TextVAE(vocab_size=1004, emb_dim=hidden, hidden_dim=hidden, latent_dim=2, dropout=dropout, lr=lr, dec_init="h0c0")
+    model = TextVAE(
+        vocab_size=1004, emb_dim=hidden, hidden_dim=hidden, latent_dim=2, dropout=dropout, lr=lr, dec_init="h0c0"
+    )
     trainer = L.Trainer(max_steps=steps, callbacks=[CyclicalKLAnnealing(**anneal), snaps], logger=False,
                         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=True,
                         gradient_clip_val=5.0, limit_val_batches=0)  # fmt: skip
@@ -154,7 +161,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         raise ValueError(f"`--steps` must be >= 8 (4 cycles of a rise and a plateau), got {a.steps}")
     if a.threads > 0:
         torch.set_num_threads(a.threads)
-    results = {name: run(name, anneal, a.steps, a.seed, a.hidden, a.dropout, a.lr) for name, anneal in schedules(a.start).items()}
+    results = {
+        name: run(name, anneal, a.steps, a.seed, a.hidden, a.dropout, a.lr)
+        for name, anneal in schedules(a.start).items()
+    }
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     plot(results, out / "toy.png")
