@@ -107,7 +107,9 @@ class ScheduledAttribute(Callback):
     Raises:
         TypeError, ValueError: at construction, for a bad argument.
         MisconfigurationException: before the first training step, for an attribute that is
-            missing, read-only or an integer tensor, or a clash with another scheduled attribute.
+            missing, read-only or an integer tensor, a clash with another scheduled attribute, or
+            a function that cannot run at step 0.
+        ValueError: at the step where the function returns NaN or inf (before it is written).
 
     Example:
         >>> import lightning as L
