@@ -196,7 +196,7 @@ def test_each_criterion_alone(tmp_path: Path, kwargs: dict, collapsed: bool) -> 
     assert monitor.last["kl"] == 0.0
 
 
-# ---------------------------------------------------------------- only validations at β's plateau count
+# ---------------------------------------------------------------- only validations on a plateau count
 
 
 @pytest.mark.parametrize(
