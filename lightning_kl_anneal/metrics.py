@@ -110,6 +110,7 @@ class ActiveUnits(Metric):
     def __init__(self, threshold: float = 0.01, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.threshold = _check_threshold(threshold)
+        self._one_batch = False  # True while forward() computes the value of one batch
         for name in ("total", "total_sq", "n"):
             self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
@@ -147,7 +148,7 @@ class ActiveUnits(Metric):
             ValueError: if fewer than 2 rows were seen (a variance needs two).
         """
         if float(self.n) < 2:
-            if getattr(self, "_one_batch", False):  # forward()'s value of a one-row batch
+            if self._one_batch:  # forward()'s value of a one-row batch
                 return torch.tensor(math.nan, dtype=torch.float64)
             raise ValueError(f"ActiveUnits needs at least 2 rows to compute a variance, got {int(self.n)}")
         count = _count_active(self.variance(), self.threshold, "ActiveUnits")

@@ -214,3 +214,19 @@ def test_free_bits_refuses_a_tensor_threshold_that_is_not_0d(threshold: torch.Te
         ValueError, match=rf"`threshold` must be a number or a 0-d tensor, got a tensor of shape {shape}"
     ):
         free_bits_kl(torch.zeros(2, 3), threshold)
+
+
+def test_free_bits_with_a_buffer_threshold_compiles_to_one_graph_that_follows_the_buffer() -> None:
+    # what the README recommends for a compiled loss: the callback fills the buffer in place, no recompile
+    buffer, graphs = torch.tensor(0.5), []
+
+    def count_graphs(gm: torch.fx.GraphModule, example_inputs: list) -> torch.fx.GraphModule:
+        graphs.append(gm)
+        return gm
+
+    loss = torch.compile(lambda k: free_bits_kl(k, buffer, "example_dim"), fullgraph=True, backend=count_graphs)
+    kl = torch.rand(4, 3, generator=torch.Generator().manual_seed(0))
+    for value in (0.5, 0.1, 0.9):
+        buffer.fill_(value)
+        assert torch.equal(loss(kl), free_bits_kl(kl, value, "example_dim"))
+    assert len(graphs) == 1
