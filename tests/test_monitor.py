@@ -357,6 +357,13 @@ def test_b_endless_schedule_acts_after_patience_plateau_validations(tmp_path: Pa
     assert "A later cycle may still" not in message
 
 
+def test_a_ramp_that_ends_before_the_run_leaves_a_plateau_whose_validations_count(tmp_path: Path) -> None:
+    schedule = CyclicalKLAnnealing(start=0, stop=25, n_cycle=1, ratio=0.75)  # steps 12-15 of 16: "final"
+    monitor, model = LatentMonitor(patience=3, on_collapse="stop"), Latent("prior")
+    fit_quietly(_dense(tmp_path, schedule, monitor), model)
+    assert monitor.alert_step == 14 and model.train_steps == 15 and monitor.counted_validations == 3
+
+
 def test_capacity_recipe_never_stops_during_the_ramp(tmp_path: Path) -> None:
     # ratio=1.0: C (here β) rises until the last step; no validation during the ramp counts
     schedule = CyclicalKLAnnealing(start=0, stop=25, n_cycle=1, ratio=1.0)
@@ -374,25 +381,26 @@ def test_capacity_recipe_never_stops_during_the_ramp(tmp_path: Path) -> None:
 
 class Diverged(Latent):
     def validation_step(self, batch: Any, batch_idx: int) -> Any:
-        if self.current_epoch >= 3:
-            return super().validation_step(batch, batch_idx)  # collapsed ("prior") from epoch 3
+        if self.current_epoch not in (1, 2):
+            return super().validation_step(batch, batch_idx)  # collapsed ("prior") at epochs 0, 3, 4
         return {"mu": torch.full((len(batch[0]), D), math.nan), "logvar": torch.zeros(len(batch[0]), D)}
 
 
 def test_a_nan_posterior_is_reported_as_not_finite_never_as_collapse(tmp_path: Path) -> None:
-    monitor = LatentMonitor(patience=1)
+    monitor = LatentMonitor(patience=2)
     trainer = make_trainer(tmp_path, [monitor], logger=CSVLogger(tmp_path), max_epochs=5)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer.fit(Diverged())  # NaN for 3 validations, then collapsed ones
+        trainer.fit(Diverged())  # collapsed, NaN, NaN, collapsed, collapsed
     messages = [str(w.message) for w in caught if "LatentMonitor" in str(w.message)]
-    assert len(messages) == 2 and messages[0].startswith("LatentMonitor: the posterior is not finite at step 3")
-    assert "the posterior has collapsed" in messages[1] and "the last at step 15" in messages[1]
-    assert not any("active_units: the posterior" in str(w.message) for w in caught)  # one warning, the monitor's
-    assert monitor.alert_step == 15 and monitor.counted_validations == 1  # the NaN ones are not counted
+    assert len(messages) == 2 and messages[0].startswith("LatentMonitor: the posterior is not finite at step 7")
+    assert "ActiveUnits: the posterior" not in str([str(w.message) for w in caught])  # one warning, the monitor's
+    # the NaN validations neither counted (alert at 7 before) nor reset (alert at 19): collapsed at 3 and 15
+    assert "2 consecutive validations were collapsed, the last at step 15" in messages[1]
+    assert monitor.alert_step == 15 and monitor.counted_validations == 2
     with open(os.path.join(trainer.logger.log_dir, "metrics.csv")) as f:  # type: ignore[union-attr]
         rows = [r for r in csv.DictReader(f) if r.get("latent/kl")]
-    assert [r["latent/active_units"] for r in rows] == ["nan"] * 3 + ["0.0"] * 2  # not 0: not a collapse
+    assert [r["latent/active_units"] for r in rows] == ["0.0", "nan", "nan", "0.0", "0.0"]  # NaN is not 0
 
 
 class TwoLatents(Latent):
