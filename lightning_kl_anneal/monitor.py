@@ -413,7 +413,7 @@ class LatentMonitor(Callback):
     def _alert(self, trainer: pl.Trainer, d: int, no_ramp_left: bool, at_end: bool) -> None:
         values = self._streak_end
         self.alert_step = int(values["step"])
-        message = _alert_message(self, values, d, trainer.callbacks, no_ramp_left, at_end)  # type: ignore[attr-defined]
+        message = _alert_message(self, values, d, _phases(trainer), no_ramp_left, at_end)
         if self.on_collapse == "raise":
             raise LatentCollapseError(message)
         rank_zero_warn(message)
@@ -485,16 +485,21 @@ def _endless(callback: Any) -> bool:
         return False
 
 
+def _name(callback: Any) -> str:
+    return f"`{getattr(callback, 'attribute', type(callback).__name__)}`"
+
+
 def _alert_message(
-    monitor: LatentMonitor, values: dict[str, float], d: int, callbacks: list[Any], no_ramp_left: bool, at_end: bool
-) -> str:
+    monitor: LatentMonitor, values: dict[str, float], d: int, phases: list[tuple[Any, Any]], no_ramp_left: bool,
+    at_end: bool,
+) -> str:  # fmt: skip
     """The alert, worded for the run at hand: its schedule (or none), its step, what is left of it."""
     n, patience = monitor.collapsed_count, monitor.patience
-    schedules = [c for c in callbacks if callable(getattr(c, "phase_at", None))]
-    names = " and ".join(f"`{getattr(c, 'attribute', type(c).__name__)}`" for c in schedules)
+    names = " and ".join(_name(c) for c, _ in phases)  # every schedule callback, with phases or not
+    phased = " and ".join(_name(c) for c, phase in phases if phase is not None)  # those that have a plateau
     where = (
-        f" taken on a plateau of {names} or after its last ramp (validations during a ramp are not counted)"
-        if schedules
+        f" taken on a plateau of {phased} or after its last ramp (validations during a ramp are not counted)"
+        if phased
         else ""
     )
     mi = f", MI {round(values['mi'], 4) + 0.0:.4f} nats" if "mi" in values else ""  # + 0.0: no "-0.0000"
@@ -517,14 +522,16 @@ def _alert_message(
             "A later cycle may still re-open the latent: `on_collapse='stop'` or `'raise'` would wait until "
             "no ramp is left."
         )
-    if not schedules:
+    if not phases:
         parts.append(
             "Remedies: anneal β, `CyclicalKLAnnealing(n_cycle=4, ratio=0.5)` (a cyclical schedule, Fu et al. "
             "2019); free bits in the training loss, `free_bits_kl(gaussian_kl(mu, logvar), 0.5)`; a hold at "
             "β = 0 before annealing, `CyclicalKLAnnealing(delay=...)` (Li et al. 2019)."
         )
     else:
-        more = "" if monitor._seen_plateau else "; more cycles, `n_cycle=4` (Fu et al. 2019)"
+        more = (
+            "" if monitor._seen_plateau else "; a cyclical schedule, `CyclicalKLAnnealing(n_cycle=4)` (Fu et al. 2019)"
+        )
         parts.append(
             f"Remedies, with {names} already scheduled: free bits in the training loss, "
             "`free_bits_kl(gaussian_kl(mu, logvar), 0.5)`; β starting above 0, `start=0.1`; a hold at β = 0 "

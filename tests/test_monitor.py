@@ -446,7 +446,7 @@ def test_with_a_cyclical_schedule_in_place_the_remedies_do_not_start_with_one(tm
     # a monotonic schedule (one cycle) gets "more cycles" as its last remedy
     monitor = LatentMonitor(patience=2)
     (message,) = fit_quietly(make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=1), monitor]), Latent("prior"))
-    assert message.endswith("more cycles, `n_cycle=4` (Fu et al. 2019).")
+    assert message.endswith("a cyclical schedule, `CyclicalKLAnnealing(n_cycle=4)` (Fu et al. 2019).")
 
 
 def test_validate_alone_logs_but_does_not_count(tmp_path: Path) -> None:
@@ -592,8 +592,10 @@ def test_with_the_general_scheduled_attribute(tmp_path: Path) -> None:
     schedule = ScheduledAttribute(lambda step, total: min(1.0, step / 8))  # a user's function: phase unknown
     assert schedule.phase_at(3) is None
     monitor = LatentMonitor(patience=3)
-    fit_quietly(make_trainer(tmp_path, [schedule, monitor]), Latent("prior"))
+    (message,) = fit_quietly(make_trainer(tmp_path, [schedule, monitor]), Latent("prior"))
     assert monitor.alert_step == 11  # every validation counts
+    assert "plateau" not in message and "3 consecutive validations were collapsed" in message  # it has none
+    assert "Remedies, with `beta` already scheduled: free bits" in message
 
 
 def test_missing_prior_key_names_it(tmp_path: Path) -> None:
