@@ -14,7 +14,8 @@ import torch
 
 import examples.text_vae.compare as compare_module
 from examples.text_vae.compare import Config, ProgressBoard, compare, parse_args, resolve_jobs, schedules
-from examples.text_vae.corpus import FACTORS, generate_corpus, write_corpus
+from examples.text_vae.corpus import FACTORS, N_VALUES, generate_corpus, write_corpus
+from examples.text_vae.corpus_stats import STATS_PATH, measure
 from examples.text_vae.data import (
     BucketedBatches,
     EncodedSplit,
@@ -118,6 +119,37 @@ def test_corpus_deterministic_and_splits_disjoint() -> None:
     assert means[0] < means[1] < means[2]
     with pytest.raises(ValueError, match="`n_train` must be a positive int"):
         generate_corpus(0)
+
+
+def test_corpus_matches_its_published_stats() -> None:
+    """figures/corpus_stats.json is what the corpus measures today, and it holds >= 6 nats per sentence."""
+    published = json.loads(STATS_PATH.read_text())
+    measured = measure(generate_corpus(10_000, 1_000, 1_000, seed=0))
+    assert published["sentence_information_nats"] >= 6.0  # the issue's floor, as a lower bound on I(factors; x)
+    assert measured["sentence_information_nats"] == pytest.approx(published["sentence_information_nats"], abs=2e-3)
+    assert measured["factor_entropy_nats"] == pytest.approx(math.log(8 * 2 * 3 * 3 * 4 * 2), abs=1e-3)
+    for key in ("sentences", "tokens_per_sentence_with_eos", "vocabulary_train"):
+        assert measured[key] == published[key], key
+    assert list(measured["factors"]) == list(FACTORS) == list(published["factors"])
+    for name, pub in published["factors"].items():
+        got = measured["factors"][name]
+        assert got["values"] == pub["values"] and got["words_per_sentence"] == pub["words_per_sentence"], name
+        for key in ("bow_test_accuracy", "bow_test_cross_entropy_nats", "information_lower_bound_nats"):
+            assert got[key] == pytest.approx(pub[key], abs=2e-3), (name, key)
+        # every factor is said in more than one word on average, not in one place only
+        assert pub["words_per_sentence"] > 1.3 and pub["information_lower_bound_nats"] > 0.3, name
+
+
+def test_corpus_factors_are_expressed_where_the_grammar_says() -> None:
+    split = generate_corpus(400, 5, 5, seed=2)["train"]
+    conj = {"and", "while", "because", "so"}
+    for words, lab, expr in zip(split.sentences, split.labels, split.expressions):
+        assert sum(w in conj for w in words) == lab[FACTORS.index("length")] == expr[FACTORS.index("length")] - 1
+        if lab[FACTORS.index("tense")] == 2:  # future: every clause's verb is "will <base>"
+            assert words.count("will") == lab[FACTORS.index("length")] + 1
+    # the factors are drawn uniformly and independently: every value of every factor occurs
+    for j, name in enumerate(FACTORS):
+        assert {lab[j] for lab in split.labels} == set(range(N_VALUES[j])), name
 
 
 def test_write_corpus_round_trips_through_reader(tmp_path: Path) -> None:
