@@ -943,6 +943,7 @@ def compare(cfg: Config) -> dict[str, Any]:
     if cfg.recipe:
         check_recipe(cfg)
     rows = schedules(cfg)
+    commit = git_commit()  # now: the code these runs use, whatever the checkout holds when they end
     # seed by seed, the rows inside: the order of the runs, of the progress lines and of results.json
     plan = [(name, row, seed) for seed in cfg.seeds for name, row in rows.items()]
     n_runs = len(plan)
@@ -998,7 +999,7 @@ def compare(cfg: Config) -> dict[str, Any]:
         "seeds": list(cfg.seeds),
         "rows": list(rows),
         "command": command_line(cfg),
-        "commit": git_commit(),
+        "commit": commit,
         "threads": cfg.threads,
         "jobs_used": jobs,
     }
