@@ -80,7 +80,7 @@ def test_readme_tables_match_their_json() -> None:
 
 
 def test_a_cell_that_disagrees_with_its_json_is_caught() -> None:
-    text = "intro\n<!-- table:text-corpus -->\n" + tables.corpus_table() + "\n<!-- /table:text-corpus -->\n"
+    text = "intro\n<!-- table:text-corpus -->\n\n" + tables.corpus_table() + "\n\n<!-- /table:text-corpus -->\n"
     assert tables.render(text) == text
     stats = json.loads((FIGURES / "corpus_stats.json").read_text())
     cell = f"**{stats['sentence_information_nats']:.3f}**"

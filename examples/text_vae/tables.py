@@ -3,7 +3,7 @@
     python -m examples.text_vae.tables            # rewrites every table between its markers in the READMEs
     python -m examples.text_vae.tables --check    # exits 1 if a README table differs from its JSON
 
-A table lives in a README between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->``; ``TABLES``
+A table lives in a README between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` (blank lines around it); ``TABLES``
 says which function renders it from which file. ``tests/test_examples_text_vae_tables.py`` fails
 the suite when a cell disagrees with its JSON, so the numbers in the READMEs are the files' numbers.
 """
@@ -17,6 +17,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 FIGURES = Path(__file__).resolve().parent / "figures"
@@ -131,7 +133,44 @@ def corpus_table() -> str:
     return "\n".join(lines)
 
 
+def v1_five_seeds() -> str:
+    """The previous corpus's five-seed table: seeds 0-2 of the demo+delay command, 3-4 of their own command."""
+    a, b = load("corpus_v1/results_delay.json"), load("results_seeds34.json")
+    per = {name: {**a[name]["per_seed"], **b[name]["per_seed"]} for name in ("monotonic", "cyclical")}
+    seeds = list(per["monotonic"])
+
+    def row(label: str, values: list[float], fmt: Callable[[float], str]) -> str:
+        m, sd = float(np.mean(values)), float(np.std(values, ddof=1))
+        return f"| {label} | " + " | ".join(fmt(v) for v in values) + f" | {fmt(m)} ± {sd:.3f} |"
+
+    kl = {n: [per[n][s]["kl"] for s in seeds] for n in per}
+    lines = ["| seed | " + " | ".join(seeds) + " | mean ± sample std |", "|---|" + "---:|" * (len(seeds) + 1)]
+    lines.append(row("monotonic", kl["monotonic"], lambda v: f"{v:.3f}"))
+    lines.append(row("cyclical", kl["cyclical"], lambda v: f"{v:.3f}"))
+    lines.append(row("cyclical − monotonic", [c - m for c, m in zip(kl["cyclical"], kl["monotonic"])], signed))
+    elbo = [per["cyclical"][s]["elbo"] - per["monotonic"][s]["elbo"] for s in seeds]
+    lines.append(row("ELBO, cyclical − monotonic", elbo, signed))
+    return "\n".join(lines)
+
+
+def v1_demo() -> str:
+    return metric_table(load("corpus_v1/results_delay.json"), ["constant", "monotonic", "cyclical", "delay+cyclical"],
+                        probes=True)  # fmt: skip
+
+
+def v1_start0() -> str:
+    return metric_table(load("results_start0.json"), ["constant", "monotonic", "cyclical"], probes=True)
+
+
+def v1_extra() -> str:
+    return metric_table(load("results_extra.json"), ["cyclical+fb", "cyclical+lr"], probes=True)
+
+
 TABLES: dict[str, Callable[[], str]] = {
+    "text-v1-demo": v1_demo,
+    "text-v1-five-seeds": v1_five_seeds,
+    "text-v1-start0": v1_start0,
+    "text-v1-extra": v1_extra,
     "text-demo": demo_table,
     "text-demo-paired": demo_paired,
     "text-40ep": paper_budget_table,
@@ -141,7 +180,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "text-corpus": corpus_table,
 }
 
-MARKER = re.compile(r"<!-- table:(?P<name>[\w-]+) -->\n(?P<body>.*?)\n<!-- /table:(?P=name) -->", re.DOTALL)
+# blank lines around the table: Markdown then renders it as a table whatever the comment lines do
+MARKER = re.compile(r"<!-- table:(?P<name>[\w-]+) -->\n\n(?P<body>.*?)\n\n<!-- /table:(?P=name) -->", re.DOTALL)
 
 
 def tables_in(text: str) -> dict[str, str]:
@@ -151,7 +191,9 @@ def tables_in(text: str) -> dict[str, str]:
 
 def render(text: str) -> str:
     """The README text with every marked table replaced by its rendering from the JSON."""
-    return MARKER.sub(lambda m: f"<!-- table:{m['name']} -->\n{TABLES[m['name']]()}\n<!-- /table:{m['name']} -->", text)
+    return MARKER.sub(
+        lambda m: f"<!-- table:{m['name']} -->\n\n{TABLES[m['name']]()}\n\n<!-- /table:{m['name']} -->", text
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
