@@ -83,6 +83,11 @@ def demo_table() -> str:
     return metric_table(r, ["constant", "monotonic", "cyclical"], probes=True)
 
 
+def demo_table_short() -> str:
+    """The demo's table without the probes (the top-level README)."""
+    return metric_table(load("results.json"), ["constant", "monotonic", "cyclical"])
+
+
 def demo_paired() -> str:
     return paired_table(load("results.json"))
 
@@ -172,6 +177,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "text-v1-start0": v1_start0,
     "text-v1-extra": v1_extra,
     "text-demo": demo_table,
+    "text-demo-short": demo_table_short,
     "text-demo-paired": demo_paired,
     "text-40ep": paper_budget_table,
     "text-40ep-paired": paper_budget_paired,
