@@ -2,6 +2,12 @@
 
     python -m examples.text_vae.budget
 
+after the 20-epoch runs (the 1x runs are the demo's, the 4x the 40-epoch comparison's end of schedule)::
+
+    for s in 0 1 2; do python examples/text_vae/compare.py --rows monotonic cyclical --seeds $s \\
+        --max-epochs 20 --out runs/text_20ep_s$s; done
+    python -m examples.text_vae.merge examples/text_vae/figures/results_20ep.json runs/text_20ep_s{0,1,2}/results.json
+
 Reads the committed comparisons of monotonic and cyclical at several budgets, each its own runs
 (a budget's schedule has its own cycles: a 1x run is not the first quarter of a 4x run), and
 plots the per-seed paired differences of test KL and MI against the number of training steps,
@@ -21,9 +27,10 @@ from examples.text_vae.compare import sign_test_p
 
 FIGURES = Path(__file__).resolve().parent / "figures"
 COMMAND = "python -m examples.text_vae.budget"
-# (label, results file): the demo's 10 epochs and the paper's 40
+# (label, results file): the demo's 10 epochs, 20, and the paper's 40
 SOURCES: tuple[tuple[str, str], ...] = (
     ("1x (10 epochs, the demo)", "results.json"),
+    ("2x (20 epochs)", "results_20ep.json"),
     ("4x (40 epochs)", "results_40ep.json"),
 )
 
