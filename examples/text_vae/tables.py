@@ -40,7 +40,8 @@ def signed(x: float, digits: int = 3) -> str:
 
 
 def p_value(p: float) -> str:
-    return f"{p:.3f}" if p < 0.1 else f"{p:.2f}"
+    """Exact values as they are: 0.375, 0.0625, 1."""
+    return f"{p:.3g}"
 
 
 COLUMNS = (("Rec ↓", "rec", 2), ("KL", "kl", 3), ("ELBO ↑", "elbo", 2), ("PPL ↓", "ppl", 2), ("AU", "au", 1),
