@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,8 @@ import torch
 
 import examples.text_vae.compare as compare_module
 from examples.text_vae.compare import Config, ProgressBoard, compare, parse_args, resolve_jobs, schedules
-from examples.text_vae.corpus import FACTORS, generate_corpus, write_corpus
+from examples.text_vae.corpus import FACTORS, N_VALUES, generate_corpus, write_corpus
+from examples.text_vae.corpus_stats import STATS_PATH, measure
 from examples.text_vae.data import (
     BucketedBatches,
     EncodedSplit,
@@ -118,6 +120,37 @@ def test_corpus_deterministic_and_splits_disjoint() -> None:
     assert means[0] < means[1] < means[2]
     with pytest.raises(ValueError, match="`n_train` must be a positive int"):
         generate_corpus(0)
+
+
+def test_corpus_matches_its_published_stats() -> None:
+    """figures/corpus_stats.json is what the corpus measures today, and it holds >= 6 nats per sentence."""
+    published = json.loads(STATS_PATH.read_text())
+    measured = measure(generate_corpus(10_000, 1_000, 1_000, seed=0))
+    assert published["sentence_information_nats"] >= 6.0  # the issue's floor, as a lower bound on I(factors; x)
+    assert measured["sentence_information_nats"] == pytest.approx(published["sentence_information_nats"], abs=2e-3)
+    assert measured["factor_entropy_nats"] == pytest.approx(math.log(8 * 2 * 3 * 3 * 4 * 2), abs=1e-3)
+    for key in ("sentences", "tokens_per_sentence_with_eos", "vocabulary_train"):
+        assert measured[key] == published[key], key
+    assert list(measured["factors"]) == list(FACTORS) == list(published["factors"])
+    for name, pub in published["factors"].items():
+        got = measured["factors"][name]
+        assert got["values"] == pub["values"] and got["words_per_sentence"] == pub["words_per_sentence"], name
+        for key in ("bow_test_accuracy", "bow_test_cross_entropy_nats", "information_lower_bound_nats"):
+            assert got[key] == pytest.approx(pub[key], abs=2e-3), (name, key)
+        # every factor is said in more than one word on average, not in one place only
+        assert pub["words_per_sentence"] > 1.3 and pub["information_lower_bound_nats"] > 0.3, name
+
+
+def test_corpus_factors_are_expressed_where_the_grammar_says() -> None:
+    split = generate_corpus(400, 5, 5, seed=2)["train"]
+    conj = {"and", "while", "because", "so"}
+    for words, lab, expr in zip(split.sentences, split.labels, split.expressions):
+        assert sum(w in conj for w in words) == lab[FACTORS.index("length")] == expr[FACTORS.index("length")] - 1
+        if lab[FACTORS.index("tense")] == 2:  # future: every clause's verb is "will <base>"
+            assert words.count("will") == lab[FACTORS.index("length")] + 1
+    # the factors are drawn uniformly and independently: every value of every factor occurs
+    for j, name in enumerate(FACTORS):
+        assert {lab[j] for lab in split.labels} == set(range(N_VALUES[j])), name
 
 
 def test_write_corpus_round_trips_through_reader(tmp_path: Path) -> None:
@@ -427,6 +460,7 @@ def test_compare_tiny_budget_writes_results_and_figures(tmp_path: Path) -> None:
     finally:
         torch.set_num_threads(threads)  # compare() sets it process-wide; the other tests keep theirs
     on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk.pop("config")["steps"] == 8  # 2 epochs x 4 batches
     assert list(on_disk) == ["constant", "monotonic", "cyclical", "cyclical+fb", "cyclical+lr", "delay+cyclical"]
     for row in on_disk.values():
         assert set(row["per_seed"]) == {"0", "1"}
@@ -454,6 +488,73 @@ def test_compare_tiny_budget_writes_results_and_figures(tmp_path: Path) -> None:
         )
     for fig in ("curves.png", "latent.png"):
         assert (tmp_path / fig).stat().st_size > 1000
+
+
+def test_compare_persistence_phase_holds_beta_at_one_for_every_row(tmp_path: Path) -> None:
+    """--persist-epochs: the schedule spans --max-epochs, then every row trains at beta = 1; both phases are tested."""
+    cfg = parse_args(
+        ["--out", str(tmp_path), "--seeds", "0", "1", "--rows", "monotonic", "cyclical", "--max-epochs", "2",
+         "--persist-epochs", "1", "--n-cycle", "2", "--corpus-size", "120", "--emb-dim", "8", "--hidden-dim", "8",
+         "--latent-dim", "2", "--probe-size", "60", "--threads", "1", "--jobs", "1"]
+    )  # fmt: skip
+    dm = compare_module.make_datamodule(cfg, 0)
+    seen = {}
+    for name, row in schedules(cfg).items():
+        res = compare_module.run_one(cfg, name, row, 0, dm, desc=name)
+        seen[name] = {step: beta for step, beta, _, _ in res["curve"]}  # global step after the step -> its beta
+        assert res["metrics"]["step"] <= 8 < res["persist_metrics"]["step"] <= 12
+    assert sorted(seen["cyclical"]) == list(range(1, 13))
+    # T = 8 steps (2 epochs x 4 batches): cyclical restarts at step 4 (beta 0.1), both rows hold 1 on steps 8..11
+    assert seen["cyclical"][5] == pytest.approx(0.1) and seen["monotonic"][5] == pytest.approx(1.0)
+    for name in ("monotonic", "cyclical"):
+        assert [seen[name][s] for s in range(9, 13)] == [1.0] * 4, name
+    threads = torch.get_num_threads()
+    try:
+        compare(cfg)
+    finally:
+        torch.set_num_threads(threads)
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    block = on_disk["config"]
+    assert (block["steps"], block["schedule_steps"], block["persist_steps"], block["seeds"]) == (12, 8, 4, [0, 1])
+    assert (
+        block["command"].startswith("python examples/text_vae/compare.py ") and "--persist-epochs 1" in block["command"]
+    )
+    assert parse_args(block["command"].split()[2:]) == cfg  # the command recorded is the command that ran
+    assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", block["commit"])
+    for name in ("monotonic", "cyclical"):
+        persist = on_disk[name]["persist"]
+        assert set(persist["per_seed"]) == {"0", "1"} and all(m["step"] > 8 for m in persist["per_seed"].values())
+    diffs = on_disk["cyclical"]["persist"]["paired"]["per_seed"]
+    kl = {n: on_disk[n]["persist"]["per_seed"] for n in ("monotonic", "cyclical")}
+    assert diffs == pytest.approx({s: kl["cyclical"][s]["kl"] - kl["monotonic"][s]["kl"] for s in ("0", "1")})
+    for key in ("paired", "paired_mi", "paired_elbo"):
+        p = on_disk["cyclical"][key]
+        assert p["sign_test_p"] == compare_module.sign_test_p(list(p["per_seed"].values()))
+        lo, hi = p["bootstrap_95"]
+        assert min(p["per_seed"].values()) <= lo <= p["mean"] <= hi <= max(p["per_seed"].values())
+
+
+@pytest.mark.parametrize(
+    ("diffs", "expected"),
+    [([1, 2, 3, 4, 5], 2 / 32), ([-1, -2, -3, -4, -5], 2 / 32), ([1, 2, 3, 4, -5], 12 / 32), ([1, 0, 0], 1.0),
+     ([1, 2, 3, 4, 5, 6, 7, 8, 9, -1], 2 * 11 / 1024), ([], 1.0)],
+)  # fmt: skip
+def test_sign_test_p_against_hand_computed_binomial_tails(diffs: list[float], expected: float) -> None:
+    assert compare_module.sign_test_p(diffs) == pytest.approx(expected)
+
+
+def test_bootstrap_interval_is_seeded_and_brackets_the_mean() -> None:
+    d = [0.1, 0.3, 0.2, 0.5, 0.4]
+    lo, hi = compare_module.bootstrap_interval(d)
+    assert compare_module.bootstrap_interval(d) == [lo, hi] and 0.1 <= lo < 0.3 < hi <= 0.5
+
+
+def test_compare_rejects_bad_persist_epochs_before_any_run(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"`persist_epochs` must be an int >= 0 .*got -1"):
+        compare(Config(out=str(tmp_path), persist_epochs=-1, corpus_size=60, threads=0))
+    with pytest.raises(ValueError, match=r"`persist_epochs` > 0 with `lr_restart`"):
+        compare(Config(out=str(tmp_path), persist_epochs=1, lr_restart=True, corpus_size=60, threads=0))
+    assert not (tmp_path / "results.json").exists()
 
 
 def test_compare_runs_as_a_script_from_the_repo_root() -> None:
@@ -516,6 +617,10 @@ def test_compare_jobs_give_identical_results(tmp_path: Path, capfd: pytest.Captu
     one, two = _tiny_compare(tmp_path / "one", 1), _tiny_compare(tmp_path / "two", 2)
     console = "".join(capfd.readouterr())
     on_disk = {j: json.loads((tmp_path / j / "results.json").read_text()) for j in ("one", "two")}
+    blocks = {j: on_disk[j].pop("config") for j in ("one", "two")}
+    assert {k: v for k, v in blocks["one"].items() if k not in ("command", "jobs_used")} == {
+        k: v for k, v in blocks["two"].items() if k not in ("command", "jobs_used")
+    }
     assert list(on_disk["one"]) == list(on_disk["two"]) == ["monotonic", "cyclical"]
     for name in ("monotonic", "cyclical"):
         for key in ("per_seed", "mean", "std", "alert"):

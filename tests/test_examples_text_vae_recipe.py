@@ -141,6 +141,6 @@ def test_compare_with_recipe_writes_the_row(tmp_path: Path) -> None:
     finally:
         torch.set_num_threads(threads)  # compare() sets it process-wide
     on_disk = json.loads((tmp_path / "results.json").read_text())
-    assert list(on_disk) == ["cyclical", "recipe"]
+    assert list(on_disk) == ["config", "cyclical", "recipe"] and on_disk["config"]["rows"] == ["cyclical", "recipe"]
     for key in ("rec", "kl", "elbo", "ppl", "au", "mi"):
         assert math.isfinite(on_disk["recipe"]["mean"][key])

@@ -109,6 +109,8 @@ class Config:
     jobs: int = 0  # runs trained at once, in worker processes; 0: as many as the cores allow (resolve_jobs)
     limit_batches: float | int = 1.0
     probe_size: int = 3000
+    # a persistence phase after the schedule: this many more epochs at beta = 1 for every row (0: none)
+    persist_epochs: int = 0
 
 
 def constant_beta(step: int, total_steps: int | None) -> float:
@@ -233,6 +235,38 @@ class CurveRecorder(Callback):
     ) -> None:
         rec_per_token = float(outputs["rec"]) * len(batch["lengths"]) / float(batch["lengths"].sum())
         self.rows.append((trainer.global_step, float(pl_module.beta), float(outputs["kl"]), rec_per_token))
+
+
+class PhaseBest(Callback):
+    """Keeps, in memory, the weights with the best validation PPL of each phase of a run.
+
+    Phase 0 is the schedule (validations at steps ``<= boundary``), phase 1 the persistence phase
+    after it (``> boundary``), so each phase is tested from its own best checkpoint, as the paper
+    selects on validation PPL, and a model of the persistence phase is never the schedule's.
+    """
+
+    def __init__(self, boundary: int) -> None:
+        self.boundary = boundary
+        self.best: dict[int, float] = {}
+        self.states: dict[int, dict[str, torch.Tensor]] = {}
+        self.steps: dict[int, int] = {}
+        self.last: dict[
+            int, tuple[int, dict[str, torch.Tensor]]
+        ] = {}  # (step, weights) of each phase's last validation
+
+    @override
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or "val/ppl" not in trainer.callback_metrics:
+            return
+        ppl, phase = float(trainer.callback_metrics["val/ppl"]), int(trainer.global_step > self.boundary)
+        state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        self.last[phase] = (trainer.global_step, state)
+        if ppl < self.best.get(phase, math.inf):
+            self.best[phase], self.steps[phase], self.states[phase] = ppl, trainer.global_step, state
+
+    def pick(self, phase: int, select: str) -> tuple[int, dict[str, torch.Tensor]]:
+        """(step, weights) of the phase's best (``select="best"``) or last validated model."""
+        return (self.steps[phase], self.states[phase]) if select == "best" else self.last[phase]
 
 
 class RunProgress(Callback):
@@ -372,17 +406,19 @@ def sample_latents(
     return torch.cat(mus), torch.cat(zs)
 
 
-def schedule_callback(row: dict[str, Any]) -> Callback:
+def schedule_callback(row: dict[str, Any], total_steps: int | None = None) -> Callback:
+    """The row's beta schedule over ``total_steps`` (``None``: the whole fit); after it, beta stays at 1."""
     if row["anneal"] is None:
-        return ScheduledAttribute(constant_beta, "beta", log_name="beta")
-    return CyclicalKLAnnealing(**row["anneal"])
+        return ScheduledAttribute(constant_beta, "beta", log_name="beta", total_steps=total_steps)
+    return CyclicalKLAnnealing(**row["anneal"], total_steps=total_steps)
 
 
-def free_bits_callbacks(row: dict[str, Any]) -> list[Callback]:
+def free_bits_callbacks(row: dict[str, Any], total_steps: int | None = None) -> list[Callback]:
     """The row's schedule of the free-bits threshold (``model.free_bits``), if it has one."""
     if "free_bits" not in row:
         return []
-    return [ScheduledAttribute(partial(cyclical_beta, **row["free_bits"]), "free_bits", log_name="free_bits")]
+    schedule = partial(cyclical_beta, **row["free_bits"])
+    return [ScheduledAttribute(schedule, "free_bits", log_name="free_bits", total_steps=total_steps)]
 
 
 def check_recipe(cfg: Config) -> None:
@@ -430,6 +466,10 @@ def _run_one(
     # table is comparable, and records the step at which on_collapse="stop" would have ended it.
     # MI is off here because the model already logs it (val/mi) from the same posteriors.
     monitor = LatentMonitor(mi_max_samples=0)
+    # with a persistence phase, the schedule spans the first `schedule_steps` and beta stays at 1 after them
+    total, persist = schedule_steps(cfg, dm), persist_steps(cfg, dm)
+    sched_total = total if persist else None
+    phases = PhaseBest(total)
     curve, ckpt = (
         CurveRecorder(),
         ModelCheckpoint(
@@ -442,9 +482,11 @@ def _run_one(
         ),
     )
     trainer = L.Trainer(
-        max_epochs=cfg.max_epochs, max_steps=cfg.max_steps, accelerator=cfg.accelerator, devices=cfg.devices,
+        max_epochs=cfg.max_epochs + cfg.persist_epochs, max_steps=cfg.max_steps + persist if cfg.max_steps > 0 else -1,
+        accelerator=cfg.accelerator, devices=cfg.devices,
         gradient_clip_val=5.0,  # paper
-        callbacks=[schedule_callback(row), *free_bits_callbacks(row), monitor, curve, ckpt, progress],
+        callbacks=[schedule_callback(row, sched_total), *free_bits_callbacks(row, sched_total), monitor, curve,
+                   *([phases] if persist else [ckpt]), progress],
         logger=CSVLogger(Path(cfg.out) / "logs", name=name, version=f"seed{seed}"),
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
         limit_train_batches=cfg.limit_batches, limit_val_batches=cfg.limit_batches, limit_test_batches=cfg.limit_batches,
@@ -456,11 +498,21 @@ def _run_one(
         "steps": trainer.global_step,
         "steps_per_epoch": int(trainer.num_training_batches),
     }
-    best = ckpt.best_model_path if cfg.select == "best" and ckpt.best_model_path else None
-    if best:
+    best = ckpt.best_model_path if cfg.select == "best" and ckpt.best_model_path and not persist else None
+    persist_metrics = None
+    if persist:  # the persistence phase's model first, the schedule's last: it stays loaded for the probes
+        step, state = phases.pick(1, cfg.select)
+        model.load_state_dict(state)
+        trainer.test(model, dm, verbose=False)
+        persist_metrics = {**model.last_eval, "step": step}
+        step, state = phases.pick(0, cfg.select)
+        model.load_state_dict(state)
+    elif best:
         model = TextVAE.load_from_checkpoint(best)
     trainer.test(model, dm, verbose=False)
     metrics = dict(model.last_eval)
+    if persist:
+        metrics["step"] = step
     model.to("cpu")
     mu_test, z_test = sample_latents(model, dm.split("test"), seed)
     if dm.factor_names:
@@ -472,6 +524,7 @@ def _run_one(
     seconds = {"wall": round(time.perf_counter() - t0, 1), "cpu": round(time.process_time() - c0, 1)}
     return {
         "metrics": metrics,
+        "persist_metrics": persist_metrics,
         "curve": curve.rows,
         "z": z_test,
         "mu": mu_test,
@@ -639,13 +692,27 @@ def run_serial(
     return results
 
 
+def steps_per_epoch(cfg: Config, dm: TextVAEDataModule) -> int:
+    """Training batches per epoch, as the Trainer will count them (``limit_batches`` applied)."""
+    n = len(BucketedBatches(dm.split("train"), cfg.batch_size))
+    return int(n * cfg.limit_batches) if isinstance(cfg.limit_batches, float) else min(n, cfg.limit_batches)
+
+
+def schedule_steps(cfg: Config, dm: TextVAEDataModule) -> int:
+    """T, the steps of the beta schedule: ``max_steps``, or ``max_epochs`` epochs."""
+    return cfg.max_steps if cfg.max_steps > 0 else cfg.max_epochs * steps_per_epoch(cfg, dm)
+
+
+def persist_steps(cfg: Config, dm: TextVAEDataModule) -> int:
+    """Steps of the persistence phase after T, at beta = 1 for every row: ``persist_epochs`` epochs."""
+    return cfg.persist_epochs * steps_per_epoch(cfg, dm)
+
+
 def check_delay(cfg: Config, dm: TextVAEDataModule) -> None:
     """Refuse a ``--delay`` that leaves no step for the cycles before the first run starts, not at its row."""
     if cfg.delay == 0:
         return
-    n = len(BucketedBatches(dm.split("train"), cfg.batch_size))
-    per_epoch = int(n * cfg.limit_batches) if isinstance(cfg.limit_batches, float) else min(n, cfg.limit_batches)
-    total = cfg.max_steps if cfg.max_steps > 0 else cfg.max_epochs * per_epoch
+    total = schedule_steps(cfg, dm)
     if cfg.delay >= total:
         raise ValueError(f"`delay` must be smaller than the run's {total} training steps, got {cfg.delay}")
 
@@ -661,11 +728,38 @@ def summarize(per_seed: dict[int, dict[str, float]]) -> dict[str, Any]:
     }
 
 
+def sign_test_p(diffs: list[float]) -> float:
+    """Two-sided exact sign test: P(a split of the nonzero differences at least this uneven | median 0).
+
+    Example:
+        >>> sign_test_p([0.1, 0.2, 0.3, 0.4, 0.5])  # 5 of 5 positive: 2 * 0.5 ** 5
+        0.0625
+        >>> sign_test_p([0.1, -0.2])
+        1.0
+    """
+    nonzero = [d for d in diffs if d != 0]
+    n, k = len(nonzero), sum(d > 0 for d in nonzero)
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(k, n - k) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def bootstrap_interval(diffs: list[float], n_boot: int = 10_000, level: float = 0.95, seed: int = 0) -> list[float]:
+    """Percentile bootstrap interval of the mean of ``diffs`` (seeds resampled with replacement; seeded)."""
+    d = np.asarray(diffs, dtype=float)
+    means = d[np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))].mean(1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return [float(lo), float(hi)]
+
+
 def paired(results: dict[str, Any], base: str = "monotonic", key: str = "kl") -> dict[str, dict[str, Any]]:
-    """Per-seed differences ``row - base`` of one metric for every other row, and how many are > 0.
+    """Per-seed differences ``row - base`` of one metric for every other row, how many are > 0, and tests.
 
     Seeds share the data order and the initial weights, so the paired difference removes the
-    seed-to-seed spread that the rows' standard deviations include.
+    seed-to-seed spread that the rows' standard deviations include. ``sign_test_p`` is the
+    two-sided exact sign test, ``bootstrap_95`` the percentile bootstrap 95 % interval of the mean
+    difference (with few seeds it is narrower than it should be; the sign test is the decision).
     """
     if base not in results:
         return {}
@@ -675,14 +769,55 @@ def paired(results: dict[str, Any], base: str = "monotonic", key: str = "kl") ->
         if name in (base, "constant"):
             continue
         diffs = {s: r["per_seed"][s][key] - ref[s][key] for s in ref if s in r["per_seed"]}
+        values = list(diffs.values())
         out[name] = {
             "key": key,
             "base": base,
             "per_seed": diffs,
-            "greater": sum(d > 0 for d in diffs.values()),
+            "greater": sum(d > 0 for d in values),
             "n": len(diffs),
+            "mean": float(np.mean(values)) if values else None,
+            "sign_test_p": sign_test_p(values),
+            "bootstrap_95": bootstrap_interval(values) if len(values) > 1 else None,
         }
     return out
+
+
+def add_paired(results: dict[str, Any]) -> None:
+    """``paired`` (KL), ``paired_mi`` and ``paired_elbo`` of every row against monotonic, into each row."""
+    for key, field_name in (("kl", "paired"), ("mi", "paired_mi"), ("elbo", "paired_elbo")):
+        for name, p in paired(results, key=key).items():
+            results[name][field_name] = p
+
+
+def git_commit() -> str | None:
+    """The code's commit (``+dirty`` if the work tree has changes), or None outside a git checkout."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                capture_output=True, text=True, check=True)  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
+
+
+def command_line(cfg: Config) -> str:
+    """The command that runs ``cfg``: the script and every option that differs from its default."""
+    default, parts = Config(), ["python examples/text_vae/compare.py"]
+    for key, value in asdict(cfg).items():
+        if value == getattr(default, key):
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag)
+        elif isinstance(value, list):
+            parts.append(f"{flag} {' '.join(map(str, value))}")
+        else:
+            parts.append(f"{flag} {value}")
+    return " ".join(parts)
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -796,9 +931,19 @@ def compare(cfg: Config) -> dict[str, Any]:
         )
     if isinstance(cfg.delay, bool) or not isinstance(cfg.delay, int) or cfg.delay < 0:
         raise ValueError(f"`delay` must be an int >= 0 (steps at beta = 0; 0 = no delay row), got {cfg.delay!r}")
+    if isinstance(cfg.persist_epochs, bool) or not isinstance(cfg.persist_epochs, int) or cfg.persist_epochs < 0:
+        raise ValueError(
+            f"`persist_epochs` must be an int >= 0 (epochs at beta = 1 after the schedule; 0 = none), got {cfg.persist_epochs!r}"
+        )
+    if cfg.persist_epochs and cfg.lr_restart:
+        raise ValueError(
+            "`persist_epochs` > 0 with `lr_restart`: the learning-rate restarts would span the persistence phase too; "
+            f"run them separately (got persist_epochs={cfg.persist_epochs})"
+        )
     if cfg.recipe:
         check_recipe(cfg)
     rows = schedules(cfg)
+    commit = git_commit()  # now: the code these runs use, whatever the checkout holds when they end
     # seed by seed, the rows inside: the order of the runs, of the progress lines and of results.json
     plan = [(name, row, seed) for seed in cfg.seeds for name, row in rows.items()]
     n_runs = len(plan)
@@ -832,14 +977,33 @@ def compare(cfg: Config) -> dict[str, Any]:
             curves[name] = res["curve"]
             latents[name] = (res["z"], res["mu"])
     results = {name: summarize(p) for name, p in per.items()}
-    for name, p in paired(results).items():
-        results[name]["paired"] = p
+    add_paired(results)
+    if cfg.persist_epochs:  # the same rows after the persistence phase at beta = 1
+        for name in rows:
+            results[name]["persist"] = summarize(
+                {seed: runs[k]["persist_metrics"] for k, (n, _, seed) in enumerate(plan) if n == name}
+            )
+        persisted = {name: r["persist"] for name, r in results.items()}
+        add_paired(persisted)
     for name, a in alerts.items():
         results[name]["alert"] = a
         results[name]["seconds"] = seconds[name]
     if rank_zero_only.rank != 0:  # under DDP every process runs this script; one writes the outputs
         return results
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    total, persist = schedule_steps(cfg, dm), persist_steps(cfg, dm)
+    block = {
+        "steps": total + persist,
+        "schedule_steps": total,
+        "persist_steps": persist,
+        "steps_per_epoch": steps_per_epoch(cfg, dm),
+        "seeds": list(cfg.seeds),
+        "rows": list(rows),
+        "command": command_line(cfg),
+        "commit": commit,
+        "threads": cfg.threads,
+        "jobs_used": jobs,
+    }
+    (out / "results.json").write_text(json.dumps({"config": block, **results}, indent=2) + "\n")
     cpu_s = sum(t["cpu"] for r in seconds.values() for t in r.values())
     run_info = {"jobs_used": jobs, "wall_s": round(time.time() - t0, 1), "runs_cpu_s": round(cpu_s, 1)}
     (out / "config.json").write_text(json.dumps({**asdict(cfg), **run_info}, indent=2) + "\n")
@@ -967,6 +1131,13 @@ def parse_args(argv: list[str] | None = None) -> Config:
         help="fraction (or, if > 1, number) of batches per epoch",
     )
     p.add_argument("--probe-size", type=int, default=d.probe_size, help="training sentences used to fit the probes")
+    p.add_argument(
+        "--persist-epochs",
+        type=int,
+        default=d.persist_epochs,
+        help="after the schedule's --max-epochs (or --max-steps), this many epochs at beta = 1 for every row; each "
+        "phase is tested from its own best-validation checkpoint ('persist' in results.json)",
+    )
     a = p.parse_args(argv)
     if a.limit_batches > 1:
         a.limit_batches = int(a.limit_batches)

@@ -1,24 +1,32 @@
-"""A built-in, seeded corpus whose sentences share a few *sentence-level* factors.
+"""A built-in, seeded corpus whose sentences share several *sentence-level* factors.
 
     python -c "from examples.text_vae.corpus import write_corpus; write_corpus('runs/corpus')"
+    python -m examples.text_vae.corpus_stats      # measures it: figures/corpus_stats.json
 
 Why this grammar: a global latent code only helps a language model if something decided once per
-sentence shapes words all through it. Here four hidden factors are drawn per sentence
+sentence shapes words all through it. Here six hidden factors are drawn per sentence, independent
+and uniform, about 7 nats in all (``figures/corpus_stats.json``):
 
-* ``topic`` (6 values): which nouns, verbs and descriptive adjectives appear,
-* ``sentiment`` (2): which evaluative adjectives and adverbs appear,
-* ``tense`` (3): the verb forms (``kicked`` / ``kicks`` / ``will kick``) and the time adverbial,
-* ``length`` (3): one, two or three clauses,
+* ``topic`` (8 values): the nouns, verbs and descriptive adjectives of every clause,
+* ``sentiment`` (2): the evaluative adjectives and adverbs of every clause,
+* ``tense`` (3): every verb form (``kicked`` / ``kicks`` / ``will kick``) and the time adverbial,
+* ``length`` (3): one, two or three clauses (the conjunctions and where ``<eos>`` comes),
+* ``place`` (4): a place word in each clause (``downtown`` / ``offshore`` / ``uphill`` / ``upstate`` ...),
+* ``certainty`` (2): a hedge opening each clause (``surely`` / ``perhaps`` ...),
 
-and every clause re-uses them, with a little noise (an off-topic word, a flipped sentiment word)
-so that reading a prefix never pins the factors down for certain. A sentence opens with a
-factor-free determiner, so an LSTM decoder without ``z`` has to guess all factors at once before
-its first content word, and keeps paying for the noise later; a decoder that reads them from ``z``
-does not. The decoder is still strong enough to model the corpus well without ``z``, which is
-what makes constant beta = 1 collapse.
+and every clause re-uses them, with a little noise (an off-topic word, a flipped evaluative word,
+a hedge or place of another value) so that reading a prefix never pins the factors down for
+certain. A sentence opens with a hedge that only says ``certainty``, or with words of a topic and
+a sentiment, so an LSTM decoder without ``z`` has to guess most factors before their first word,
+and keeps paying for the noise later; a decoder that reads them from ``z`` does not. There are no
+determiners or other filler words: every token but the conjunctions carries a factor, which keeps
+sentences short and the training step cheap. The decoder is still
+strong enough to model the corpus well without ``z``, which is what makes constant beta = 1
+collapse.
 
-The factors are kept as integer labels (``FACTORS``) for probing the latent space. Generation
-is deterministic for a given ``seed`` and sentences are unique across splits.
+The factors are kept as integer labels (``FACTORS``) for probing the latent space, and each
+sentence's count of words expressing each factor as ``Split.expressions``. Generation is
+deterministic for a given ``seed`` and sentences are unique across splits.
 """
 
 from __future__ import annotations
@@ -27,7 +35,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-FACTORS: tuple[str, ...] = ("topic", "sentiment", "tense", "length")
+FACTORS: tuple[str, ...] = ("topic", "sentiment", "tense", "length", "place", "certainty")
+N_VALUES: tuple[int, ...] = (8, 2, 3, 3, 4, 2)  # values of each factor, drawn uniformly and independently
 
 # (nouns, verbs as (base, third person, past), descriptive adjectives) per topic.
 _TOPICS: dict[str, tuple[list[str], list[tuple[str, str, str]], list[str]]] = {
@@ -103,6 +112,30 @@ _TOPICS: dict[str, tuple[list[str], list[tuple[str, str, str]], list[str]]] = {
         ],
         ["precise", "empirical", "novel", "complex", "rigorous"],
     ),
+    "garden": (
+        ["gardener", "rose", "tree", "hedge", "seed", "flower", "lawn", "shovel", "orchard", "greenhouse"],
+        [
+            ("plant", "plants", "planted"),
+            ("water", "waters", "watered"),
+            ("prune", "prunes", "pruned"),
+            ("dig", "digs", "dug"),
+            ("grow", "grows", "grew"),
+            ("weed", "weeds", "weeded"),
+        ],
+        ["green", "leafy", "lush", "fragrant", "blooming"],
+    ),
+    "business": (
+        ["manager", "company", "client", "contract", "office", "budget", "investor", "profit", "meeting", "report"],
+        [
+            ("sell", "sells", "sold"),
+            ("hire", "hires", "hired"),
+            ("invest", "invests", "invested"),
+            ("negotiate", "negotiates", "negotiated"),
+            ("manage", "manages", "managed"),
+            ("sign", "signs", "signed"),
+        ],
+        ["corporate", "financial", "profitable", "strategic", "global"],
+    ),
 }
 _SENTIMENT_ADJ = (
     ["great", "wonderful", "brilliant", "lovely", "excellent", "superb", "delightful", "fine"],
@@ -117,60 +150,88 @@ _TIME = (
     ["today", "now", "every day", "these days"],
     ["tomorrow", "next week", "next year", "soon"],
 )
-_DETERMINERS = ["the", "a", "my", "this", "our", "every", "that", "their"]
+_PLACES = (
+    ["downtown", "uptown", "midtown", "citywide"],
+    ["seaside", "offshore", "ashore", "harborside"],
+    ["uphill", "hilltop", "clifftop", "highland"],
+    ["countryside", "farmland", "upstate", "backcountry"],
+)
+_HEDGES = (
+    ["surely", "clearly", "certainly", "obviously", "definitely"],
+    ["perhaps", "maybe", "probably", "possibly", "apparently"],
+)
 _CONJUNCTIONS = ["and", "while", "because", "so"]
 
 _OFF_TOPIC = 0.1  # chance that a topic word comes from another topic
-_FLIP = 0.1  # chance that an evaluative word has the other sentiment
+_FLIP = 0.1  # chance that an evaluative word, a hedge or a place phrase has another value of its factor
+_P_HEDGE = 0.9  # chance that a clause opens with a hedge
+_P_PLACE = 0.9  # chance that a clause has a place phrase
 
 
 @dataclass(frozen=True)
 class Split:
-    """One split of the built-in corpus: tokenised sentences and their factor labels."""
+    """One split of the built-in corpus: tokenised sentences, their factor labels and expressions.
+
+    ``expressions[i][j]`` counts the words of sentence ``i`` drawn for factor ``FACTORS[j]`` (a
+    two-word verb or time adverbial counts once; ``length`` counts the conjunctions and the end).
+    """
 
     sentences: list[list[str]]
     labels: list[tuple[int, ...]]  # one int per name in FACTORS
+    expressions: list[tuple[int, ...]]  # one count per name in FACTORS
 
 
-def _clause(rng: random.Random, topic: int, sentiment: int, tense: int) -> list[str]:
+def _clause(rng: random.Random, f: dict[str, int], count: dict[str, int]) -> list[str]:
     names = list(_TOPICS)
 
+    def other(value: int, n: int) -> int:
+        """``value``, or with chance ``_FLIP`` another one drawn uniformly from the other ``n - 1``."""
+        return (value + rng.randrange(1, n)) % n if rng.random() < _FLIP else value
+
     def topical(kind: int) -> object:
-        t = rng.randrange(len(names)) if rng.random() < _OFF_TOPIC else topic
+        t = rng.randrange(len(names)) if rng.random() < _OFF_TOPIC else f["topic"]
+        count["topic"] += 1
         return rng.choice(_TOPICS[names[t]][kind])
 
     def evaluative(words: tuple[list[str], list[str]]) -> str:
-        s = 1 - sentiment if rng.random() < _FLIP else sentiment
-        return rng.choice(words[s])
+        count["sentiment"] += 1
+        return rng.choice(words[other(f["sentiment"], 2)])
 
     def noun_phrase() -> list[str]:
-        words = [rng.choice(_DETERMINERS)]
-        if rng.random() < 0.6:
+        words = []
+        if rng.random() < 0.5:
             words.append(evaluative(_SENTIMENT_ADJ))
-        if rng.random() < 0.4:
+        if rng.random() < 0.3:
             words.append(topical(2))  # type: ignore[arg-type]
         words.append(topical(0))  # type: ignore[arg-type]
         return words
 
+    words: list[str] = []
+    if rng.random() < _P_HEDGE:
+        count["certainty"] += 1
+        words.append(rng.choice(_HEDGES[other(f["certainty"], 2)]))
     base, third, past = topical(1)  # type: ignore[misc]
-    verb = [[past], [third], ["will", base]][tense]
-    words = noun_phrase() + verb + noun_phrase()
+    count["tense"] += 1
+    words += noun_phrase() + [[past], [third], ["will", base]][f["tense"]] + noun_phrase()
     if rng.random() < 0.5:
         words.append(evaluative(_SENTIMENT_ADV))
+    if rng.random() < _P_PLACE:
+        count["place"] += 1
+        words.append(rng.choice(_PLACES[other(f["place"], len(_PLACES))]))
     return words
 
 
-def _sentence(rng: random.Random) -> tuple[list[str], tuple[int, ...]]:
-    topic = rng.randrange(len(_TOPICS))
-    sentiment = rng.randrange(2)
-    tense = rng.randrange(3)
-    length = rng.randrange(3)
-    words = _clause(rng, topic, sentiment, tense)
-    for _ in range(length):
-        words += [rng.choice(_CONJUNCTIONS)] + _clause(rng, topic, sentiment, tense)
-    if rng.random() < 0.5:
-        words += rng.choice(_TIME[tense]).split()
-    return words, (topic, sentiment, tense, length)
+def _sentence(rng: random.Random) -> tuple[list[str], tuple[int, ...], tuple[int, ...]]:
+    f = {name: rng.randrange(n) for name, n in zip(FACTORS, N_VALUES)}
+    count = dict.fromkeys(FACTORS, 0)
+    words = _clause(rng, f, count)
+    for _ in range(f["length"]):
+        words += [rng.choice(_CONJUNCTIONS)] + _clause(rng, f, count)
+    count["length"] = f["length"] + 1  # the conjunctions and the end of the sentence
+    if rng.random() < 0.3:
+        count["tense"] += 1
+        words += rng.choice(_TIME[f["tense"]]).split()
+    return words, tuple(f[k] for k in FACTORS), tuple(count[k] for k in FACTORS)
 
 
 def generate_corpus(
@@ -204,21 +265,23 @@ def generate_corpus(
     seen: set[tuple[str, ...]] = set()
     sentences: list[list[str]] = []
     labels: list[tuple[int, ...]] = []
+    expressions: list[tuple[int, ...]] = []
     total = n_train + n_valid + n_test
     attempts = 0
     while len(sentences) < total:
         attempts += 1
         if attempts > 50 * total:  # the grammar has ~10^12 sentences; this never triggers in practice
             raise RuntimeError(f"could not draw {total} distinct sentences")
-        words, factors = _sentence(rng)
+        words, factors, counts = _sentence(rng)
         key = tuple(words)
         if key in seen:
             continue  # duplicates would leak test sentences into training
         seen.add(key)
         sentences.append(words)
         labels.append(factors)
+        expressions.append(counts)
     bounds = {"train": (0, n_train), "valid": (n_train, n_train + n_valid), "test": (n_train + n_valid, total)}
-    return {k: Split(sentences[a:b], labels[a:b]) for k, (a, b) in bounds.items()}
+    return {k: Split(sentences[a:b], labels[a:b], expressions[a:b]) for k, (a, b) in bounds.items()}
 
 
 def write_corpus(directory: str | Path, seed: int = 0, **sizes: int) -> Path:
