@@ -67,7 +67,7 @@ def check_real(
         >>> check_real("kl_threshold", -1.0, 0.0)
         Traceback (most recent call last):
         ...
-        ValueError: `kl_threshold` must be a finite real number >= 0.0, got -1.0
+        ValueError: `kl_threshold` must be a finite real number >= 0, got -1.0
         >>> check_real("stop", "1")
         Traceback (most recent call last):
         ...
@@ -77,7 +77,7 @@ def check_real(
         return None
     accepted = (
         ("a finite real number" if finite else "a real number")
-        + ("" if minimum is None else f" >= {minimum}")
+        + ("" if minimum is None else f" >= {minimum:g}")
         + _or_none(optional)
     )
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -145,7 +145,7 @@ def check_rows(name: str, value: Any, *, min_rows: int = 0, what: str = "") -> T
         raise ValueError(f"`{name}` must be a (batch, d) tensor, got shape {tuple(value.shape)}")
     if value.shape[0] < min_rows:
         raise ValueError(
-            f"`{name}` must be a (batch, d) tensor with at least {min_rows} rows, got shape {tuple(value.shape)}"
+            f"`{name}` must be a (batch, d) tensor with at least {min_rows} row{'s' if min_rows != 1 else ''}, got shape {tuple(value.shape)}"
             + (f": {what}" if what else "")
         )
     return value

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from collections.abc import Mapping
 from typing import Any, Literal, get_args
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
-import torch
 from torch import Tensor
 from typing_extensions import override
 
+from lightning_kl_anneal._checks import check_choice, check_int, check_name, check_real
 from lightning_kl_anneal.exceptions import misconfiguration
 from lightning_kl_anneal.metrics import ActiveUnits, KLPerDimension, MutualInformation
 
@@ -31,27 +31,6 @@ _NOT_FINITE = r".*the posterior is not finite.*"  # the diagnostics' own warning
 
 class LatentCollapseError(RuntimeError):
     """Raised by :class:`LatentMonitor` with ``on_collapse="raise"`` when the posterior has collapsed."""
-
-
-def _check_key(name: str, value: object, optional: bool) -> None:
-    if value is None and optional:
-        return
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"`{name}` must be a non-empty string{' or None' if optional else ''}, got {value!r}")
-
-
-def _check_int(name: str, value: object, minimum: int, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"`{name}` must be an int >= {minimum}{' or None' if optional else ''}, got {value!r}")
-
-
-def _check_real(name: str, value: object, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"`{name}` must be a finite real number >= 0{' or None' if optional else ''}, got {value!r}")
 
 
 class LatentMonitor(Callback):
@@ -199,20 +178,19 @@ class LatentMonitor(Callback):
         mi_max_samples: int = 4096,
         log_prefix: str = "latent",
     ) -> None:
-        _check_key("mu_key", mu_key, optional=False)
-        _check_key("logvar_key", logvar_key, optional=False)
-        _check_key("prior_mu_key", prior_mu_key, optional=True)
-        _check_key("prior_logvar_key", prior_logvar_key, optional=True)
-        _check_key("log_prefix", log_prefix, optional=False)
-        _check_real("kl_threshold", kl_threshold, optional=True)
-        _check_int("min_active_units", min_active_units, 0, optional=True)
-        _check_int("patience", patience, 1)
-        _check_real("au_threshold", au_threshold)
-        _check_int("mi_samples", mi_samples, 1)
-        _check_int("mi_outer_rows", mi_outer_rows, 1, optional=True)
-        _check_int("mi_max_samples", mi_max_samples, 0)
-        if on_collapse not in ON_COLLAPSE:
-            raise ValueError(f"`on_collapse` must be one of {ON_COLLAPSE}, got {on_collapse!r}")
+        for name, key, optional in (
+            ("mu_key", mu_key, False), ("logvar_key", logvar_key, False), ("prior_mu_key", prior_mu_key, True),
+            ("prior_logvar_key", prior_logvar_key, True), ("log_prefix", log_prefix, False),
+        ):  # fmt: skip
+            check_name(name, key, optional=optional)
+        check_real("kl_threshold", kl_threshold, 0.0, optional=True)
+        check_int("min_active_units", min_active_units, 0, optional=True)
+        check_int("patience", patience, 1)
+        check_real("au_threshold", au_threshold, 0.0)
+        check_int("mi_samples", mi_samples, 1)
+        check_int("mi_outer_rows", mi_outer_rows, 1, optional=True)
+        check_int("mi_max_samples", mi_max_samples, 0)
+        check_choice("on_collapse", on_collapse, ON_COLLAPSE)
 
         self.mu_key, self.logvar_key = mu_key, logvar_key
         self.prior_mu_key, self.prior_logvar_key = prior_mu_key, prior_logvar_key

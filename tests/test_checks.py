@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_kl_anneal import CyclicalKLAnnealing, ScheduledAttribute
+import lightning_kl_anneal as kla
+from lightning_kl_anneal import CyclicalKLAnnealing, LatentMonitor, MutualInformation, ScheduledAttribute
 from lightning_kl_anneal._checks import check_choice, check_int, check_name, check_real, check_rows
 
 
@@ -35,9 +36,13 @@ def test_accepted_values_come_back_as_plain_python_types() -> None:
         (lambda: check_real("x", "1"), TypeError, r"^`x` must be a finite real number, got '1' of type str$"),
         (lambda: check_real("x", False), TypeError, r"^`x` must be a finite real number, got False of type bool$"),
         (lambda: check_real("x", math.inf), ValueError, r"^`x` must be a finite real number, got inf$"),
-        (lambda: check_real("x", math.nan, 0.0), ValueError, r"^`x` must be a finite real number >= 0.0, got nan$"),
-        (lambda: check_real("x", -0.5, 0.0), ValueError, r"^`x` must be a finite real number >= 0.0, got -0.5$"),
-        (lambda: check_real("x", math.nan, finite=False, minimum=0.0), ValueError, r"must be a real number >= 0.0"),
+        (lambda: check_real("x", math.nan, 0.0), ValueError, r"^`x` must be a finite real number >= 0, got nan$"),
+        (lambda: check_real("x", -0.5, 0.0), ValueError, r"^`x` must be a finite real number >= 0, got -0.5$"),
+        (
+            lambda: check_real("x", math.nan, finite=False, minimum=0.0),
+            ValueError,
+            r"must be a real number >= 0, got nan",
+        ),
         (lambda: check_choice("u", "day", ("step",)), ValueError, r"^`u` must be one of \('step',\), got 'day'$"),
         (lambda: check_name("k", ""), ValueError, r"^`k` must be a non-empty string, got ''$"),
         (lambda: check_name("k", 3), TypeError, r"^`k` must be a non-empty string, got 3 of type int$"),
@@ -63,8 +68,25 @@ def test_one_policy_with_the_name_the_value_and_what_is_accepted(call: Any, exc:
         lambda: ScheduledAttribute(lambda s, t: 0.0, total_steps=2.5),
         lambda: ScheduledAttribute(lambda s, t: 0.0, attribute=3),
         lambda: ScheduledAttribute(lambda s, t: 0.0, log_name=3),
+        # the drift the issue found: these raised ValueError while `n_cycle=2.5` raised TypeError
+        lambda: LatentMonitor(patience=2.5),
+        lambda: MutualInformation(n_samples=2.5),
+        lambda: kla.mutual_information(torch.zeros(3, 2), torch.zeros(3, 2), n_samples=2.5),
+        lambda: kla.free_bits_kl(torch.zeros(2, 2), "0.5"),
+        lambda: kla.active_units(torch.zeros(3, 2), threshold="0"),
     ],
 )
 def test_a_wrong_type_is_a_type_error_across_the_callbacks(make: Any) -> None:
     with pytest.raises(TypeError, match=r"^`\w+` must be .*got .* of type \w+$"):
         make()
+
+
+def test_no_module_of_the_library_writes_its_own_argument_checks() -> None:
+    # One place for argument checks: outside _checks.py no module tests numeric types by hand (the callback's
+    # check of what a user's schedule returns is about a value, not an argument) or defines a `_check_int`.
+    import pathlib
+
+    package = pathlib.Path(kla.__file__).parent
+    texts = {p.name: p.read_text() for p in package.glob("*.py") if p.name != "_checks.py"}
+    assert [name for name, text in texts.items() if "numbers.Integral" in text] == []
+    assert [name for name, text in texts.items() if "def _check_int" in text or "def _check_real" in text] == []

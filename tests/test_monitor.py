@@ -605,24 +605,28 @@ def test_missing_prior_key_names_it(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"),
+    ("kwargs", "exc", "match"),
     [
-        (dict(mu_key=""), r"`mu_key` must be a non-empty string, got ''"),
-        (dict(logvar_key=3), r"`logvar_key` must be a non-empty string, got 3"),
-        (dict(prior_mu_key=""), r"`prior_mu_key` must be a non-empty string or None, got ''"),
-        (dict(kl_threshold=-0.1), r"`kl_threshold` must be a finite real number >= 0 or None, got -0.1"),
-        (dict(min_active_units=0.5), r"`min_active_units` must be an int >= 0 or None, got 0.5"),
-        (dict(patience=0), r"`patience` must be an int >= 1, got 0"),
-        (dict(on_collapse="error"), r"`on_collapse` must be one of \('warn', 'raise', 'stop'\), got 'error'"),
-        (dict(au_threshold=math.nan), r"`au_threshold` must be a finite real number >= 0, got nan"),
-        (dict(mi_samples=0), r"`mi_samples` must be an int >= 1, got 0"),
-        (dict(mi_outer_rows=0), r"`mi_outer_rows` must be an int >= 1 or None, got 0"),
-        (dict(mi_max_samples=-1), r"`mi_max_samples` must be an int >= 0, got -1"),
-        (dict(log_prefix=None), r"`log_prefix` must be a non-empty string, got None"),
+        (dict(mu_key=""), ValueError, r"`mu_key` must be a non-empty string, got ''"),
+        (dict(logvar_key=3), TypeError, r"`logvar_key` must be a non-empty string, got 3 of type \w+"),
+        (dict(prior_mu_key=""), ValueError, r"`prior_mu_key` must be a non-empty string or None, got ''"),
+        (dict(kl_threshold=-0.1), ValueError, r"`kl_threshold` must be a finite real number >= 0 or None, got -0.1"),
+        (dict(min_active_units=0.5), TypeError, r"`min_active_units` must be an int >= 0 or None, got 0.5 of type \w+"),
+        (dict(patience=0), ValueError, r"`patience` must be an int >= 1, got 0"),
+        (
+            dict(on_collapse="error"),
+            ValueError,
+            r"`on_collapse` must be one of \('warn', 'raise', 'stop'\), got 'error'",
+        ),
+        (dict(au_threshold=math.nan), ValueError, r"`au_threshold` must be a finite real number >= 0, got nan"),
+        (dict(mi_samples=0), ValueError, r"`mi_samples` must be an int >= 1, got 0"),
+        (dict(mi_outer_rows=0), ValueError, r"`mi_outer_rows` must be an int >= 1 or None, got 0"),
+        (dict(mi_max_samples=-1), ValueError, r"`mi_max_samples` must be an int >= 0, got -1"),
+        (dict(log_prefix=None), TypeError, r"`log_prefix` must be a non-empty string, got None of type \w+"),
     ],
 )
-def test_bad_arguments(kwargs: dict, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
+def test_bad_arguments(kwargs: dict, exc: type, match: str) -> None:
+    with pytest.raises(exc, match=match):
         LatentMonitor(**kwargs)
 
 
