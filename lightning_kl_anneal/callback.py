@@ -685,6 +685,19 @@ class ScheduledAttribute(Callback):
                 for logger in self._loggers:
                     logger.log_metrics({self._log_name: self._value}, step=logged_step)
 
+    @override
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        # A step that sets `should_stop` (in training_step, or in a callback before this one) has its losses
+        # logged by the Trainer after this hook, whatever `log_every_n_steps` says: log the value beside them.
+        if trainer.should_stop and self._loggers and self._cached_step >= 0:
+            logged_step = self._epoch_loop._batches_that_stepped
+            if logged_step != self._logged_step:
+                self._logged_step = logged_step
+                for logger in self._loggers:
+                    logger.log_metrics({self._log_name: self._value}, step=logged_step)
+
     def _write_slow(self, pl_module: pl.LightningModule, value: float) -> None:
         owner, name = self._owner(pl_module)
         current = getattr(owner, name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -18,7 +19,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
-from lightning_kl_anneal import CyclicalKLAnnealing, cyclical_beta
+from lightning_kl_anneal import CyclicalKLAnnealing, CyclicalSchedule, ScheduledAttribute, cyclical_beta
 
 # ---------------------------------------------------------------- a tiny "VAE" that records what it sees
 
@@ -279,11 +280,15 @@ def test_bad_arguments(kwargs: dict, exc: type, match: str) -> None:
         CyclicalKLAnnealing(**kwargs)
 
 
-def test_arguments_not_mutated_and_keyword_only() -> None:
-    with pytest.raises(TypeError):
+def test_keyword_only_after_stop_and_the_schedule_object_left_as_given() -> None:
+    with pytest.raises(TypeError, match=r"takes from 1 to 5 positional arguments but 6 were given"):
         CyclicalKLAnnealing(4, 0.5, 0.0, 1.0, 1000)  # type: ignore[misc]
-    cb = CyclicalKLAnnealing(total_steps=1000)
-    assert cb.total_steps == 1000 and cb.eval_beta == 1.0
+    cb = CyclicalKLAnnealing(total_steps=1000, stop=0.8)
+    assert cb.total_steps == 1000 and cb.eval_beta == cb.stop == 0.8
+    schedule = CyclicalSchedule(n_cycle=2, ratio=0.25)
+    given = dataclasses.astuple(schedule)
+    ScheduledAttribute(schedule, "beta", total_steps=10).value_at(3)
+    assert dataclasses.astuple(schedule) == given and ScheduledAttribute(schedule).schedule is schedule
 
 
 # ---------------------------------------------------------------- evaluation β
@@ -337,6 +342,33 @@ def test_default_eval_beta_is_stop_and_restored_after_validation(tmp_path: Path)
 def _csv_rows(logger: CSVLogger) -> list[dict[str, str]]:
     with open(os.path.join(logger.log_dir, "metrics.csv")) as f:
         return list(csv.DictReader(f))
+
+
+class StopsAt(TinyVAE):
+    """Sets ``trainer.should_stop`` in the training step of ``stop_at``, as a user's divergence check would."""
+
+    def __init__(self, stop_at: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.stop_at = stop_at
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss = super().training_step(batch, batch_idx)
+        if self.global_step == self.stop_at:
+            self.trainer.should_stop = True
+        return loss
+
+
+def test_beta_logged_at_the_step_where_should_stop_is_set(tmp_path: Path) -> None:
+    # Lightning logs the losses of the step that sets `should_stop` whatever `log_every_n_steps`; β goes with them.
+    model = StopsAt(stop_at=6, n_batches=20)
+    logger = CSVLogger(tmp_path, name="csv")
+    make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=2)], logger=logger, log_every_n_steps=5).fit(model)
+    assert len(model.seen) == 7
+    rows = _csv_rows(logger)
+    losses = sorted(int(r["step"]) for r in rows if r.get("train_loss"))
+    betas = {int(r["step"]): float(r["beta"]) for r in rows if r.get("beta")}
+    assert losses == [4, 6]
+    assert betas == {4: expected(4, 40, n_cycle=2), 6: expected(6, 40, n_cycle=2)} == {4: 0.4, 6: 0.6}
 
 
 @pytest.mark.parametrize("accumulate", [1, 2])

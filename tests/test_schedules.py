@@ -523,3 +523,32 @@ def test_schedule_object_bad_arguments(kwargs: dict[str, Any], exc: type, match:
 def test_schedule_object_bad_calls(call: Any, exc: type, match: str) -> None:
     with pytest.raises(exc, match=match):
         call(CyclicalSchedule())
+
+
+# ---------------------------------------------------------------- behaviours pinned by hand (mutation probes)
+
+
+def test_a_decreasing_schedule_plateaus_at_stop() -> None:
+    # start > stop: the ramp falls from 1.0 to 0.2; the plateau and every step past T are `stop`, not max(start, stop).
+    kwargs = {"n_cycle": 2, "ratio": 0.5, "start": 1.0, "stop": 0.2}
+    assert [cyclical_beta(t, 8, **kwargs) for t in range(10)] == [1.0, 0.6, 0.2, 0.2, 1.0, 0.6, 0.2, 0.2, 0.2, 0.2]
+    np.testing.assert_array_equal(cyclical_schedule(8, **kwargs), [1.0, 0.6, 0.2, 0.2, 1.0, 0.6, 0.2, 0.2])
+    assert CyclicalSchedule(**kwargs)(3, 8) == 0.2
+
+
+def test_phases_when_the_last_cycle_is_short() -> None:
+    # T = 10, M = 3: cycles of 4, 4 and 2 steps; the last (tau 0, 0.3) never reaches its plateau, so the second
+    # cycle's plateau is "plateau", not "final", and only steps past T are "final".
+    assert [cyclical_phase(t, 10, 3) for t in range(11)] == (["ramp"] * 2 + ["plateau"] * 2) * 2 + ["ramp"] * 2 + [
+        "final"
+    ]
+    # T = 11, M = 3: the last cycle (3 steps, tau 0, 3/11, 6/11) does reach its plateau: its step 10 is "final".
+    assert [cyclical_phase(t, 11, 3) for t in range(8, 12)] == ["ramp", "ramp", "final", "final"]
+    assert cyclical_phase(7, 11, 3) == "plateau"
+
+
+def test_cycle_position_during_and_after_a_delay() -> None:
+    # delay 4, T = 20: 16 steps for 4 cycles of 4; tau = ((t - 4) mod 4) * 4 / 16.
+    assert [cycle_position(t, 20, 4, delay=4) for t in range(10)] == [0.0] * 4 + [0.0, 0.25, 0.5, 0.75, 0.0, 0.25]
+    assert cycle_position(20, 20, 4, delay=4) == 1.0
+    assert cycle_length(20, 4, delay=4) == 4
