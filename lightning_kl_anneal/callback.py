@@ -27,6 +27,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from typing_extensions import override
 
 from lightning_kl_anneal._checks import check_choice, check_int, check_real
+from lightning_kl_anneal._run import choose_total
 from lightning_kl_anneal.exceptions import misconfiguration
 from lightning_kl_anneal.schedules import PHASES, CyclicalSchedule, Phase, Shape
 
@@ -455,42 +456,33 @@ class ScheduledAttribute(Callback):
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         loaded, self._loaded = self._loaded, None
-        estimate = self._estimate
-        last_run, self._last_run = self._last_run, None
-        continued = last_run is not None and last_run[0]() is trainer and self._read_counter(trainer, pl_module) > 0
         if loaded is not None:
             self._warn_changed_config(loaded)
-        if self._total_steps is not None:
-            total: int | None = self._total_steps
-            if loaded is not None and loaded.get("total_steps") not in (None, total):
-                rank_zero_warn(
-                    f"{type(self).__name__}(`{self._attribute}`): resuming a run scheduled over "
-                    f"{loaded['total_steps']} {self._unit}s with `total_steps={total}`; the values change from here on"
-                )
-        elif loaded is not None and loaded.get("total_steps") is not None:
-            total = self._keep_total(int(loaded["total_steps"]), estimate, "the checkpoint's schedule")
-        elif continued and last_run[1] is not None:  # type: ignore[index]
-            total = self._keep_total(last_run[1], estimate, "the continued fit's schedule")  # type: ignore[index]
-        else:
-            total = estimate
+        saved = None if loaded is None or loaded.get("total_steps") is None else int(loaded["total_steps"])
+        continued = self._continued_total(trainer, pl_module)
+        total, warning = choose_total(self._total_steps, saved, continued, self._estimate, self._unit)
+        if warning is not None:
+            rank_zero_warn(f"{type(self).__name__}(`{self._attribute}`): {warning}")
         if total:
             self._check_total(total, trainer)
         self._total = total or None
         self._last_run = (weakref.ref(trainer), self._total)
         self._bind(trainer, pl_module)
-        probed, self._probed = self._probed, None
-        if probed is not None and probed[0] == self._total and self._read_counter(trainer, pl_module) == 0:
-            self._ahead, self._ahead_start, self._ahead_len = [float(probed[1])], 0, 1  # step 0: not called twice
+        self._reuse_probe(trainer, pl_module)
         self._warn_if_run_ends_off_plateau(trainer)
 
-    def _keep_total(self, kept: int, estimate: int | None, what: str) -> int:
-        if estimate and estimate != kept:
-            rank_zero_warn(
-                f"{type(self).__name__}(`{self._attribute}`): {what} spans {kept} {self._unit}s but this Trainer "
-                f"would run {estimate}; keeping {kept} so the values continue exactly. "
-                f"Pass `total_steps={estimate}` to reschedule."
-            )
-        return kept
+    def _continued_total(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> int | None:
+        """``T`` of the previous fit on this Trainer, when this fit continues it (past step 0); else None."""
+        last_run, self._last_run = self._last_run, None
+        if last_run is None or last_run[0]() is not trainer or self._read_counter(trainer, pl_module) == 0:
+            return None
+        return last_run[1]
+
+    def _reuse_probe(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Step 0's value, evaluated by the probe in ``on_fit_start``, is the one written: not called twice."""
+        probed, self._probed = self._probed, None
+        if probed is not None and probed[0] == self._total and self._read_counter(trainer, pl_module) == 0:
+            self._ahead, self._ahead_start, self._ahead_len = [float(probed[1])], 0, 1
 
     def _warn_changed_config(self, loaded: dict[str, Any]) -> None:
         saved = loaded.get("config")

@@ -95,8 +95,7 @@ class LatentMonitor(Callback):
     Defaults, and why:
 
     - ``kl_threshold=0.05`` nats per example: far below one bit, so the code tells the decoder
-      almost nothing about x (MI <= KL). On the text example (``examples/text_vae``), the constant-β
-      runs end at 0.025-0.035 nats with no active unit; the cyclical runs keep 0.10-0.49.
+      almost nothing about x (MI <= KL); measured on the text example in ``docs/monitor-measurements.md``.
     - ``min_active_units=1``: collapse when no dimension is active at all.
     - ``patience=3``: a single validation can dip (noise, a learning-rate spike); three in a row
       judged on a plateau is a trend.
@@ -122,12 +121,8 @@ class LatentMonitor(Callback):
         au_threshold: variance of the posterior mean above which a dimension is active.
         mi_samples: z draws per row for the MI estimate.
         mi_outer_rows: rows (evenly spaced) whose draws are scored against the aggregate posterior
-            of all rows; ``None`` for all. On synthetic posteriors of 1000 rows (``benchmarks/monitor.py``),
-            with one draw and 512 outer rows the MI's standard deviation over draws measured 0.005 nats at MI 0.008, 0.017 at 0.21
-            and 0.049 at 1.46 (all rows: 0.004, 0.013, 0.033 at twice the cost; 4 draws and all rows:
-            0.002, 0.008, 0.015 at 8 times the cost). The draws are seeded, so two validations of
-            one model agree exactly. With these defaults the monitor took 4.4 % of the text VAE's
-            validation loop (``benchmarks/monitor.py``, README).
+            of all rows; ``None`` for all. The draws are seeded, so two validations of one model agree
+            exactly. The estimate's spread and cost for each setting: ``docs/monitor-measurements.md``.
         mi_max_samples: rows kept per process for the MI estimate; 0 turns MI off.
         log_prefix: the metrics are ``f"{log_prefix}/kl"`` etc.; to monitor two latents, give each
             monitor its own (two monitors with one ``log_prefix`` are refused before the first step).
