@@ -307,10 +307,18 @@ class LatentMonitor(Callback):
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        self._flush()
+        self._flush()  # the rows still buffered
         if not self.kl_per_dim.update_called:
             return
         kl_dim = self.kl_per_dim.compute()
+        values = self._compute(kl_dim)
+        self.last, self._d = values, len(kl_dim)
+        step = self._log(trainer, pl_module, values, kl_dim)
+        if trainer.state.fn == TrainerFn.FITTING and self.alert_step is None:
+            self._judge(trainer, values, len(kl_dim), step)  # count, and alert
+
+    def _compute(self, kl_dim: Tensor) -> dict[str, float]:
+        """The validation's statistics: KL, active units (where there is a variance), MI (where enabled)."""
         values = {"kl": float(kl_dim.sum())}
         with warnings.catch_warnings():  # a non-finite posterior gets one warning, the monitor's, in _judge
             warnings.filterwarnings("ignore", message=_NOT_FINITE)
@@ -324,7 +332,10 @@ class LatentMonitor(Callback):
                     )
             if self.mutual_information is not None:
                 values["mi"] = float(self.mutual_information.compute())
-        self.last, self._d = values, len(kl_dim)
+        return values
+
+    def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule, values: dict[str, float], kl_dim: Tensor) -> int:
+        """Log the statistics (and the KL per dimension as a histogram); returns the step they are logged at."""
         # Every rank holds the same gathered values, so no sync: `pl_module.log` sends them to every
         # logger at the step Lightning uses for validation metrics, and to `trainer.callback_metrics`.
         pl_module.log_dict({f"{self.log_prefix}/{k}": v for k, v in values.items()}, on_step=False, on_epoch=True)
@@ -332,8 +343,7 @@ class LatentMonitor(Callback):
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):  # a distribution, not d scalars
                 logger.experiment.add_histogram(f"{self.log_prefix}/kl_per_dim", kl_dim.float().cpu(), global_step=step)
-        if trainer.state.fn == TrainerFn.FITTING and self.alert_step is None:
-            self._judge(trainer, values, len(kl_dim), step)
+        return step
 
     def _judge(self, trainer: pl.Trainer, values: dict[str, float], d: int, step: int) -> None:
         """One validation of the fit: count it (or not), and act when the rule says so."""
