@@ -10,9 +10,9 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
+from helpers import TinyVAE, Unbounded, WithLossFn, _csv_rows, expected, make_trainer
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
-from test_callback import TinyVAE, Unbounded, WithLossFn, _csv_rows, expected, make_trainer
 
 from lightning_kl_anneal import (
     CyclicalKLAnnealing,

@@ -14,9 +14,9 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
+from helpers import TinyVAE, WithLossFn, _csv_rows, _fit_with_crash, expected, make_trainer
 from lightning.pytorch.callbacks import EarlyStopping, GradientAccumulationScheduler, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
-from test_callback import TinyVAE, WithLossFn, _csv_rows, _fit_with_crash, expected, make_trainer
 from torch import nn
 
 from lightning_kl_anneal import CyclicalKLAnnealing, MisconfigurationException, ScheduledAttribute, cyclical_beta

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import TinyVAE, make_trainer
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from test_callback import TinyVAE, make_trainer
 
 from lightning_kl_anneal import (
     CyclicalKLAnnealing,
