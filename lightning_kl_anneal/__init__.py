@@ -20,6 +20,7 @@ from lightning_kl_anneal.monitor import LatentCollapseError, LatentMonitor
 from lightning_kl_anneal.schedules import (
     PHASES,
     SHAPES,
+    CyclicalSchedule,
     Phase,
     Shape,
     cycle_length,
@@ -41,6 +42,7 @@ __all__ = [
     "SHAPES",
     "ActiveUnits",
     "CyclicalKLAnnealing",
+    "CyclicalSchedule",
     "FreeBitsMode",
     "KLPerDimension",
     "LatentCollapseError",

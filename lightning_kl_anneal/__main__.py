@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lightning_kl_anneal.schedules import SHAPES, cyclical_schedule, validate_schedule_args
+from lightning_kl_anneal.schedules import SHAPES, CyclicalSchedule
 
 
 def _cycles(text: str) -> int | None:
@@ -68,12 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     cycles = args.n_cycle if args.command == "plot" else [args.n_cycle]
-    options = {"delay": args.delay, "period": args.period}
+    options = {"shape": args.shape, "ratio_zero": args.ratio_zero, "delay": args.delay, "period": args.period}
     try:
-        for m in cycles:
-            validate_schedule_args(
-                m, args.ratio, args.start, args.stop, args.shape, args.ratio_zero, args.total_steps, **options
-            )
+        schedules = [CyclicalSchedule(m, args.ratio, args.start, args.stop, **options) for m in cycles]
+        curves = [schedule.values(args.total_steps) for schedule in schedules]
     except (TypeError, ValueError) as err:
         # Name the flag the user typed, not the Python argument.
         flag = lambda m: "--" + m.group(1).replace("_", "-") + (" " + m.group(2).lower() if m.group(2) else "")  # noqa: E731
@@ -81,9 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "print":
         if args.every < 1:
             parser.error(f"--every must be >= 1, got {args.every}")
-        beta = cyclical_schedule(
-            args.total_steps, args.n_cycle, args.ratio, args.start, args.stop, args.shape, args.ratio_zero, **options
-        )  # fmt: skip
+        beta = curves[0]
         print(f"{args.unit},beta")
         for step in range(0, args.total_steps, args.every):
             print(f"{step},{beta[step]:.6g}")
@@ -94,10 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     output = Path(args.output)
     if not output.suffix:
         output = output.with_suffix(".png")  # matplotlib would add it anyway: name the file really written
-    fig = plot_schedules(
-        args.total_steps, args.n_cycle, args.ratio, args.start, args.stop, args.shape, args.ratio_zero,
-        unit=args.unit, **options,
-    )  # fmt: skip
+    fig = plot_schedules(args.total_steps, args.n_cycle, args.ratio, args.start, args.stop, unit=args.unit, **options)
     try:
         fig.savefig(output, dpi=120)
     except (OSError, ValueError) as err:

@@ -9,6 +9,7 @@ to a Lightning run.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import numbers
@@ -25,16 +26,10 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from typing_extensions import override
 
+from lightning_kl_anneal._checks import check_choice, check_int, check_real
+from lightning_kl_anneal._run import choose_total
 from lightning_kl_anneal.exceptions import misconfiguration
-from lightning_kl_anneal.schedules import (
-    PHASES,
-    Phase,
-    Shape,
-    _beta,
-    _check_int,
-    _phase,
-    validate_schedule_args,
-)
+from lightning_kl_anneal.schedules import PHASES, CyclicalSchedule, Phase, Shape
 
 __all__ = ["CyclicalKLAnnealing", "ScheduledAttribute", "Unit"]
 
@@ -44,14 +39,6 @@ batches); ``"epoch"``, epochs."""
 UNITS: tuple[str, ...] = get_args(Unit)
 
 _TENSOR, _DICT, _SETATTR = 0, 1, 2  # how `_write` reaches the attribute, chosen once per fit
-
-
-def _check_eval_value(name: str, value: object) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"`{name}` must be a finite real number or None, got {value!r}")
-    return float(value)
 
 
 def _has_setter(owner: object, name: str) -> bool:
@@ -144,31 +131,31 @@ class ScheduledAttribute(Callback):
     ) -> None:
         if not callable(schedule):
             raise TypeError(f"`schedule` must be a callable `schedule(step, total_steps) -> float`, got {schedule!r}")
-        if not isinstance(attribute, str) or not all(
-            part.isidentifier() or part.isdigit() for part in attribute.split(".")
-        ):
-            raise ValueError(
-                f"`attribute` must be an attribute name or dotted path such as 'beta', 'loss_fn.beta' or "
-                f"'losses.0.beta', got {attribute!r}"
-            )
-        if total_steps is not None:
-            total_steps = _check_int("total_steps", total_steps, 1)
-        if unit not in UNITS:
-            raise ValueError(f"`unit` must be one of {UNITS}, got {unit!r}")
+        path = "an attribute name or dotted path such as 'beta', 'loss_fn.beta' or 'losses.0.beta'"
+        if not isinstance(attribute, str):
+            raise TypeError(f"`attribute` must be {path}, got {attribute!r} of type {type(attribute).__name__}")
+        if not all(part.isidentifier() or part.isdigit() for part in attribute.split(".")):
+            raise ValueError(f"`attribute` must be {path}, got {attribute!r}")
+        total_steps = check_int("total_steps", total_steps, 1, optional=True)
+        check_choice("unit", unit, UNITS)
         if log_name is True:
             log_name = attribute
         elif log_name is False:
             log_name = None
         if log_name is not None and (not isinstance(log_name, str) or not log_name):
-            raise ValueError(
-                f"`log_name` must be a non-empty string, True (the attribute's name) or None (no logging), got {log_name!r}"
-            )
+            accepted = "a non-empty string, True (the attribute's name) or None (no logging)"
+            if isinstance(log_name, str):
+                raise ValueError(f"`log_name` must be {accepted}, got {log_name!r}")
+            raise TypeError(f"`log_name` must be {accepted}, got {log_name!r} of type {type(log_name).__name__}")
         self._schedule = schedule
+        # The library's own schedule: pure, so values are evaluated ahead, and its rules (T, length, advice) known.
+        self._cyclical = schedule if isinstance(schedule, CyclicalSchedule) else None
+        self._warned_cycles = False
         self._attribute = attribute
         self._path = tuple(attribute.split("."))
         self._total_steps = total_steps
         self._unit = unit
-        self._eval_value = _check_eval_value("eval_value", eval_value)
+        self._eval_value = check_real("eval_value", eval_value, optional=True)
         self._log_name: str | None = log_name
         self._state_key = self._generate_state_key(attribute=attribute)
 
@@ -275,6 +262,8 @@ class ScheduledAttribute(Callback):
     # ------------------------------------------------------------------ what subclasses specialise
 
     def _value_at(self, step: int, total: int | None) -> float:
+        if self._cyclical is not None:
+            return self._cyclical._value(step, total)  # finite by construction; checked once per fit
         value = float(self._schedule(step, total))
         if value - value != 0.0:  # NaN or inf, in one subtraction: this runs at every step
             raise ValueError(
@@ -283,41 +272,68 @@ class ScheduledAttribute(Callback):
             )
         return value
 
-    # Steps evaluated at once by the per-step hook when the schedule is known to be pure: one tight loop
-    # every `_LOOKAHEAD` steps costs less than one call per step, each with caches cold from Lightning's
-    # work in between. 0 for a user's function, which may keep state and is called on its own step only.
-    _LOOKAHEAD = 0
+    # Steps evaluated at once by the per-step hook when the schedule is known to be pure (the library's
+    # CyclicalSchedule): one tight loop every `_LOOKAHEAD` steps costs less than one call per step, each with
+    # caches cold from Lightning's work in between. A user's function may keep state: called on its own step only.
+    _LOOKAHEAD = 256
 
     def _evaluate(self, step: int) -> float:
         """The value at ``step``, for the per-step hook; looks ahead where the schedule allows."""
         total = self._total
-        if not self._LOOKAHEAD:
+        if self._cyclical is None:
             return self._value_at(step, total)
         end = step + self._LOOKAHEAD if total is None else max(step + 1, min(step + self._LOOKAHEAD, total))
-        value_at = self._value_at
+        value_at = self._cyclical._value
         ahead = self._ahead = [value_at(s, total) for s in range(step, end)]  # the same function, step by step
         self._ahead_start, self._ahead_len = step, len(ahead)
         return ahead[0]
 
     def _needs_total(self) -> bool:
-        """Whether the schedule needs ``T``; the general one passes None to functions that can take it."""
-        return False
+        """Whether the schedule needs ``T``; a user's function gets None where it is not known."""
+        return self._cyclical is not None and self._cyclical.needs_total
 
     def _schedule_length(self, total: int | None) -> int | None:
         """Units after which the schedule has reached its end (None: no end)."""
-        return total
+        return total if self._cyclical is None else self._cyclical.length(total)
 
     def _check_total(self, total: int, trainer: pl.Trainer) -> None:
         """Checks that need ``T``, before the first step."""
+        cyc = self._cyclical
+        if cyc is None or cyc.period is not None:
+            return
+        where = f"`total_steps`={total}" if self._total_steps is not None else f"the run's {total} {self._unit}s"
+        if cyc.delay >= total:
+            message = (
+                f"{type(self).__name__}: `delay`={cyc.delay} must be smaller than {where}: no cycle would run. "
+                "Use a shorter delay or a longer run."
+            )
+            if not trainer.fast_dev_run:
+                raise misconfiguration(message)
+            if not self._warned_cycles:  # a debug run: say it, and let it run at `start`
+                self._warned_cycles = True
+                rank_zero_warn(message)
+            return
+        if cyc.n_cycle is not None and cyc.n_cycle >= total - cyc.delay and not self._warned_cycles:
+            self._warned_cycles = True  # once: fast_dev_run and tiny debug runs still train
+            span = total - cyc.delay
+            rank_zero_warn(
+                f"{type(self).__name__}: `n_cycle`={cyc.n_cycle} cycles need more than {cyc.n_cycle} {self._unit}s, "
+                f"but the schedule has {span} ({where}{f' minus `delay`={cyc.delay}' if cyc.delay else ''}); every "
+                f"cycle would be one {self._unit} long and β would never leave `start`. Use fewer cycles"
+                f"{' or a longer run' if self._total_steps is None else ' or a larger `total_steps`'}."
+            )
 
     def _config(self) -> dict[str, Any]:
         """The configuration saved in checkpoints (plain types), compared on resume."""
-        return {"unit": self._unit}
+        if self._cyclical is None:
+            return {"unit": self._unit}
+        return {**dataclasses.asdict(self._cyclical), "unit": self._unit}
 
     def _unbounded_hint(self) -> str:
+        period = ", or `period=` (units per cycle) to cycle without knowing the run's length," if self._cyclical else ""
         if self._unit == "epoch":
-            return "pass `total_steps=` (in epochs) to the callback, or set `max_epochs`"
-        return "pass `total_steps=` to the callback, or bound the run with `max_steps` / `max_epochs`"
+            return f"pass `total_steps=` (in epochs) to the callback{period or ','} or set `max_epochs`"
+        return f"pass `total_steps=` to the callback{period or ','} or bound the run with `max_steps` / `max_epochs`"
 
     def phase_at(self, step: int) -> Phase | None:
         """The schedule's phase at ``step`` (in ``unit``\\ s): ``schedule.phase(step, T)``; None where it has none.
@@ -416,6 +432,8 @@ class ScheduledAttribute(Callback):
 
     def _probe_schedule(self, trainer: pl.Trainer, total: int | None) -> float:
         """Step 0's value, evaluated before training, so that a function that cannot run fails there."""
+        if self._cyclical is not None:
+            return self._cyclical._value(0, total)  # validated at construction; `_check_total` has judged T
         try:
             value = self._schedule(0, total)
         except Exception as err:  # noqa: BLE001 - any failure of the user's function is reported the same way
@@ -438,42 +456,33 @@ class ScheduledAttribute(Callback):
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         loaded, self._loaded = self._loaded, None
-        estimate = self._estimate
-        last_run, self._last_run = self._last_run, None
-        continued = last_run is not None and last_run[0]() is trainer and self._read_counter(trainer, pl_module) > 0
         if loaded is not None:
             self._warn_changed_config(loaded)
-        if self._total_steps is not None:
-            total: int | None = self._total_steps
-            if loaded is not None and loaded.get("total_steps") not in (None, total):
-                rank_zero_warn(
-                    f"{type(self).__name__}(`{self._attribute}`): resuming a run scheduled over "
-                    f"{loaded['total_steps']} {self._unit}s with `total_steps={total}`; the values change from here on"
-                )
-        elif loaded is not None and loaded.get("total_steps") is not None:
-            total = self._keep_total(int(loaded["total_steps"]), estimate, "the checkpoint's schedule")
-        elif continued and last_run[1] is not None:  # type: ignore[index]
-            total = self._keep_total(last_run[1], estimate, "the continued fit's schedule")  # type: ignore[index]
-        else:
-            total = estimate
+        saved = None if loaded is None or loaded.get("total_steps") is None else int(loaded["total_steps"])
+        continued = self._continued_total(trainer, pl_module)
+        total, warning = choose_total(self._total_steps, saved, continued, self._estimate, self._unit)
+        if warning is not None:
+            rank_zero_warn(f"{type(self).__name__}(`{self._attribute}`): {warning}")
         if total:
             self._check_total(total, trainer)
         self._total = total or None
         self._last_run = (weakref.ref(trainer), self._total)
         self._bind(trainer, pl_module)
-        probed, self._probed = self._probed, None
-        if probed is not None and probed[0] == self._total and self._read_counter(trainer, pl_module) == 0:
-            self._ahead, self._ahead_start, self._ahead_len = [float(probed[1])], 0, 1  # step 0: not called twice
+        self._reuse_probe(trainer, pl_module)
         self._warn_if_run_ends_off_plateau(trainer)
 
-    def _keep_total(self, kept: int, estimate: int | None, what: str) -> int:
-        if estimate and estimate != kept:
-            rank_zero_warn(
-                f"{type(self).__name__}(`{self._attribute}`): {what} spans {kept} {self._unit}s but this Trainer "
-                f"would run {estimate}; keeping {kept} so the values continue exactly. "
-                f"Pass `total_steps={estimate}` to reschedule."
-            )
-        return kept
+    def _continued_total(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> int | None:
+        """``T`` of the previous fit on this Trainer, when this fit continues it (past step 0); else None."""
+        last_run, self._last_run = self._last_run, None
+        if last_run is None or last_run[0]() is not trainer or self._read_counter(trainer, pl_module) == 0:
+            return None
+        return last_run[1]
+
+    def _reuse_probe(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Step 0's value, evaluated by the probe in ``on_fit_start``, is the one written: not called twice."""
+        probed, self._probed = self._probed, None
+        if probed is not None and probed[0] == self._total and self._read_counter(trainer, pl_module) == 0:
+            self._ahead, self._ahead_start, self._ahead_len = [float(probed[1])], 0, 1
 
     def _warn_changed_config(self, loaded: dict[str, Any]) -> None:
         saved = loaded.get("config")
@@ -668,6 +677,19 @@ class ScheduledAttribute(Callback):
                 for logger in self._loggers:
                     logger.log_metrics({self._log_name: self._value}, step=logged_step)
 
+    @override
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        # A step that sets `should_stop` (in training_step, or in a callback before this one) has its losses
+        # logged by the Trainer after this hook, whatever `log_every_n_steps` says: log the value beside them.
+        if trainer.should_stop and self._loggers and self._cached_step >= 0:
+            logged_step = self._epoch_loop._batches_that_stepped
+            if logged_step != self._logged_step:
+                self._logged_step = logged_step
+                for logger in self._loggers:
+                    logger.log_metrics({self._log_name: self._value}, step=logged_step)
+
     def _write_slow(self, pl_module: pl.LightningModule, value: float) -> None:
         owner, name = self._owner(pl_module)
         current = getattr(owner, name)
@@ -741,13 +763,26 @@ class ScheduledAttribute(Callback):
 
     def _final_value(self) -> float | None:
         """The value at the schedule's end, where it is known without calling the user's function."""
-        return None
+        return None if self._cyclical is None else self._cyclical.stop
 
     def _length_source(self) -> str:
         """Where the schedule's length came from, in the words of the arguments that set it."""
+        cyc = self._cyclical
+        if cyc is not None and cyc.period is not None:
+            delay = f"`delay`={cyc.delay} + " if cyc.delay else ""
+            return f"{delay}`n_cycle`={cyc.n_cycle} × `period`={cyc.period}"
         return "`total_steps`" if self._total_steps is not None else "the Trainer's planned length"
 
     def _unfinished_advice(self) -> str:
+        cyc = self._cyclical
+        if cyc is not None:
+            if cyc.period is not None:
+                fit = "pass a smaller `n_cycle`, or `n_cycle=None` to cycle for as long as the run lasts"
+            elif self._total_steps is not None:
+                fit = "pass `total_steps=` matching the run's real length"
+            else:
+                fit = "for a run that may stop early, pass `period=` (units per cycle) instead of relying on its planned length"
+            return f"A model whose β never reached `stop` was not trained on the ELBO: {fit}."
         if self._total_steps is not None:
             return "If the run was meant to be shorter, pass `total_steps=` to match it."
         return "For a run that may stop early, pass `total_steps=` (the length to schedule over)."
@@ -755,6 +790,9 @@ class ScheduledAttribute(Callback):
     def _warn_if_run_ends_off_plateau(self, trainer: pl.Trainer) -> None:
         """Warn at the start when the run's known length makes its last step fall on a ramp (or the delay)."""
         self._warned_end = None
+        cyc, total = self._cyclical, self._total
+        if cyc is not None and cyc.period is None and total is not None and (cyc.n_cycle or 1) >= total - cyc.delay:
+            return  # `_check_total` has said why: too many cycles, or a delay as long as the run
         run = self._estimate  # the Trainer's length in units; None when unknown
         if not run or not self.has_phases:
             return  # a schedule without phases cannot tell
@@ -770,10 +808,31 @@ class ScheduledAttribute(Callback):
         )
 
     def _ends_off_plateau_detail(self, last: int) -> str:
-        return ""
+        if self._cyclical is None:
+            return ""
+        return f", at β = {self._cyclical._value(last, self._total):.6g} instead of `stop`={self._cyclical.stop:g}"
 
     def _ends_off_plateau_advice(self, run: int) -> str:
-        return f"Fit the schedule to the run's {run} {self._unit}s (`total_steps=`), or run longer."
+        cyc, unit = self._cyclical, self._unit
+        if cyc is None:
+            return f"Fit the schedule to the run's {run} {unit}s (`total_steps=`), or run longer."
+        if cyc.period is not None:
+            first = cyc.delay + math.ceil(cyc.ratio * cyc.period)
+            return (
+                f"With `period`={cyc.period} the first plateau starts at {unit} {first}: use a shorter `period` "
+                f"(the last cycle's ramp must end before {unit} {run}), or a longer run."
+            )
+        total = self._total if self._total is not None else run
+        if total > run:
+            return f"`total_steps`={total} is longer than the run: pass `total_steps={run}`, or run longer."
+        n_cycle, span = cyc.n_cycle or 1, total - cyc.delay
+        fits = sorted((m for m in range(1, span) if span % m == 0), key=lambda m: (abs(m - n_cycle), m))[:2]
+        return (
+            f"`n_cycle`={cyc.n_cycle} cuts the {span} {unit}s{' after `delay`' if cyc.delay else ''} into cycles of "
+            f"{-(-span // n_cycle)} and a shorter last one that ends on its ramp: use an `n_cycle` that divides {span} "
+            f"(e.g. {' or '.join(map(str, fits))})"
+            + (f", or a run length that {cyc.n_cycle} divides." if self._total_steps is None else ".")
+        )
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -869,48 +928,77 @@ class CyclicalKLAnnealing(ScheduledAttribute):
         unit: Unit = "step",
         delay: int = 0,
     ) -> None:
-        validate_schedule_args(n_cycle, ratio, start, stop, shape, ratio_zero, delay=delay, period=period)
+        schedule = CyclicalSchedule(
+            n_cycle, ratio, start, stop, shape=shape, ratio_zero=ratio_zero, period=period, delay=delay
+        )
         if period is not None and total_steps is not None:
             raise ValueError(
                 f"`total_steps`={total_steps} and `period`={period} both set the cycle length: pass one of them "
                 "(`period` for runs of unknown length)"
             )
         if total_steps is not None:
-            validate_schedule_args(n_cycle, total_steps=total_steps, delay=delay)
-        eval_value = _check_eval_value("eval_beta", eval_beta)
-        self._n_cycle = None if n_cycle is None else int(n_cycle)
-        self._ratio = float(ratio)
-        self._start = float(start)
-        self._stop = float(stop)
-        self._shape = shape
-        self._ratio_zero = float(ratio_zero)
-        self._period = None if period is None else int(period)
-        self._delay = int(delay)
-        self._warned_cycles = False
+            schedule._total(total_steps)  # `delay < T` and fewer cycles than steps, checked now that T is given
+        eval_beta = check_real("eval_beta", eval_beta, optional=True)
         super().__init__(
-            self._cyclical, attribute, total_steps=total_steps, unit=unit,
-            eval_value=self._stop if eval_value is None else eval_value, log_name=log_name,
+            schedule, attribute, total_steps=total_steps, unit=unit,
+            eval_value=schedule.stop if eval_beta is None else eval_beta, log_name=log_name,
         )  # fmt: skip
 
-    def _cyclical(self, step: int, total: int | None) -> float:
-        return _beta(
-            step, total, self._n_cycle, self._ratio, self._start, self._stop,
-            self._shape, self._ratio_zero, self._delay, self._period,
-        )  # fmt: skip
+    @property
+    def schedule(self) -> CyclicalSchedule:
+        """The :class:`~lightning_kl_anneal.CyclicalSchedule` this callback writes; its phases are the callback's.
 
-    _value_at = _cyclical  # one call less on the per-step path
-    _LOOKAHEAD = 256  # `_cyclical` is pure: the per-step hook reads values evaluated in batches
+        Example:
+            >>> callback = CyclicalKLAnnealing(n_cycle=2, total_steps=8)
+            >>> callback.schedule.phase(3, 8), callback.phase_at(3)
+            ('plateau', 'plateau')
+        """
+        return self._cyclical  # type: ignore[return-value]
 
-    # read-only configuration: changing it after construction would half-apply
-    n_cycle = property(lambda self: self._n_cycle, doc="Number of cycles ``M`` (None: endless).")
-    ratio = property(lambda self: self._ratio, doc="Fraction ``R`` of each cycle spent rising.")
-    start = property(lambda self: self._start, doc="β at the start of each cycle.")
-    stop = property(lambda self: self._stop, doc="β on the plateau.")
-    shape = property(lambda self: self._shape, doc="The ramp's shape.")
-    ratio_zero = property(lambda self: self._ratio_zero, doc="Leading fraction of each cycle held at ``start``.")
-    period = property(lambda self: self._period, doc="Units per cycle, or None (derived from ``T``).")
-    delay = property(lambda self: self._delay, doc="Units held at ``start`` before the first cycle.")
-    eval_beta = property(lambda self: self._eval_value, doc="β during validation, test and predict.")
+    @property
+    def n_cycle(self) -> int | None:
+        """Number of cycles ``M`` (None: endless)."""
+        return self.schedule.n_cycle
+
+    @property
+    def ratio(self) -> float:
+        """Fraction ``R`` of each cycle spent rising."""
+        return self.schedule.ratio
+
+    @property
+    def start(self) -> float:
+        """β at the start of each cycle."""
+        return self.schedule.start
+
+    @property
+    def stop(self) -> float:
+        """β on the plateau."""
+        return self.schedule.stop
+
+    @property
+    def shape(self) -> Shape:
+        """The ramp's shape."""
+        return self.schedule.shape
+
+    @property
+    def ratio_zero(self) -> float:
+        """Leading fraction of each cycle held at ``start``."""
+        return self.schedule.ratio_zero
+
+    @property
+    def period(self) -> int | None:
+        """Units per cycle, or None (derived from ``T``)."""
+        return self.schedule.period
+
+    @property
+    def delay(self) -> int:
+        """Units held at ``start`` before the first cycle."""
+        return self.schedule.delay
+
+    @property
+    def eval_beta(self) -> float | None:
+        """β during validation, test and predict."""
+        return self._eval_value
 
     def beta_at(self, step: int, total_steps: int | None = None) -> float:
         """β this callback writes at ``step``; ``total_steps`` defaults to the constructor's, then the current fit's ``T``.
@@ -924,136 +1012,11 @@ class CyclicalKLAnnealing(ScheduledAttribute):
         return self.value_at(step, total_steps)
 
     @override
-    def phase_at(self, step: int) -> Phase | None:
-        """The schedule's phase at ``step``: ``"delay"``, ``"ramp"``, ``"plateau"`` or ``"final"`` (None: ``T`` unknown).
-
-        Example:
-            >>> CyclicalKLAnnealing(n_cycle=2, total_steps=8).phase_at(3)
-            'plateau'
-        """
-        total = self._known_total()
-        if total is None and self._period is None:
-            return None
-        return _phase(step, total, self._n_cycle, self._ratio, self._delay, self._period)
-
-    @override
     def _init_args(self) -> dict[str, Any]:
-        args = {
-            "n_cycle": self._n_cycle, "ratio": self._ratio, "start": self._start, "stop": self._stop,
-            "total_steps": self._total_steps, "shape": self._shape, "ratio_zero": self._ratio_zero,
-            "attribute": self._attribute, "eval_beta": self._eval_value, "log_name": self._log_name,
-            "period": self._period, "unit": self._unit, "delay": self._delay,
-        }  # fmt: skip
-        return args
-
-    @override
-    def _needs_total(self) -> bool:
-        return self._period is None
-
-    @override
-    def _schedule_length(self, total: int | None) -> int | None:
-        if self._period is None:
-            return total
-        return None if self._n_cycle is None else self._delay + self._n_cycle * self._period
-
-    @override
-    def _check_total(self, total: int, trainer: pl.Trainer) -> None:
-        if self._period is not None:
-            return
-        if self._delay >= total:
-            message = (
-                f"CyclicalKLAnnealing: `delay`={self._delay} must be smaller than "
-                + (f"`total_steps`={total}" if self._total_steps is not None else f"the run's {total} {self._unit}s")
-                + ": no cycle would run. Use a shorter delay or a longer run."
-            )
-            if not trainer.fast_dev_run:
-                raise misconfiguration(message)
-            if not self._warned_cycles:  # a debug run: say it, and let it run at `start`
-                self._warned_cycles = True
-                rank_zero_warn(message)
-            return
-        if self._n_cycle is not None and self._n_cycle >= total - self._delay and not self._warned_cycles:
-            self._warned_cycles = True  # once: fast_dev_run and tiny debug runs still train
-            span = total - self._delay
-            where = f"`total_steps`={total}" if self._total_steps is not None else f"the run's {total} {self._unit}s"
-            rank_zero_warn(
-                f"CyclicalKLAnnealing: `n_cycle`={self._n_cycle} cycles need more than {self._n_cycle} {self._unit}s, "
-                f"but the schedule has {span} ({where}{f' minus `delay`={self._delay}' if self._delay else ''}); every "
-                f"cycle would be one {self._unit} long and β would never leave `start`. Use fewer cycles"
-                f"{' or a longer run' if self._total_steps is None else ' or a larger `total_steps`'}."
-            )
-
-    @override
-    def _config(self) -> dict[str, Any]:
+        cyc = self.schedule
         return {
-            "n_cycle": self._n_cycle, "ratio": self._ratio, "start": self._start, "stop": self._stop,
-            "shape": self._shape, "ratio_zero": self._ratio_zero, "period": self._period,
-            "delay": self._delay, "unit": self._unit,
+            "n_cycle": cyc.n_cycle, "ratio": cyc.ratio, "start": cyc.start, "stop": cyc.stop,
+            "total_steps": self._total_steps, "shape": cyc.shape, "ratio_zero": cyc.ratio_zero,
+            "attribute": self._attribute, "eval_beta": self._eval_value, "log_name": self._log_name,
+            "period": cyc.period, "unit": self._unit, "delay": cyc.delay,
         }  # fmt: skip
-
-    @override
-    def _unbounded_hint(self) -> str:
-        return (
-            super()
-            ._unbounded_hint()
-            .replace(
-                "to the callback,",
-                "to the callback, or `period=` (units per cycle) to cycle without knowing the run's length,",
-            )
-        )
-
-    @override
-    def _final_value(self) -> float | None:
-        return self._stop
-
-    @override
-    def _length_source(self) -> str:
-        if self._period is None:
-            return super()._length_source()
-        delay = f"`delay`={self._delay} + " if self._delay else ""
-        return f"{delay}`n_cycle`={self._n_cycle} × `period`={self._period}"
-
-    @override
-    def _unfinished_advice(self) -> str:
-        if self._period is not None:
-            fit = "pass a smaller `n_cycle`, or `n_cycle=None` to cycle for as long as the run lasts"
-        elif self._total_steps is not None:
-            fit = "pass `total_steps=` matching the run's real length"
-        else:
-            fit = "for a run that may stop early, pass `period=` (units per cycle) instead of relying on its planned length"
-        return f"A model whose β never reached `stop` was not trained on the ELBO: {fit}."
-
-    @override
-    def _warn_if_run_ends_off_plateau(self, trainer: pl.Trainer) -> None:
-        total = self._total
-        if self._period is None and total is not None and (self._n_cycle or 1) >= total - self._delay:
-            self._warned_end = None
-            return  # `_check_total` has said why: too many cycles, or a delay as long as the run
-        super()._warn_if_run_ends_off_plateau(trainer)
-
-    @override
-    def _ends_off_plateau_detail(self, last: int) -> str:
-        return f", at β = {self._cyclical(last, self._total):.6g} instead of `stop`={self._stop:g}"
-
-    @override
-    def _ends_off_plateau_advice(self, run: int) -> str:
-        unit = self._unit
-        if self._period is not None:
-            first = self._delay + math.ceil(self._ratio * self._period)
-            return (
-                f"With `period`={self._period} the first plateau starts at {unit} {first}: use a shorter `period` "
-                f"(the last cycle's ramp must end before {unit} {run}), or a longer run."
-            )
-        total = self._total if self._total is not None else run
-        if total > run:
-            return f"`total_steps`={total} is longer than the run: pass `total_steps={run}`, or run longer."
-        span = total - self._delay
-        fits = [m for m in range(1, span) if span % m == 0]
-        fits = sorted(fits, key=lambda m: (abs(m - (self._n_cycle or 1)), m))[:2]
-        length = -(-span // (self._n_cycle or 1))
-        return (
-            f"`n_cycle`={self._n_cycle} cuts the {span} {unit}s{' after `delay`' if self._delay else ''} into cycles of "
-            f"{length} and a shorter last one that ends on its ramp: use an `n_cycle` that divides {span} "
-            f"(e.g. {' or '.join(map(str, fits))})"
-            + (f", or a run length that {self._n_cycle} divides." if self._total_steps is None else ".")
-        )

@@ -7,19 +7,18 @@ the metric classes in :mod:`lightning_kl_anneal.metrics`, which delegate here.
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 
 import torch
 from torch import Tensor
 
+from lightning_kl_anneal._checks import check_int, check_real, check_rows
+
 __all__ = ["active_units", "mutual_information"]
 
 
 def _check_threshold(threshold: object) -> float:
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not threshold >= 0:
-        raise ValueError(f"`threshold` must be a real number >= 0, got {threshold!r}")
-    return float(threshold)
+    return check_real("threshold", threshold, 0.0, finite=False)  # inf is allowed: no dimension is active
 
 
 def _warn_not_finite(what: str, names: str, stacklevel: int = 3) -> None:
@@ -73,24 +72,15 @@ def active_units(mu: Tensor, threshold: float = 0.01) -> float:
         1
     """
     threshold = _check_threshold(threshold)
-    if not isinstance(mu, Tensor) or mu.dim() != 2 or mu.shape[0] < 2:
-        shape = tuple(mu.shape) if isinstance(mu, Tensor) else type(mu).__name__
-        raise ValueError(f"`mu` must be an (N >= 2, d) tensor of posterior means, got {shape}")
+    check_rows("mu", mu, min_rows=2, what="a variance needs two")
     return _count_active(mu.double().var(0, correction=1), threshold, "active_units")
 
 
 def _check_posterior(mu: Tensor, logvar: Tensor) -> None:
-    if (
-        not isinstance(mu, Tensor)
-        or not isinstance(logvar, Tensor)
-        or mu.dim() != 2
-        or mu.shape != logvar.shape
-        or len(mu) == 0
-    ):
-        shapes = [tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__ for t in (mu, logvar)]
-        raise ValueError(
-            f"`mu` and `logvar` must both be (N >= 1, d) tensors of the same shape, got {shapes[0]} and {shapes[1]}"
-        )
+    check_rows("mu", mu, min_rows=1)
+    check_rows("logvar", logvar)
+    if mu.shape != logvar.shape:
+        raise ValueError(f"`logvar` must have the shape of `mu` {tuple(mu.shape)}, got {tuple(logvar.shape)}")
 
 
 def _mi_sum(mu: Tensor, logvar: Tensor, z: Tensor, own: Tensor, chunk: int) -> float:
@@ -182,10 +172,7 @@ def mutual_information(
         ("n_samples", n_samples, False), ("batch_size", batch_size, True), ("outer_rows", outer_rows, True),
         ("chunk", chunk, False),
     ):  # fmt: skip
-        if value is None and allow_none:
-            continue
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"`{name}` must be an int >= 1{' or None' if allow_none else ''}, got {value!r}")
+        check_int(name, value, 1, optional=allow_none)
     n = mu.shape[0]
     mu, logvar = mu.detach().double(), logvar.detach().double()
     if not bool(torch.isfinite(mu).all() and torch.isfinite(logvar).all()):

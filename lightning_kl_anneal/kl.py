@@ -9,12 +9,12 @@ so they go straight into ``training_step``::
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Literal, get_args
 
 import torch
 from torch import Tensor
+
+from lightning_kl_anneal._checks import check_choice, check_real, check_rows
 
 __all__ = ["FREE_BITS_MODES", "FreeBitsMode", "capacity_kl", "free_bits_kl", "gaussian_kl"]
 
@@ -23,9 +23,7 @@ FREE_BITS_MODES: tuple[str, ...] = get_args(FreeBitsMode)
 
 
 def _check_nonnegative(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"`{name}` must be a finite real number >= 0, got {value!r}")
-    return float(value)
+    return check_real(name, value, 0.0)
 
 
 def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:
@@ -138,9 +136,7 @@ def free_bits_kl(kl_per_dim: Tensor, threshold: float | Tensor, mode: FreeBitsMo
         >>> free_bits_kl(kl, 2.2, mode="example"), free_bits_kl(kl, 2.2, mode="batch")
         (tensor(2.2500), tensor(2.2000))
     """
-    if not isinstance(kl_per_dim, Tensor) or kl_per_dim.dim() != 2:
-        shape = tuple(kl_per_dim.shape) if isinstance(kl_per_dim, Tensor) else type(kl_per_dim).__name__
-        raise ValueError(f"`kl_per_dim` must be a (batch, d) tensor, got {shape}")
+    check_rows("kl_per_dim", kl_per_dim)
     lam: float | Tensor
     if isinstance(threshold, Tensor):
         if threshold.dim() != 0:
@@ -150,8 +146,7 @@ def free_bits_kl(kl_per_dim: Tensor, threshold: float | Tensor, mode: FreeBitsMo
         lam = threshold
     else:
         lam = _check_nonnegative("threshold", threshold)
-    if mode not in FREE_BITS_MODES:
-        raise ValueError(f"`mode` must be one of {FREE_BITS_MODES}, got {mode!r}")
+    check_choice("mode", mode, FREE_BITS_MODES)
     if mode == "dim":
         return _floor(kl_per_dim.mean(0), lam).sum()
     if mode == "example_dim":

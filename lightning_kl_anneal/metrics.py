@@ -11,7 +11,6 @@ and become (d,) vectors, so no argument has to repeat the model's latent size.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any
 
 import torch
@@ -19,6 +18,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from lightning_kl_anneal._checks import check_int, check_rows
 from lightning_kl_anneal.diagnostics import (
     _check_posterior,
     _check_threshold,
@@ -32,9 +32,7 @@ __all__ = ["ActiveUnits", "KLPerDimension", "MutualInformation"]
 
 
 def _check_2d(name: str, value: Any) -> None:
-    if not isinstance(value, Tensor) or value.dim() != 2:
-        shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-        raise ValueError(f"`{name}` must be a (batch, d) tensor, got {shape}")
+    check_rows(name, value)
 
 
 class KLPerDimension(Metric):
@@ -212,17 +210,12 @@ class MutualInformation(Metric):
         **kwargs: Any,
     ) -> None:  # fmt: skip
         super().__init__(**kwargs)
-        for name, value in (("n_samples", n_samples), ("max_samples", max_samples), ("outer_rows", outer_rows)):
-            if name == "outer_rows" and value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(
-                    f"`{name}` must be an int >= 1{' or None' if name == 'outer_rows' else ''}, got {value!r}"
-                )
-        self.outer_rows = None if outer_rows is None else int(outer_rows)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-            raise ValueError(f"`seed` must be an int or None, got {seed!r}")
-        self.n_samples, self.max_samples, self.seed = int(n_samples), int(max_samples), seed
+        self.n_samples, self.max_samples = (
+            check_int("n_samples", n_samples, 1),
+            check_int("max_samples", max_samples, 1),
+        )
+        self.outer_rows = check_int("outer_rows", outer_rows, 1, optional=True)
+        self.seed = check_int("seed", seed, optional=True)
         self.add_state("mu", default=[], dist_reduce_fx="cat")
         self.add_state("logvar", default=[], dist_reduce_fx="cat")
 

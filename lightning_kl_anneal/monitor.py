@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from collections.abc import Mapping
 from typing import Any, Literal, get_args
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
-import torch
 from torch import Tensor
 from typing_extensions import override
 
+from lightning_kl_anneal._checks import check_choice, check_int, check_name, check_real
 from lightning_kl_anneal.exceptions import misconfiguration
 from lightning_kl_anneal.metrics import ActiveUnits, KLPerDimension, MutualInformation
 
@@ -31,27 +31,6 @@ _NOT_FINITE = r".*the posterior is not finite.*"  # the diagnostics' own warning
 
 class LatentCollapseError(RuntimeError):
     """Raised by :class:`LatentMonitor` with ``on_collapse="raise"`` when the posterior has collapsed."""
-
-
-def _check_key(name: str, value: object, optional: bool) -> None:
-    if value is None and optional:
-        return
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"`{name}` must be a non-empty string{' or None' if optional else ''}, got {value!r}")
-
-
-def _check_int(name: str, value: object, minimum: int, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"`{name}` must be an int >= {minimum}{' or None' if optional else ''}, got {value!r}")
-
-
-def _check_real(name: str, value: object, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"`{name}` must be a finite real number >= 0{' or None' if optional else ''}, got {value!r}")
 
 
 class LatentMonitor(Callback):
@@ -116,8 +95,7 @@ class LatentMonitor(Callback):
     Defaults, and why:
 
     - ``kl_threshold=0.05`` nats per example: far below one bit, so the code tells the decoder
-      almost nothing about x (MI <= KL). On the text example (``examples/text_vae``), the constant-β
-      runs end at 0.025-0.035 nats with no active unit; the cyclical runs keep 0.10-0.49.
+      almost nothing about x (MI <= KL); measured on the text example in ``docs/monitor-measurements.md``.
     - ``min_active_units=1``: collapse when no dimension is active at all.
     - ``patience=3``: a single validation can dip (noise, a learning-rate spike); three in a row
       judged on a plateau is a trend.
@@ -143,12 +121,8 @@ class LatentMonitor(Callback):
         au_threshold: variance of the posterior mean above which a dimension is active.
         mi_samples: z draws per row for the MI estimate.
         mi_outer_rows: rows (evenly spaced) whose draws are scored against the aggregate posterior
-            of all rows; ``None`` for all. On synthetic posteriors of 1000 rows (``benchmarks/monitor.py``),
-            with one draw and 512 outer rows the MI's standard deviation over draws measured 0.005 nats at MI 0.008, 0.017 at 0.21
-            and 0.049 at 1.46 (all rows: 0.004, 0.013, 0.033 at twice the cost; 4 draws and all rows:
-            0.002, 0.008, 0.015 at 8 times the cost). The draws are seeded, so two validations of
-            one model agree exactly. With these defaults the monitor took 4.4 % of the text VAE's
-            validation loop (``benchmarks/monitor.py``, README).
+            of all rows; ``None`` for all. The draws are seeded, so two validations of one model agree
+            exactly. The estimate's spread and cost for each setting: ``docs/monitor-measurements.md``.
         mi_max_samples: rows kept per process for the MI estimate; 0 turns MI off.
         log_prefix: the metrics are ``f"{log_prefix}/kl"`` etc.; to monitor two latents, give each
             monitor its own (two monitors with one ``log_prefix`` are refused before the first step).
@@ -199,20 +173,19 @@ class LatentMonitor(Callback):
         mi_max_samples: int = 4096,
         log_prefix: str = "latent",
     ) -> None:
-        _check_key("mu_key", mu_key, optional=False)
-        _check_key("logvar_key", logvar_key, optional=False)
-        _check_key("prior_mu_key", prior_mu_key, optional=True)
-        _check_key("prior_logvar_key", prior_logvar_key, optional=True)
-        _check_key("log_prefix", log_prefix, optional=False)
-        _check_real("kl_threshold", kl_threshold, optional=True)
-        _check_int("min_active_units", min_active_units, 0, optional=True)
-        _check_int("patience", patience, 1)
-        _check_real("au_threshold", au_threshold)
-        _check_int("mi_samples", mi_samples, 1)
-        _check_int("mi_outer_rows", mi_outer_rows, 1, optional=True)
-        _check_int("mi_max_samples", mi_max_samples, 0)
-        if on_collapse not in ON_COLLAPSE:
-            raise ValueError(f"`on_collapse` must be one of {ON_COLLAPSE}, got {on_collapse!r}")
+        for name, key, optional in (
+            ("mu_key", mu_key, False), ("logvar_key", logvar_key, False), ("prior_mu_key", prior_mu_key, True),
+            ("prior_logvar_key", prior_logvar_key, True), ("log_prefix", log_prefix, False),
+        ):  # fmt: skip
+            check_name(name, key, optional=optional)
+        check_real("kl_threshold", kl_threshold, 0.0, optional=True)
+        check_int("min_active_units", min_active_units, 0, optional=True)
+        check_int("patience", patience, 1)
+        check_real("au_threshold", au_threshold, 0.0)
+        check_int("mi_samples", mi_samples, 1)
+        check_int("mi_outer_rows", mi_outer_rows, 1, optional=True)
+        check_int("mi_max_samples", mi_max_samples, 0)
+        check_choice("on_collapse", on_collapse, ON_COLLAPSE)
 
         self.mu_key, self.logvar_key = mu_key, logvar_key
         self.prior_mu_key, self.prior_logvar_key = prior_mu_key, prior_logvar_key
@@ -334,10 +307,18 @@ class LatentMonitor(Callback):
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        self._flush()
+        self._flush()  # the rows still buffered
         if not self.kl_per_dim.update_called:
             return
         kl_dim = self.kl_per_dim.compute()
+        values = self._compute(kl_dim)
+        self.last, self._d = values, len(kl_dim)
+        step = self._log(trainer, pl_module, values, kl_dim)
+        if trainer.state.fn == TrainerFn.FITTING and self.alert_step is None:
+            self._judge(trainer, values, len(kl_dim), step)  # count, and alert
+
+    def _compute(self, kl_dim: Tensor) -> dict[str, float]:
+        """The validation's statistics: KL, active units (where there is a variance), MI (where enabled)."""
         values = {"kl": float(kl_dim.sum())}
         with warnings.catch_warnings():  # a non-finite posterior gets one warning, the monitor's, in _judge
             warnings.filterwarnings("ignore", message=_NOT_FINITE)
@@ -351,7 +332,10 @@ class LatentMonitor(Callback):
                     )
             if self.mutual_information is not None:
                 values["mi"] = float(self.mutual_information.compute())
-        self.last, self._d = values, len(kl_dim)
+        return values
+
+    def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule, values: dict[str, float], kl_dim: Tensor) -> int:
+        """Log the statistics (and the KL per dimension as a histogram); returns the step they are logged at."""
         # Every rank holds the same gathered values, so no sync: `pl_module.log` sends them to every
         # logger at the step Lightning uses for validation metrics, and to `trainer.callback_metrics`.
         pl_module.log_dict({f"{self.log_prefix}/{k}": v for k, v in values.items()}, on_step=False, on_epoch=True)
@@ -359,8 +343,7 @@ class LatentMonitor(Callback):
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):  # a distribution, not d scalars
                 logger.experiment.add_histogram(f"{self.log_prefix}/kl_per_dim", kl_dim.float().cpu(), global_step=step)
-        if trainer.state.fn == TrainerFn.FITTING and self.alert_step is None:
-            self._judge(trainer, values, len(kl_dim), step)
+        return step
 
     def _judge(self, trainer: pl.Trainer, values: dict[str, float], d: int, step: int) -> None:
         """One validation of the fit: count it (or not), and act when the rule says so."""

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lightning_kl_anneal.schedules import Shape, cyclical_schedule, validate_schedule_args
+from lightning_kl_anneal.schedules import CyclicalSchedule, Shape
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -61,13 +61,15 @@ def plot_schedules(
     """
     if not n_cycles:
         raise ValueError(f"`n_cycles` must name at least one cycle count, got {n_cycles!r}")
-    for m in n_cycles:
-        validate_schedule_args(m, ratio, start, stop, shape, ratio_zero, total_steps, delay=delay, period=period)
+    schedules = [
+        CyclicalSchedule(m, ratio, start, stop, shape=shape, ratio_zero=ratio_zero, period=period, delay=delay)
+        for m in n_cycles
+    ]
+    curves = [schedule.values(total_steps) for schedule in schedules]  # every error before any drawing
     plt = _pyplot()
     fig, axes = plt.subplots(len(n_cycles), 1, figsize=(7, 1.9 * len(n_cycles) + 0.4), sharex=True, squeeze=False)
     steps = np.arange(total_steps)
-    for ax, m in zip(axes[:, 0], n_cycles):
-        betas = cyclical_schedule(total_steps, m, ratio, start, stop, shape, ratio_zero, delay=delay, period=period)
+    for ax, m, betas in zip(axes[:, 0], n_cycles, curves):
         ax.plot(steps, betas, color="C0" if m == 1 else "C3")
         label = "monotonic (M=1)" if m == 1 else "cyclical (endless)" if m is None else f"cyclical (M={m})"
         extra = "".join(f", {k}={v}" for k, v in (("period", period), ("delay", delay)) if v)

@@ -28,14 +28,17 @@ correct for free in :class:`~lightning_kl_anneal.CyclicalKLAnnealing`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import numbers
 from typing import Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
 
+from lightning_kl_anneal._checks import check_choice, check_int, check_real
+
 __all__ = [
+    "CyclicalSchedule",
     "Phase",
     "PHASES",
     "Shape",
@@ -61,28 +64,6 @@ PHASES: tuple[str, ...] = get_args(Phase)
 
 
 # ----------------------------------------------------------------------------- validation
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    # bool is an int subclass, but `n_cycle=True` is always a mistake.
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{name}` must be an int >= {minimum}, got {value!r} of type {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"`{name}` must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_real(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{name}` must be a real number, got {value!r} of type {type(value).__name__}")
-    return float(value)
-
-
-def _check_finite(name: str, value: object) -> float:
-    value = _check_real(name, value)
-    if not math.isfinite(value):
-        raise ValueError(f"`{name}` must be a finite real number, got {value!r}")
-    return value
 
 
 def validate_schedule_args(
@@ -134,22 +115,21 @@ def validate_schedule_args(
         if period is None:
             raise ValueError("`n_cycle=None` (cycles forever) needs `period=`, the length of one cycle")
     else:
-        _check_int("n_cycle", n_cycle, 1)
-    ratio = _check_real("ratio", ratio)
-    if not 0.0 < ratio <= 1.0:  # also rejects NaN, which compares False with everything
+        check_int("n_cycle", n_cycle, 1)
+    ratio = check_real("ratio", ratio, finite=False)
+    if not 0.0 < ratio <= 1.0:
         raise ValueError(f"`ratio` must be in (0, 1], got {ratio!r}")
-    _check_finite("start", start)
-    _check_finite("stop", stop)
-    if shape not in SHAPES:
-        raise ValueError(f"`shape` must be one of {SHAPES}, got {shape!r}")
-    ratio_zero = _check_real("ratio_zero", ratio_zero)
+    check_real("start", start)
+    check_real("stop", stop)
+    check_choice("shape", shape, SHAPES)
+    ratio_zero = check_real("ratio_zero", ratio_zero, finite=False)
     if not 0.0 <= ratio_zero < ratio:
         raise ValueError(f"`ratio_zero` must be in [0, ratio) = [0, {ratio}), got {ratio_zero!r}")
-    delay = _check_int("delay", delay, 0)
+    delay = check_int("delay", delay, 0)
     if period is not None:
-        _check_int("period", period, 2)  # a cycle of one step never leaves `start`
+        check_int("period", period, 2)  # a cycle of one step never leaves `start`
     if total_steps is not None:
-        total_steps = _check_int("total_steps", total_steps, 1)
+        total_steps = check_int("total_steps", total_steps, 1)
         if period is None:
             _check_span(total_steps, n_cycle, delay)  # type: ignore[arg-type]
 
@@ -207,12 +187,6 @@ def _period(total_steps: int, n_cycle: int) -> int:
     return -(-total_steps // n_cycle)  # ceil(T / M) in integers
 
 
-def _tau(step: int, total_steps: int, n_cycle: int) -> float:
-    """:func:`cycle_position` without checks, for ``step < total_steps``."""
-    # One rounding only: (k * M) is exact in integers, then a single division by T.
-    return (step % _period(total_steps, n_cycle)) * n_cycle / total_steps
-
-
 def _locate(
     step: int, total_steps: int | None, n_cycle: int | None, delay: int, period: int | None
 ) -> tuple[int, float]:
@@ -238,7 +212,7 @@ def _last_cycle(total_steps: int | None, n_cycle: int | None, delay: int, period
 
 
 def _check_step_args(step: object, total_steps: int | None, period: int | None) -> None:
-    _check_int("step", step, 0)
+    check_int("step", step, 0)
     if period is None and total_steps is None:
         raise ValueError("`total_steps` is needed unless `period=` sets the length of a cycle")
     if period is not None and total_steps is not None:
@@ -252,7 +226,7 @@ def _validate_position_args(n_cycle: int | None, total_steps: int | None, delay:
     # e.g. a learning-rate restart under `fast_dev_run` meets; only the β functions refuse that.
     validate_schedule_args(n_cycle=n_cycle, delay=delay, period=period)
     if total_steps is not None:
-        _check_int("total_steps", total_steps, 1)
+        check_int("total_steps", total_steps, 1)
         if period is None and delay >= total_steps:
             raise ValueError(f"`delay`={delay} must be smaller than `total_steps`={total_steps}")
 
@@ -393,16 +367,7 @@ def _beta(
     """:func:`cyclical_beta` without argument checks, for callers that validated once (the callback)."""
     if step < delay:
         return start
-    step -= delay
-    if period is None:
-        span = total_steps - delay  # type: ignore[operator]
-        if step >= span:
-            return stop
-        tau = (step % _period(span, n_cycle)) * n_cycle / span  # type: ignore[arg-type,operator]
-    else:
-        if n_cycle is not None and step >= n_cycle * period:
-            return stop
-        tau = (step % period) / period
+    tau = _locate(step, total_steps, n_cycle, delay, period)[1]  # 1.0 past the last cycle: the plateau
     if tau >= ratio:
         return stop
     if tau < ratio_zero:
@@ -541,6 +506,123 @@ def cyclical_schedule(
     if period is not None and n_cycle is not None:
         out[head + n_cycle * period :] = stop
     return out
+
+
+# ----------------------------------------------------------------------------- the schedule object
+
+
+@dataclasses.dataclass(frozen=True)
+class CyclicalSchedule:
+    r"""The cyclical schedule as one frozen, validated, picklable object (optax's factory style).
+
+    The module's formula (Fu et al., NAACL 2019, arXiv:1903.10145) with its parameters bound once;
+    the pure functions above take the same parameters one call at a time and give the same values.
+    ``ScheduledAttribute(CyclicalSchedule(n_cycle=4), "beta")`` writes it into a model exactly as
+    ``CyclicalKLAnnealing(n_cycle=4, eval_beta=None)`` does (``CyclicalKLAnnealing`` *is* that
+    callback, with ``eval_beta=stop`` by default).
+
+    Args:
+        n_cycle: ``M``, number of cycles; 1 is monotonic annealing; None (with ``period``): endless.
+        ratio: ``R``, fraction of each cycle spent rising, in (0, 1].
+        start: β at the start of each cycle and during the delay, finite.
+        stop: β on the plateau and after the last step, finite.
+        shape: ``"linear"``, ``"sigmoid"`` or ``"cosine"`` ramp.
+        ratio_zero: leading fraction of each cycle held at ``start`` (Optimus), in [0, ratio).
+        period: ``P``, steps per cycle (an int >= 2), for runs of unknown length; then ``total_steps``
+            is ignored.
+        delay: ``D``, steps held at ``start`` before the first cycle.
+
+    Raises:
+        TypeError: an argument of the wrong type (``n_cycle=2.5``).
+        ValueError: an argument out of range (``ratio=1.5``).
+
+    Example:
+        >>> schedule = CyclicalSchedule(n_cycle=4, ratio=0.5)
+        >>> [schedule(t, 20) for t in range(6)]
+        [0.0, 0.4, 0.8, 1.0, 1.0, 0.0]
+        >>> schedule.phase(3, 20), schedule.length(20)
+        ('plateau', 20)
+        >>> CyclicalSchedule(n_cycle=2, period=4, delay=1).values(10).tolist()
+        [0.0, 0.0, 0.5, 1.0, 1.0, 0.0, 0.5, 1.0, 1.0, 1.0]
+    """
+
+    n_cycle: int | None = 4
+    ratio: float = 0.5
+    start: float = 0.0
+    stop: float = 1.0
+    _: dataclasses.KW_ONLY
+    shape: Shape = "linear"
+    ratio_zero: float = 0.0
+    period: int | None = None
+    delay: int = 0
+
+    def __post_init__(self) -> None:
+        validate_schedule_args(
+            self.n_cycle, self.ratio, self.start, self.stop, self.shape, self.ratio_zero,
+            delay=self.delay, period=self.period,
+        )  # fmt: skip
+        # Plain Python numbers (numpy scalars in, floats out), so values and checkpoints hold plain types.
+        for name, kind in (("n_cycle", int), ("ratio", float), ("start", float), ("stop", float)):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, kind(getattr(self, name)))
+        for name, kind in (("ratio_zero", float), ("period", int), ("delay", int)):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, kind(getattr(self, name)))
+
+    @property
+    def needs_total(self) -> bool:
+        """Whether the schedule needs ``total_steps`` (``T``): it does unless ``period`` sets the cycles."""
+        return self.period is None
+
+    def _total(self, total_steps: int | None) -> int | None:
+        if self.period is not None:
+            return None
+        if total_steps is None:
+            raise ValueError("`total_steps` is needed unless `period=` sets the length of a cycle")
+        total_steps = check_int("total_steps", total_steps, 1)
+        _check_span(total_steps, self.n_cycle, self.delay)  # type: ignore[arg-type]
+        return total_steps
+
+    def __call__(self, step: int, total_steps: int | None = None) -> float:
+        """β at ``step`` (0-based) of a run of ``total_steps`` steps: :func:`cyclical_beta` with these parameters."""
+        total = self._total(total_steps)
+        return self._value(check_int("step", step, 0), total)
+
+    def _value(self, step: int, total_steps: int | None) -> float:
+        """β without argument checks, for the callback's per-step path (its checks ran once per fit)."""
+        return _beta(
+            step, total_steps, self.n_cycle, self.ratio, self.start, self.stop,
+            self.shape, self.ratio_zero, self.delay, self.period,
+        )  # fmt: skip
+
+    def phase(self, step: int, total_steps: int | None = None) -> Phase | None:
+        """:func:`cyclical_phase` at ``step``; None where ``T`` is needed and not given (the phase is unknown)."""
+        step = check_int("step", step, 0)
+        if self.period is None:
+            if total_steps is None:
+                return None
+            total_steps = check_int("total_steps", total_steps, 1)
+            if self.delay >= total_steps:
+                raise ValueError(f"`delay`={self.delay} must be smaller than `total_steps`={total_steps}")
+        return _phase(step, total_steps, self.n_cycle, self.ratio, self.delay, self.period)
+
+    def values(self, total_steps: int) -> npt.NDArray[np.float64]:
+        """β at steps ``0 .. total_steps - 1``: :func:`cyclical_schedule` with these parameters."""
+        return cyclical_schedule(total_steps, **self._parameters(), delay=self.delay, period=self.period)
+
+    def length(self, total_steps: int | None = None) -> int | None:
+        """Steps after which β holds ``stop`` for good: ``T``, or ``delay + n_cycle * period``; None: endless.
+
+        Example:
+            >>> CyclicalSchedule(n_cycle=3, period=10, delay=5).length(), CyclicalSchedule().length(100)
+            (35, 100)
+        """
+        if self.period is None:
+            return None if total_steps is None else check_int("total_steps", total_steps, 1)
+        return None if self.n_cycle is None else self.delay + self.n_cycle * self.period
+
+    def _parameters(self) -> dict[str, object]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("period", "delay")}
 
 
 # ----------------------------------------------------------------------------- drop-ins

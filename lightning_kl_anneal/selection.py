@@ -113,11 +113,12 @@ class _FollowsSchedule:
         )
 
     def _unreachable_advice(self, schedule: ScheduledAttribute) -> str:
+        cycles = schedule.schedule  # the schedule object: a CyclicalSchedule says how its cycles are set
         if self.when == "final":
-            if getattr(schedule, "period", None) is not None and getattr(schedule, "n_cycle", 1) is None:
+            if getattr(cycles, "period", None) is not None and getattr(cycles, "n_cycle", 1) is None:
                 return "An endless schedule (`n_cycle=None`) has no final plateau: use `when='plateau'`, or a finite `n_cycle`."
             return "Use `when='plateau'`, or fit the schedule to the run (its `total_steps=`, or `n_cycle` × `period`)."
-        if getattr(schedule, "period", None) is not None:
+        if getattr(cycles, "period", None) is not None:
             return "Use a shorter `period` (the first ramp must end within the run), or a longer run."
         return "Fit the schedule to the run (its `total_steps=`), or run longer."
 

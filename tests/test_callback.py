@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import csv
+import dataclasses
 import json
 import math
 import os
@@ -12,114 +12,11 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from helpers import NoBeta, TinyVAE, Unbounded, WithLossFn, _csv_rows, _fit_with_crash, expected, make_trainer
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
-from torch import nn
-from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
-from lightning_kl_anneal import CyclicalKLAnnealing, cyclical_beta
-
-# ---------------------------------------------------------------- a tiny "VAE" that records what it sees
-
-
-class TinyVAE(L.LightningModule):
-    """Records (global_step, batch_idx, beta) in every training step and beta in every eval step."""
-
-    def __init__(self, n_batches: int = 10, batch_size: int = 2, buffer: bool = False, crash_at: int | None = None):
-        super().__init__()
-        self.layer = nn.Linear(4, 1)
-        if buffer:
-            self.register_buffer("beta", torch.tensor(0.0))
-        elif type(self).beta_value is TinyVAE.beta_value:
-            self.beta = 0.0
-        self.n_batches = n_batches
-        self.batch_size = batch_size
-        self.crash_at = crash_at
-        self.seen: list[tuple[int, int, float]] = []
-        self.eval_seen: list[float] = []
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        if self.crash_at is not None and len(self.seen) == self.crash_at:
-            raise RuntimeError("simulated crash")
-        beta = self.beta_value()
-        self.seen.append((self.global_step, batch_idx, beta))
-        loss = self.layer(batch[0]).pow(2).mean() * (1.0 + beta)
-        self.log("beta_seen", beta)
-        self.log("train_loss", loss)
-        return loss
-
-    def beta_value(self) -> float:
-        return float(self.beta)
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self.eval_seen.append(float(self.beta))
-        self.log("val_loss", self.layer(batch[0]).pow(2).mean())
-
-    test_step = validation_step
-
-    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        self.eval_seen.append(float(self.beta))
-        return self.layer(batch[0])
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.01)
-
-    def _loader(self) -> DataLoader:
-        return DataLoader(TensorDataset(torch.randn(self.n_batches * self.batch_size, 4)), batch_size=self.batch_size)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader()
-
-    val_dataloader = test_dataloader = predict_dataloader = train_dataloader
-
-
-class WithLossFn(TinyVAE):
-    def __init__(self, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.loss_fn = nn.Module()
-        self.loss_fn.beta = 0.0
-        self.loss_fn.register_buffer("beta_bow", torch.tensor(0.0, dtype=torch.float64))
-
-    def beta_value(self) -> float:
-        return self.loss_fn.beta
-
-
-class NoBeta(TinyVAE):
-    def __init__(self) -> None:
-        super().__init__()
-        del self.beta
-
-
-class Stream(IterableDataset):
-    def __iter__(self):
-        while True:
-            yield (torch.randn(4),)
-
-
-class Unbounded(TinyVAE):
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(Stream(), batch_size=2)
-
-
-def make_trainer(tmp_path: Path, callbacks: list, **kwargs: Any) -> L.Trainer:
-    defaults: dict[str, Any] = dict(
-        default_root_dir=tmp_path,
-        max_epochs=2,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-    )
-    defaults.update(kwargs)
-    return L.Trainer(callbacks=callbacks, **defaults)
-
-
-def expected(step: int, total: int, **kwargs: Any) -> float:
-    return cyclical_beta(step, total, **kwargs)
-
+from lightning_kl_anneal import CyclicalKLAnnealing, CyclicalSchedule, ScheduledAttribute
 
 # ---------------------------------------------------------------- the β that training_step sees
 
@@ -279,11 +176,15 @@ def test_bad_arguments(kwargs: dict, exc: type, match: str) -> None:
         CyclicalKLAnnealing(**kwargs)
 
 
-def test_arguments_not_mutated_and_keyword_only() -> None:
-    with pytest.raises(TypeError):
+def test_keyword_only_after_stop_and_the_schedule_object_left_as_given() -> None:
+    with pytest.raises(TypeError, match=r"takes from 1 to 5 positional arguments but 6 were given"):
         CyclicalKLAnnealing(4, 0.5, 0.0, 1.0, 1000)  # type: ignore[misc]
-    cb = CyclicalKLAnnealing(total_steps=1000)
-    assert cb.total_steps == 1000 and cb.eval_beta == 1.0
+    cb = CyclicalKLAnnealing(total_steps=1000, stop=0.8)
+    assert cb.total_steps == 1000 and cb.eval_beta == cb.stop == 0.8
+    schedule = CyclicalSchedule(n_cycle=2, ratio=0.25)
+    given = dataclasses.astuple(schedule)
+    ScheduledAttribute(schedule, "beta", total_steps=10).value_at(3)
+    assert dataclasses.astuple(schedule) == given and ScheduledAttribute(schedule).schedule is schedule
 
 
 # ---------------------------------------------------------------- evaluation β
@@ -334,9 +235,31 @@ def test_default_eval_beta_is_stop_and_restored_after_validation(tmp_path: Path)
 # ---------------------------------------------------------------- logging
 
 
-def _csv_rows(logger: CSVLogger) -> list[dict[str, str]]:
-    with open(os.path.join(logger.log_dir, "metrics.csv")) as f:
-        return list(csv.DictReader(f))
+class StopsAt(TinyVAE):
+    """Sets ``trainer.should_stop`` in the training step of ``stop_at``, as a user's divergence check would."""
+
+    def __init__(self, stop_at: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.stop_at = stop_at
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss = super().training_step(batch, batch_idx)
+        if self.global_step == self.stop_at:
+            self.trainer.should_stop = True
+        return loss
+
+
+def test_beta_logged_at_the_step_where_should_stop_is_set(tmp_path: Path) -> None:
+    # Lightning logs the losses of the step that sets `should_stop` whatever `log_every_n_steps`; β goes with them.
+    model = StopsAt(stop_at=6, n_batches=20)
+    logger = CSVLogger(tmp_path, name="csv")
+    make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=2)], logger=logger, log_every_n_steps=5).fit(model)
+    assert len(model.seen) == 7
+    rows = _csv_rows(logger)
+    losses = sorted(int(r["step"]) for r in rows if r.get("train_loss"))
+    betas = {int(r["step"]): float(r["beta"]) for r in rows if r.get("beta")}
+    assert losses == [4, 6]
+    assert betas == {4: expected(4, 40, n_cycle=2), 6: expected(6, 40, n_cycle=2)} == {4: 0.4, 6: 0.6}
 
 
 @pytest.mark.parametrize("accumulate", [1, 2])
@@ -385,19 +308,6 @@ def test_custom_log_name_and_logging_off(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- checkpoints and resume
-
-
-def _fit_with_crash(tmp_path: Path, crash_at: int, accumulate: int, **trainer_kwargs: Any) -> tuple[list, str]:
-    model = TinyVAE(n_batches=10, crash_at=crash_at)
-    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_top_k=-1, filename="{step}")
-    trainer = make_trainer(
-        tmp_path, [CyclicalKLAnnealing(n_cycle=3, ratio=0.5, start=0.1), ckpt],
-        enable_checkpointing=True, accumulate_grad_batches=accumulate, max_epochs=3, **trainer_kwargs,
-    )  # fmt: skip
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        trainer.fit(model)
-    last = max((tmp_path / "ckpt").glob("step=*.ckpt"), key=lambda p: int(p.stem.split("=")[1]))
-    return model.seen, str(last)
 
 
 @pytest.mark.parametrize(

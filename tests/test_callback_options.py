@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -9,11 +10,17 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
+from helpers import TinyVAE, Unbounded, WithLossFn, _csv_rows, expected, make_trainer
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
-from test_callback import TinyVAE, Unbounded, WithLossFn, _csv_rows, expected, make_trainer
 
-from lightning_kl_anneal import CyclicalKLAnnealing, MisconfigurationException, ScheduledAttribute, cyclical_beta
+from lightning_kl_anneal import (
+    CyclicalKLAnnealing,
+    CyclicalSchedule,
+    MisconfigurationException,
+    ScheduledAttribute,
+    cyclical_beta,
+)
 
 # ---------------------------------------------------------------- period: runs of unknown length
 
@@ -415,3 +422,31 @@ callbacks:
     make_trainer(tmp_path, [kl], max_epochs=2).fit(model)
     assert [b for _, _, b in model.seen] == [expected(t, 10, n_cycle=4, start=0.1, delay=2) for t in range(10)]
     assert isinstance(callbacks["free_bits"], ScheduledAttribute) and callbacks["free_bits"].value_at(3, 4) == 12
+
+
+def test_scheduled_attribute_with_a_cyclical_schedule_is_cyclical_kl_annealing(tmp_path: Path) -> None:
+    # Same values (with phases, T from the Trainer), same log, same checkpoint config; only the defaults of
+    # `eval_value` differ (CyclicalKLAnnealing's `eval_beta` defaults to `stop`), so both are given here.
+    schedule = CyclicalSchedule(n_cycle=3, ratio=0.5, start=0.1, shape="cosine", delay=2)
+    runs = {}
+    for name, callback in {
+        "general": ScheduledAttribute(schedule, "beta", eval_value=1.0),
+        "cyclical": CyclicalKLAnnealing(n_cycle=3, ratio=0.5, start=0.1, shape="cosine", delay=2, eval_beta=1.0),
+    }.items():
+        model = TinyVAE(n_batches=7)
+        logger = CSVLogger(tmp_path / name, name="")
+        make_trainer(tmp_path / name, [callback], logger=logger, log_every_n_steps=1, limit_val_batches=1).fit(model)
+        logged = {int(r["step"]): float(r["beta"]) for r in _csv_rows(logger) if r.get("beta")}
+        runs[name] = (model.seen, model.eval_seen, logged, callback.state_dict(), callback.phase_at(5), callback.total)
+    assert runs["general"] == runs["cyclical"]
+    seen, eval_seen, logged, state, phase, total = runs["general"]
+    assert [b for _, _, b in seen] == [schedule(t, 14) for t in range(14)] and total == 14
+    assert seen[1][2] == 0.1 and seen[2][2] == 0.1  # the delay, by hand
+    assert eval_seen == [1.0, 1.0] and logged == {t: schedule(t, 14) for t in range(14)}
+    assert state == {"total_steps": 14, "config": {**dataclasses.asdict(schedule), "unit": "step"}}
+    assert phase == schedule.phase(5, 14)
+
+
+def test_scheduled_attribute_with_a_cyclical_schedule_refuses_an_unbounded_run(tmp_path: Path) -> None:
+    with pytest.raises(MisconfigurationException, match=r"or `period=` \(units per cycle\)"):
+        make_trainer(tmp_path, [ScheduledAttribute(CyclicalSchedule(), "beta")], max_epochs=-1).fit(Unbounded())

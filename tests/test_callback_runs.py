@@ -14,9 +14,9 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
+from helpers import TinyVAE, WithLossFn, _csv_rows, _fit_with_crash, expected, make_trainer
 from lightning.pytorch.callbacks import EarlyStopping, GradientAccumulationScheduler, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
-from test_callback import TinyVAE, WithLossFn, _csv_rows, _fit_with_crash, expected, make_trainer
 from torch import nn
 
 from lightning_kl_anneal import CyclicalKLAnnealing, MisconfigurationException, ScheduledAttribute, cyclical_beta
@@ -208,6 +208,17 @@ def test_gradient_accumulation_scheduler_gives_the_exact_length(tmp_path: Path) 
     assert all(b == expected(s, total, n_cycle=2) for s, _, b in model.seen)
 
 
+def test_gradient_accumulation_scheduler_counts_a_partial_last_step(tmp_path: Path) -> None:
+    # 10 batches per epoch accumulated by 3: 3 full steps and one of the last batch, ceil(10 / 3) = 4 per epoch
+    # (floor would give 3); epoch 0 takes 10 steps of one batch: T = 10 + 4 + 4 = 18, counted by hand.
+    model = TinyVAE(n_batches=10)
+    cb = CyclicalKLAnnealing(n_cycle=2, ratio=0.5)
+    _no_warning_fit(make_trainer(tmp_path, [cb, GradientAccumulationScheduler({0: 1, 1: 3})], max_epochs=3), model)
+    assert cb.total == 18
+    assert sorted({s for s, _, _ in model.seen}) == list(range(18))
+    assert all(b == expected(s, 18, n_cycle=2) for s, _, b in model.seen)
+
+
 # ---------------------------------------------------------------- a changed schedule on resume
 
 
@@ -287,6 +298,23 @@ def test_more_cycles_than_steps_warns_once_and_runs(tmp_path: Path) -> None:
     assert [b for _, _, b in model.seen] == [0.0]
 
 
+def test_more_cycles_than_steps_with_a_delay_names_the_delay(tmp_path: Path) -> None:
+    # 6 steps minus a delay of 3 leave 3 for 3 cycles: one step each, β never leaves `start` after the delay.
+    model = TinyVAE(n_batches=6)
+    with pytest.warns(
+        UserWarning,
+        match=r"`n_cycle`=3 cycles need more than 3 steps, but the schedule has 3 \(the run's 6 steps minus `delay`=3\)",
+    ):
+        make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=3, delay=3, start=0.2)], max_epochs=1).fit(model)
+    assert [b for _, _, b in model.seen] == [0.2] * 6
+
+
+def test_fewer_cycles_than_steps_after_a_delay_does_not_warn(tmp_path: Path) -> None:
+    model = TinyVAE(n_batches=8)
+    _no_warning_fit(make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=2, delay=4)], max_epochs=1), model)
+    assert [b for _, _, b in model.seen] == [0.0] * 4 + [0.0, 1.0, 0.0, 1.0]  # by hand: cycles of 2 after 4
+
+
 def test_more_cycles_than_epochs_says_epochs_and_names_no_argument_the_user_did_not_pass(tmp_path: Path) -> None:
     with pytest.warns(UserWarning) as record:
         make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=4, unit="epoch")], max_epochs=3).fit(TinyVAE(n_batches=2))
@@ -353,8 +381,12 @@ def test_delay_not_shorter_than_the_run_is_refused_before_training(tmp_path: Pat
 
 def test_no_training_batches_is_not_unbounded(tmp_path: Path) -> None:
     model = TinyVAE(n_batches=5)
-    make_trainer(tmp_path, [CyclicalKLAnnealing()], limit_train_batches=0).fit(model)
-    assert model.seen == []
+    cb = CyclicalKLAnnealing(eval_beta=0.7)
+    # Lightning's estimate reads -1 here: read as "unbounded", this fit would be refused before the sanity check.
+    trainer = make_trainer(tmp_path, [cb], limit_train_batches=0, limit_val_batches=2, num_sanity_val_steps=2)
+    _no_warning_fit(trainer, model)
+    assert model.seen == [] and cb.total is None  # no T resolved: no step ran
+    assert model.eval_seen == [0.7, 0.7] and model.beta == 0.7  # the sanity check ran, at the evaluation value
 
 
 def test_max_time_without_max_epochs_names_max_time(tmp_path: Path) -> None:
@@ -629,8 +661,24 @@ def test_fast_dev_run_with_a_long_delay_warns_and_runs(tmp_path: Path) -> None:
 
 def test_after_fit_the_attribute_holds_the_evaluation_value(tmp_path: Path) -> None:
     model = TinyVAE(n_batches=5)
-    make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=1, ratio=1.0, eval_beta=1.0)], max_epochs=1).fit(model)
+    cb = CyclicalKLAnnealing(n_cycle=1, ratio=1.0, eval_beta=1.0)
+    make_trainer(tmp_path, [cb], max_epochs=1).fit(model)
     assert model.seen[-1][2] == 0.8 and model.beta == 1.0
+    trainer = make_trainer(tmp_path, [cb], max_epochs=1, limit_val_batches=3)
+    trainer.fit(model)  # with validation at the end of the epoch, which writes back the training value
+    assert model.seen[-1][2] == 0.8 and model.beta == 1.0
+    model.eval_seen.clear()
+    trainer.validate(model, verbose=False)  # the same Trainer, after fit: still the evaluation value
+    assert model.eval_seen == [1.0] * 3 and model.beta == 1.0
+
+
+def test_after_fit_then_validate_on_another_trainer_holds_the_evaluation_value(tmp_path: Path) -> None:
+    model = TinyVAE(n_batches=4)
+    cb = CyclicalKLAnnealing(n_cycle=2, eval_beta=0.6)
+    make_trainer(tmp_path, [cb], max_epochs=1).fit(model)
+    model.beta = 0.123  # whatever the user left there
+    make_trainer(tmp_path, [cb], limit_val_batches=2).validate(model, verbose=False)
+    assert model.eval_seen == [0.6, 0.6]
 
 
 def test_epoch_unit_without_max_epochs_names_max_steps(tmp_path: Path) -> None:

@@ -139,25 +139,33 @@ def test_where_the_gradient_is_zero() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"),
+    ("kwargs", "exc", "match"),
     [
-        (dict(threshold=-0.1), r"`threshold` must be a finite real number >= 0, got -0.1"),
-        (dict(threshold=math.nan), r"`threshold` must be a finite real number >= 0, got nan"),
-        (dict(threshold=True), r"`threshold` must be a finite real number >= 0, got True"),
+        (dict(threshold=-0.1), ValueError, r"`threshold` must be a finite real number >= 0, got -0.1"),
+        (dict(threshold=math.nan), ValueError, r"`threshold` must be a finite real number >= 0, got nan"),
+        (dict(threshold=True), TypeError, r"`threshold` must be a finite real number >= 0, got True of type bool"),
         (
             dict(threshold=0.5, mode="per_dim"),
+            ValueError,
             r"`mode` must be one of \('dim', 'example_dim', 'example', 'batch'\), got 'per_dim'",
         ),
     ],
 )
-def test_free_bits_bad_arguments(kwargs: dict, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
+def test_free_bits_bad_arguments(kwargs: dict, exc: type, match: str) -> None:
+    with pytest.raises(exc, match=match):
         free_bits_kl(torch.zeros(2, 3), **kwargs)
 
 
-@pytest.mark.parametrize("value", [torch.zeros(3), torch.zeros(2, 3, 4), [[0.0]]])
-def test_free_bits_needs_a_2d_tensor(value: object) -> None:
-    with pytest.raises(ValueError, match=r"`kl_per_dim` must be a \(batch, d\) tensor"):
+@pytest.mark.parametrize(
+    ("value", "exc", "match"),
+    [
+        (torch.zeros(3), ValueError, r"got shape \(3,\)"),
+        (torch.zeros(2, 3, 4), ValueError, r"got shape \(2, 3, 4\)"),
+        ([[0.0]], TypeError, r"got \[\[0.0\]\] of type list"),
+    ],
+)
+def test_free_bits_needs_a_2d_tensor(value: object, exc: type, match: str) -> None:
+    with pytest.raises(exc, match=r"`kl_per_dim` must be a \(batch, d\) tensor, " + match):
         free_bits_kl(value, 0.5)  # type: ignore[arg-type]
 
 
@@ -178,16 +186,16 @@ def test_capacity_kl_accepts_a_tensor_capacity() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"),
+    ("kwargs", "exc", "match"),
     [
-        (dict(capacity=-1.0, gamma=1.0), r"`capacity` must be a finite real number >= 0, got -1.0"),
-        (dict(capacity=1.0, gamma=-2), r"`gamma` must be a finite real number >= 0, got -2"),
-        (dict(capacity=math.inf, gamma=1.0), r"`capacity` must be .* got inf"),
-        (dict(capacity=1.0, gamma="10"), r"`gamma` must be .* got '10'"),
+        (dict(capacity=-1.0, gamma=1.0), ValueError, r"`capacity` must be a finite real number >= 0, got -1.0"),
+        (dict(capacity=1.0, gamma=-2), ValueError, r"`gamma` must be a finite real number >= 0, got -2"),
+        (dict(capacity=math.inf, gamma=1.0), ValueError, r"`capacity` must be .* got inf"),
+        (dict(capacity=1.0, gamma="10"), TypeError, r"`gamma` must be .* got '10' of type str"),
     ],
 )
-def test_capacity_kl_bad_arguments(kwargs: dict, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
+def test_capacity_kl_bad_arguments(kwargs: dict, exc: type, match: str) -> None:
+    with pytest.raises(exc, match=match):
         capacity_kl(torch.tensor(1.0), **kwargs)
 
 

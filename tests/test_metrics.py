@@ -149,16 +149,16 @@ def test_mutual_information_subsamples_evenly_when_more_rows_were_gathered() -> 
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"),
+    ("kwargs", "exc", "match"),
     [
-        (dict(n_samples=0), r"`n_samples` must be an int >= 1, got 0"),
-        (dict(max_samples=1.5), r"`max_samples` must be an int >= 1, got 1.5"),
-        (dict(seed="0"), r"`seed` must be an int or None, got '0'"),
-        (dict(outer_rows=0), r"`outer_rows` must be an int >= 1 or None, got 0"),
+        (dict(n_samples=0), ValueError, r"`n_samples` must be an int >= 1, got 0"),
+        (dict(max_samples=1.5), TypeError, r"`max_samples` must be an int >= 1, got 1.5 of type float"),
+        (dict(seed="0"), TypeError, r"`seed` must be an int or None, got '0' of type str"),
+        (dict(outer_rows=0), ValueError, r"`outer_rows` must be an int >= 1 or None, got 0"),
     ],
 )
-def test_mutual_information_bad_arguments(kwargs: dict, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
+def test_mutual_information_bad_arguments(kwargs: dict, exc: type, match: str) -> None:
+    with pytest.raises(exc, match=match):
         MutualInformation(**kwargs)
 
 

@@ -536,6 +536,52 @@ def test_sanity_check_is_not_counted_nor_logged(tmp_path: Path) -> None:
     with pytest.raises(LatentCollapseError):
         make_trainer(tmp_path, [monitor], num_sanity_val_steps=2, logger=logger).fit(model)
     assert model.train_steps == 4  # the sanity check did not raise; the first real validation did
+    # Logged: a run of 2 epochs with a sanity check logs the diagnostics of its 2 real validations only.
+    logger = CSVLogger(tmp_path / "warn")
+    fit_quietly(make_trainer(tmp_path, [LatentMonitor()], num_sanity_val_steps=2, logger=logger, max_epochs=2), model)
+    with open(os.path.join(logger.log_dir, "metrics.csv")) as f:
+        rows = [r for r in csv.DictReader(f) if r.get("latent/kl")]
+    assert [int(r["step"]) for r in rows] == [3, 7]
+
+
+class Alternating(Latent):
+    """Collapsed at even epochs, informative at odd ones."""
+
+    def posterior(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.kind = "prior" if self.current_epoch % 2 == 0 else "informative"
+        return super().posterior(x)
+
+
+def test_the_count_needs_consecutive_collapsed_validations(tmp_path: Path) -> None:
+    # Collapsed, healthy, collapsed, ...: with patience 2 no two collapsed validations are consecutive.
+    monitor = LatentMonitor(patience=2, on_collapse="raise")
+    counts = []
+
+    class Spy(Callback):
+        def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            counts.append(monitor.collapsed_count)
+
+    assert fit_quietly(make_trainer(tmp_path, [monitor, Spy()], max_epochs=5), Alternating()) == []
+    assert counts == [1, 0, 1, 0, 1] and monitor.alert_step is None
+
+
+class ActiveDims(Latent):
+    """``n_active`` dimensions carry x (variance about 1), the others are the prior (variance 0)."""
+
+    n_active = 2
+
+    def posterior(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        mu = torch.zeros_like(x)
+        mu[:, : self.n_active] = x[:, : self.n_active]
+        return {"mu": mu, "logvar": torch.zeros_like(x)}
+
+
+@pytest.mark.parametrize(("min_active_units", "collapsed"), [(2, False), (3, True)])
+def test_exactly_min_active_units_is_not_collapsed(tmp_path: Path, min_active_units: int, collapsed: bool) -> None:
+    monitor = LatentMonitor(kl_threshold=None, min_active_units=min_active_units, patience=1)
+    messages = fit_quietly(make_trainer(tmp_path, [monitor], max_epochs=1), ActiveDims())
+    assert monitor.last["active_units"] == 2
+    assert len(messages) == int(collapsed) and monitor.collapsed_count == int(collapsed)
 
 
 def test_no_work_on_training_steps() -> None:
@@ -605,24 +651,28 @@ def test_missing_prior_key_names_it(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"),
+    ("kwargs", "exc", "match"),
     [
-        (dict(mu_key=""), r"`mu_key` must be a non-empty string, got ''"),
-        (dict(logvar_key=3), r"`logvar_key` must be a non-empty string, got 3"),
-        (dict(prior_mu_key=""), r"`prior_mu_key` must be a non-empty string or None, got ''"),
-        (dict(kl_threshold=-0.1), r"`kl_threshold` must be a finite real number >= 0 or None, got -0.1"),
-        (dict(min_active_units=0.5), r"`min_active_units` must be an int >= 0 or None, got 0.5"),
-        (dict(patience=0), r"`patience` must be an int >= 1, got 0"),
-        (dict(on_collapse="error"), r"`on_collapse` must be one of \('warn', 'raise', 'stop'\), got 'error'"),
-        (dict(au_threshold=math.nan), r"`au_threshold` must be a finite real number >= 0, got nan"),
-        (dict(mi_samples=0), r"`mi_samples` must be an int >= 1, got 0"),
-        (dict(mi_outer_rows=0), r"`mi_outer_rows` must be an int >= 1 or None, got 0"),
-        (dict(mi_max_samples=-1), r"`mi_max_samples` must be an int >= 0, got -1"),
-        (dict(log_prefix=None), r"`log_prefix` must be a non-empty string, got None"),
+        (dict(mu_key=""), ValueError, r"`mu_key` must be a non-empty string, got ''"),
+        (dict(logvar_key=3), TypeError, r"`logvar_key` must be a non-empty string, got 3 of type \w+"),
+        (dict(prior_mu_key=""), ValueError, r"`prior_mu_key` must be a non-empty string or None, got ''"),
+        (dict(kl_threshold=-0.1), ValueError, r"`kl_threshold` must be a finite real number >= 0 or None, got -0.1"),
+        (dict(min_active_units=0.5), TypeError, r"`min_active_units` must be an int >= 0 or None, got 0.5 of type \w+"),
+        (dict(patience=0), ValueError, r"`patience` must be an int >= 1, got 0"),
+        (
+            dict(on_collapse="error"),
+            ValueError,
+            r"`on_collapse` must be one of \('warn', 'raise', 'stop'\), got 'error'",
+        ),
+        (dict(au_threshold=math.nan), ValueError, r"`au_threshold` must be a finite real number >= 0, got nan"),
+        (dict(mi_samples=0), ValueError, r"`mi_samples` must be an int >= 1, got 0"),
+        (dict(mi_outer_rows=0), ValueError, r"`mi_outer_rows` must be an int >= 1 or None, got 0"),
+        (dict(mi_max_samples=-1), ValueError, r"`mi_max_samples` must be an int >= 0, got -1"),
+        (dict(log_prefix=None), TypeError, r"`log_prefix` must be a non-empty string, got None of type \w+"),
     ],
 )
-def test_bad_arguments(kwargs: dict, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
+def test_bad_arguments(kwargs: dict, exc: type, match: str) -> None:
+    with pytest.raises(exc, match=match):
         LatentMonitor(**kwargs)
 
 

@@ -28,3 +28,13 @@ def test_one_panel_per_cycle_count_with_the_schedule_drawn() -> None:
 def test_bad_arguments(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         plot_schedules(100, **kwargs)
+
+
+def test_the_delay_is_drawn() -> None:
+    fig = plot_schedules(30, n_cycles=(2,), start=0.1, delay=10)
+    (line,) = fig.axes[0].get_lines()
+    ys = np.asarray(line.get_ydata())
+    np.testing.assert_array_equal(ys[:10], [0.1] * 10)  # held at `start` for the delay
+    np.testing.assert_array_equal(ys, cyclical_schedule(30, 2, start=0.1, delay=10))
+    assert ys[10:20].tolist() == pytest.approx([0.1 + 0.9 * k / 5 for k in range(5)] + [1.0] * 5)  # by hand
+    assert "delay=10" in fig.axes[0].get_title(loc="left")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import pickle
 from typing import Any
 
 import numpy as np
@@ -12,6 +14,7 @@ from hypothesis import strategies as st
 
 import reference_frange
 from lightning_kl_anneal import (
+    CyclicalSchedule,
     cycle_length,
     cycle_position,
     cyclical_beta,
@@ -414,3 +417,138 @@ def test_positions_allow_as_many_cycles_as_steps() -> None:
     assert cycle_position(0, 1, 4) == 0.0 and cycle_length(1, 4) == 1
     with pytest.raises(ValueError, match=r"`n_cycle`=4 cycles need more than 4 steps"):
         cyclical_beta(0, 1, 4)
+
+
+# ---------------------------------------------------------------- the schedule object
+
+
+CONFIGS = [
+    {"n_cycle": 4, "ratio": 0.5},
+    {"n_cycle": 3, "ratio": 0.7, "start": 0.1, "stop": 0.9, "shape": "cosine", "ratio_zero": 0.2},
+    {"n_cycle": 2, "ratio": 1.0, "shape": "sigmoid", "delay": 7},
+    {"n_cycle": 3, "ratio": 0.5, "start": 1.0, "stop": 0.2},
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("total", [40, 37])
+def test_schedule_object_equals_the_pure_functions(config: dict[str, Any], total: int) -> None:
+    schedule = CyclicalSchedule(**config)
+    phase_args = {k: v for k, v in config.items() if k in ("n_cycle", "ratio", "ratio_zero", "delay")}
+    steps = range(total + 3)
+    assert [schedule(t, total) for t in steps] == [cyclical_beta(t, total, **config) for t in steps]
+    assert [schedule.phase(t, total) for t in steps] == [cyclical_phase(t, total, **phase_args) for t in steps]
+    np.testing.assert_array_equal(schedule.values(total), cyclical_schedule(total, **config))
+    assert schedule.length(total) == total
+
+
+def test_schedule_object_with_period_ignores_total_steps() -> None:
+    schedule = CyclicalSchedule(n_cycle=3, period=10, delay=5, start=0.2)
+    assert [schedule(t) for t in range(50)] == [
+        cyclical_beta(t, n_cycle=3, period=10, delay=5, start=0.2) for t in range(50)
+    ]
+    assert [schedule(t, 1000) for t in range(50)] == [schedule(t) for t in range(50)]  # the callback passes its T
+    assert schedule.length() == 35 == 5 + 3 * 10
+    assert CyclicalSchedule(n_cycle=None, period=4).length() is None  # endless
+    assert [schedule.phase(t, 999) for t in (0, 6, 12, 40)] == ["delay", "ramp", "plateau", "final"]
+    assert schedule.needs_total is False and CyclicalSchedule().needs_total is True
+
+
+def test_schedule_object_hand_computed_values() -> None:
+    # T = 10, M = 3: cycles of ceil(10 / 3) = 4 steps, tau = (t mod 4) * 3 / 10, ramp while tau < 0.5.
+    schedule = CyclicalSchedule(n_cycle=3, ratio=0.5, start=0.2, stop=0.8)
+    assert schedule(0, 10) == 0.2
+    assert schedule(1, 10) == pytest.approx(0.2 + 0.6 * 0.3 / 0.5)  # 0.56
+    assert schedule(2, 10) == 0.8  # tau = 0.6: plateau, exactly `stop`
+    assert schedule(9, 10) == pytest.approx(0.56)  # the short last cycle (steps 8, 9) ends on its ramp
+    assert schedule.phase(9, 10) == "ramp" and schedule.phase(10, 10) == "final" and schedule(10, 10) == 0.8
+
+
+def test_schedule_object_without_total_steps() -> None:
+    schedule = CyclicalSchedule()
+    with pytest.raises(ValueError, match=r"`total_steps` is needed unless `period=`"):
+        schedule(3)
+    assert schedule.phase(3) is None  # unknown, as ScheduledAttribute reads it before T is known
+    assert schedule.length() is None
+
+
+def test_schedule_object_is_frozen_hashable_and_picklable() -> None:
+    schedule = CyclicalSchedule(n_cycle=2, ratio=0.25, shape="cosine", delay=3)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        schedule.ratio = 0.5  # type: ignore[misc]
+    clone = pickle.loads(pickle.dumps(schedule))
+    assert clone == schedule and hash(clone) == hash(schedule)
+    assert [clone(t, 30) for t in range(30)] == [schedule(t, 30) for t in range(30)]
+    assert repr(schedule) == (
+        "CyclicalSchedule(n_cycle=2, ratio=0.25, start=0.0, stop=1.0, shape='cosine', ratio_zero=0.0, period=None, delay=3)"
+    )
+
+
+def test_schedule_object_holds_plain_python_numbers() -> None:
+    schedule = CyclicalSchedule(np.int64(2), np.float32(0.5), np.float64(0.1), stop=1, delay=np.int32(1))
+    assert [type(v) for v in dataclasses.astuple(schedule)] == [int, float, float, float, str, float, type(None), int]
+    assert type(schedule(2, 11)) is float
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"n_cycle": 2.5}, TypeError, r"`n_cycle` must be an int >= 1, got 2.5 of type float"),
+        ({"n_cycle": 0}, ValueError, r"`n_cycle` must be an int >= 1, got 0"),
+        ({"n_cycle": True}, TypeError, r"`n_cycle` must be an int >= 1, got True of type bool"),
+        ({"ratio": 1.5}, ValueError, r"`ratio` must be in \(0, 1\], got 1.5"),
+        ({"ratio": "0.5"}, TypeError, r"`ratio` must be a real number, got '0.5' of type str"),
+        ({"start": math.inf}, ValueError, r"`start` must be a finite real number, got inf"),
+        ({"shape": "cubic"}, ValueError, r"`shape` must be one of"),
+        ({"period": 1}, ValueError, r"`period` must be an int >= 2, got 1"),
+        ({"delay": -1}, ValueError, r"`delay` must be an int >= 0, got -1"),
+        ({"n_cycle": None}, ValueError, r"`n_cycle=None` \(cycles forever\) needs `period=`"),
+    ],
+)
+def test_schedule_object_bad_arguments(kwargs: dict[str, Any], exc: type, match: str) -> None:
+    with pytest.raises(exc, match=match):
+        CyclicalSchedule(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("call", "exc", "match"),
+    [
+        (lambda s: s(-1, 10), ValueError, r"`step` must be an int >= 0, got -1"),
+        (lambda s: s(1.0, 10), TypeError, r"`step` must be an int >= 0, got 1.0 of type float"),
+        (lambda s: s(0, 4), ValueError, r"`n_cycle`=4 cycles need more than 4 steps"),
+        (lambda s: s.phase(0, 0), ValueError, r"`total_steps` must be an int >= 1, got 0"),
+        (lambda s: s.values(0), ValueError, r"`total_steps` must be an int >= 1, got 0"),
+    ],
+)
+def test_schedule_object_bad_calls(call: Any, exc: type, match: str) -> None:
+    with pytest.raises(exc, match=match):
+        call(CyclicalSchedule())
+
+
+# ---------------------------------------------------------------- behaviours pinned by hand (mutation probes)
+
+
+def test_a_decreasing_schedule_plateaus_at_stop() -> None:
+    # start > stop: the ramp falls from 1.0 to 0.2; the plateau and every step past T are `stop`, not max(start, stop).
+    kwargs = {"n_cycle": 2, "ratio": 0.5, "start": 1.0, "stop": 0.2}
+    assert [cyclical_beta(t, 8, **kwargs) for t in range(10)] == [1.0, 0.6, 0.2, 0.2, 1.0, 0.6, 0.2, 0.2, 0.2, 0.2]
+    np.testing.assert_array_equal(cyclical_schedule(8, **kwargs), [1.0, 0.6, 0.2, 0.2, 1.0, 0.6, 0.2, 0.2])
+    assert CyclicalSchedule(**kwargs)(3, 8) == 0.2
+
+
+def test_phases_when_the_last_cycle_is_short() -> None:
+    # T = 10, M = 3: cycles of 4, 4 and 2 steps; the last (tau 0, 0.3) never reaches its plateau, so the second
+    # cycle's plateau is "plateau", not "final", and only steps past T are "final".
+    assert [cyclical_phase(t, 10, 3) for t in range(11)] == (["ramp"] * 2 + ["plateau"] * 2) * 2 + ["ramp"] * 2 + [
+        "final"
+    ]
+    # T = 11, M = 3: the last cycle (3 steps, tau 0, 3/11, 6/11) does reach its plateau: its step 10 is "final".
+    assert [cyclical_phase(t, 11, 3) for t in range(8, 12)] == ["ramp", "ramp", "final", "final"]
+    assert cyclical_phase(7, 11, 3) == "plateau"
+
+
+def test_cycle_position_during_and_after_a_delay() -> None:
+    # delay 4, T = 20: 16 steps for 4 cycles of 4; tau = ((t - 4) mod 4) * 4 / 16.
+    assert [cycle_position(t, 20, 4, delay=4) for t in range(10)] == [0.0] * 4 + [0.0, 0.25, 0.5, 0.75, 0.0, 0.25]
+    assert cycle_position(20, 20, 4, delay=4) == 1.0
+    assert cycle_length(20, 4, delay=4) == 4

@@ -1,0 +1,151 @@
+"""Argument checks, one policy for the whole library.
+
+A wrong type is a ``TypeError``, a wrong value a ``ValueError``; both name the argument, echo the
+value and say what is accepted::
+
+    `n_cycle` must be an int >= 1, got 2.5 of type float      (TypeError)
+    `n_cycle` must be an int >= 1, got 0                      (ValueError)
+
+``bool`` is an ``int`` subclass, but ``n_cycle=True`` is always a mistake: it is a wrong type
+everywhere a number is expected.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+__all__ = ["check_choice", "check_int", "check_name", "check_real", "check_rows"]
+
+
+def _or_none(optional: bool) -> str:
+    return " or None" if optional else ""
+
+
+def _wrong_type(name: str, value: object, accepted: str) -> TypeError:
+    return TypeError(f"`{name}` must be {accepted}, got {value!r} of type {type(value).__name__}")
+
+
+def check_int(name: str, value: Any, minimum: int | None = None, *, optional: bool = False) -> Any:
+    """``value`` as an ``int`` (None passes with ``optional``).
+
+    Example:
+        >>> check_int("n_cycle", 4, 1)
+        4
+        >>> check_int("n_cycle", 2.5, 1)
+        Traceback (most recent call last):
+        ...
+        TypeError: `n_cycle` must be an int >= 1, got 2.5 of type float
+        >>> check_int("patience", 0, 1, optional=True)
+        Traceback (most recent call last):
+        ...
+        ValueError: `patience` must be an int >= 1 or None, got 0
+    """
+    if value is None and optional:
+        return None
+    accepted = ("an int" if minimum is None else f"an int >= {minimum}") + _or_none(optional)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise _wrong_type(name, value, accepted)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"`{name}` must be {accepted}, got {value!r}")
+    return int(value)
+
+
+def check_real(
+    name: str, value: Any, minimum: float | None = None, *, finite: bool = True, optional: bool = False
+) -> Any:
+    """``value`` as a ``float``: finite (any real with ``finite=False``, for a caller that checks a range), >= ``minimum``.
+
+    Example:
+        >>> check_real("start", 0.1)
+        0.1
+        >>> check_real("kl_threshold", -1.0, 0.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: `kl_threshold` must be a finite real number >= 0, got -1.0
+        >>> check_real("stop", "1")
+        Traceback (most recent call last):
+        ...
+        TypeError: `stop` must be a finite real number, got '1' of type str
+    """
+    if value is None and optional:
+        return None
+    accepted = (
+        ("a finite real number" if finite else "a real number")
+        + ("" if minimum is None else f" >= {minimum:g}")
+        + _or_none(optional)
+    )
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise _wrong_type(name, value, accepted)
+    value = float(value)
+    if (finite and not math.isfinite(value)) or (minimum is not None and not value >= minimum):
+        raise ValueError(f"`{name}` must be {accepted}, got {value!r}")
+    return value
+
+
+def check_choice(name: str, value: Any, choices: Collection[Any]) -> Any:
+    """``value`` if it is one of ``choices`` (a ``ValueError`` otherwise, whatever its type).
+
+    Example:
+        >>> check_choice("shape", "cubic", ("linear", "cosine"))
+        Traceback (most recent call last):
+        ...
+        ValueError: `shape` must be one of ('linear', 'cosine'), got 'cubic'
+    """
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def check_name(name: str, value: Any, *, optional: bool = False) -> Any:
+    """``value`` if it is a non-empty string (a key, a metric name); None passes with ``optional``.
+
+    Example:
+        >>> check_name("mu_key", "")
+        Traceback (most recent call last):
+        ...
+        ValueError: `mu_key` must be a non-empty string, got ''
+    """
+    if value is None and optional:
+        return None
+    accepted = "a non-empty string" + _or_none(optional)
+    if not isinstance(value, str):
+        raise _wrong_type(name, value, accepted)
+    if not value:
+        raise ValueError(f"`{name}` must be {accepted}, got {value!r}")
+    return value
+
+
+def check_rows(name: str, value: Any, *, min_rows: int = 0, what: str = "") -> Tensor:
+    """``value`` if it is a (batch, d) tensor with at least ``min_rows`` rows.
+
+    Args:
+        name: the argument's name.
+        value: the tensor.
+        min_rows: the fewest rows accepted.
+        what: a reason appended to the message for too few rows (e.g. "a variance needs two").
+
+    Example:
+        >>> import torch
+        >>> check_rows("mu", torch.zeros(3)).shape
+        Traceback (most recent call last):
+        ...
+        ValueError: `mu` must be a (batch, d) tensor, got shape (3,)
+    """
+    from torch import Tensor  # here: the schedules import this module and need no torch
+
+    if not isinstance(value, Tensor):
+        raise _wrong_type(name, value, "a (batch, d) tensor")
+    if value.dim() != 2:
+        raise ValueError(f"`{name}` must be a (batch, d) tensor, got shape {tuple(value.shape)}")
+    if value.shape[0] < min_rows:
+        raise ValueError(
+            f"`{name}` must be a (batch, d) tensor with at least {min_rows} row{'s' if min_rows != 1 else ''}, got shape {tuple(value.shape)}"
+            + (f": {what}" if what else "")
+        )
+    return value
