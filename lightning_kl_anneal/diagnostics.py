@@ -16,7 +16,7 @@ __all__ = ["active_units", "mutual_information"]
 
 
 def _check_threshold(threshold: object) -> float:
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not threshold >= 0:
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not float(threshold) >= 0:
         raise ValueError(f"`threshold` must be a real number >= 0, got {threshold!r}")
     return float(threshold)
 

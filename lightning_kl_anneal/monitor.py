@@ -8,11 +8,11 @@ from collections.abc import Mapping
 from typing import Any, Literal, get_args
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
-import torch
 from torch import Tensor
 from typing_extensions import override
 

@@ -30,16 +30,16 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 import numpy as np
 import numpy.typing as npt
 
 __all__ = [
-    "Phase",
     "PHASES",
-    "Shape",
     "SHAPES",
+    "Phase",
+    "Shape",
     "cycle_length",
     "cycle_position",
     "cyclical_beta",
@@ -513,9 +513,10 @@ def cyclical_schedule(
     if rest == 0:
         return out
     if period is None:
-        length = _period(rest, n_cycle)  # type: ignore[arg-type]
+        cycles = cast(int, n_cycle)  # validated above: an int whenever `period` is None
+        length = _period(rest, cycles)
         tau = np.arange(length, dtype=np.float64)  # exact integers: length < 2**53
-        tau *= n_cycle
+        tau *= cycles
         tau /= rest
     else:
         tau = np.arange(period, dtype=np.float64)
