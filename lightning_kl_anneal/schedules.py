@@ -358,7 +358,7 @@ def cyclical_beta(
 
     Raises:
         TypeError, ValueError: see :func:`validate_schedule_args`; also a negative ``step``,
-        neither or both of ``total_steps`` and ``period``, and ``n_cycle >= T - delay``.
+            neither or both of ``total_steps`` and ``period``, and ``n_cycle >= T - delay``.
 
     Example:
         >>> [cyclical_beta(t, 20, n_cycle=4, ratio=0.5) for t in range(6)]
