@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -59,3 +60,14 @@ def test_project_urls_are_https(project: dict) -> None:
 def test_every_dependency_has_a_lower_bound(project: dict) -> None:
     for requirement in project["dependencies"]:
         assert re.fullmatch(r"[A-Za-z0-9_.-]+>=[0-9.]+(,<[0-9.]+)?", requirement.split(";")[0].strip()), requirement
+
+
+def test_lower_bounds_pin_every_dependency(project: dict) -> None:
+    spec = importlib.util.spec_from_file_location("lower_bounds", PYPROJECT.parent / ".ci" / "lower_bounds.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    pins = module.lower_bounds(PYPROJECT)
+    names = [re.split(r"[\[>=<;\s]", r, maxsplit=1)[0] for r in project["dependencies"]]
+    assert [p.split("==")[0] for p in pins] == names
+    assert all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][0-9.]*", p) for p in pins), pins
