@@ -13,6 +13,7 @@ import inspect
 import math
 import numbers
 import pickle
+import reprlib
 import weakref
 from collections.abc import Callable
 from typing import Any, Literal, get_args
@@ -26,12 +27,12 @@ from typing_extensions import override
 
 from lightning_kl_anneal.exceptions import misconfiguration
 from lightning_kl_anneal.schedules import (
+    PHASES,
     Phase,
     Shape,
     _beta,
     _check_int,
     _phase,
-    _too_many_cycles,
     validate_schedule_args,
 )
 
@@ -76,24 +77,39 @@ class ScheduledAttribute(Callback):
     - A tensor attribute (a buffer) is filled in place, so ``torch.compile`` never recompiles;
       any other attribute is set. Dotted paths reach into submodules, ``nn.ModuleList`` and
       ``nn.ModuleDict`` included (``"losses.0.beta"``).
-    - During validation, test and predict the attribute holds ``eval_value`` (None: left as is),
-      and the training value is back before the next training step.
-    - The value is sent to every logger on the Trainer's logging steps, as ``log_name``.
+    - During validation, test and predict the attribute holds ``eval_value``. Its default, None,
+      leaves the attribute alone (it keeps the last training value): a general attribute has no
+      natural evaluation value, so for a KL weight pass ``eval_value=1.0`` to validate on the ELBO.
+    - The value is sent to every logger on the Trainer's logging steps, as ``log_name`` (by
+      default the attribute's name).
+    - The user's function is called once per step the run takes, in order, never ahead of time
+      and never for a step the run did not take. On a fresh fit step 0 is evaluated before the
+      sanity check (so a function that cannot run fails there, with the reason), and that value is
+      the one written at step 0. A value that is not finite (NaN, inf) is an error at its step.
+    - A schedule object with a ``phase(step, total_steps)`` method returning ``"delay"``,
+      ``"ramp"``, ``"plateau"``, ``"final"`` or None declares its phases: :meth:`phase_at` uses it,
+      so :class:`~lightning_kl_anneal.PlateauModelCheckpoint`, ``PlateauEarlyStopping`` and
+      :class:`~lightning_kl_anneal.LatentMonitor` follow it as they follow :class:`CyclicalKLAnnealing`.
+      ``phase`` must be pure: it is asked about any step.
     - A fit that ends before the schedule does (early stopping, ``max_time``, a crash) warns once.
 
     Args:
-        schedule: ``schedule(step, total_steps) -> float``, a pure function; ``total_steps`` is
-            the resolved ``T`` (None where ``T`` is neither given nor known, e.g. ``max_epochs=-1``).
+        schedule: ``schedule(step, total_steps) -> float``; ``total_steps`` is the resolved ``T``
+            (None where ``T`` is neither given nor known, e.g. ``max_epochs=-1``). Optionally with
+            a ``phase(step, total_steps)`` method (see above).
         attribute: the attribute to write, or a dotted path such as ``"loss_fn.beta"``.
         total_steps: ``T`` in ``unit``\ s; default: the Trainer's length.
         unit: ``"step"`` or ``"epoch"``.
-        eval_value: the value during validation, test and predict; None leaves the attribute alone.
-        log_name: metric name; True logs under ``attribute``; None or False: no logging.
+        eval_value: the value during validation, test and predict; None (default) leaves the
+            attribute at its last training value.
+        log_name: metric name; True (default) logs under ``attribute``; None or False: no logging.
 
     Raises:
         TypeError, ValueError: at construction, for a bad argument.
         MisconfigurationException: before the first training step, for an attribute that is
-            missing, read-only or an integer tensor, or a clash with another scheduled attribute.
+            missing, read-only or an integer tensor, a clash with another scheduled attribute, or
+            a function that cannot run at step 0.
+        ValueError: at the step where the function returns NaN or inf (before it is written).
 
     Example:
         >>> import lightning as L
@@ -124,7 +140,7 @@ class ScheduledAttribute(Callback):
         total_steps: int | None = None,
         unit: Unit = "step",
         eval_value: float | None = None,
-        log_name: str | bool | None = None,
+        log_name: str | bool | None = True,
     ) -> None:
         if not callable(schedule):
             raise TypeError(f"`schedule` must be a callable `schedule(step, total_steps) -> float`, got {schedule!r}")
@@ -166,6 +182,8 @@ class ScheduledAttribute(Callback):
         self._name = ""
         self._cached_step = -1
         self._value: float | None = None
+        self._probed: tuple[int | None, float] | None = None  # (T, value at step 0) of a fresh fit's probe
+        self._warned_end: int | None = None  # the run length at whose end a warning at the start said β is off
         self._ahead: list[float] = []  # values for steps `_ahead_start + i`, evaluated in one batch
         self._ahead_start = 0
         self._ahead_len = 0
@@ -191,6 +209,11 @@ class ScheduledAttribute(Callback):
     def total_steps(self) -> int | None:
         """``T`` as given at construction; None means the Trainer's length."""
         return self._total_steps
+
+    @property
+    def total(self) -> int | None:
+        """``T`` of the current (or last) fit, as resolved at its start; None before a fit resolves it."""
+        return self._total
 
     @property
     def unit(self) -> Unit:
@@ -245,13 +268,20 @@ class ScheduledAttribute(Callback):
             "unit": self._unit, "eval_value": self._eval_value, "log_name": self._log_name,
         }  # fmt: skip
 
+    @reprlib.recursive_repr()  # a schedule that refers back to this callback (a bound method) prints as `...`
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self._init_args().items())})"
 
     # ------------------------------------------------------------------ what subclasses specialise
 
     def _value_at(self, step: int, total: int | None) -> float:
-        return float(self._schedule(step, total))
+        value = float(self._schedule(step, total))
+        if value - value != 0.0:  # NaN or inf, in one subtraction: this runs at every step
+            raise ValueError(
+                f"{type(self).__name__}(`{self._attribute}`): `schedule({step}, {total})` returned {value}; the value "
+                "is written into the model, so the schedule must return a finite number at every step"
+            )
+        return value
 
     # Steps evaluated at once by the per-step hook when the schedule is known to be pure: one tight loop
     # every `_LOOKAHEAD` steps costs less than one call per step, each with caches cold from Lightning's
@@ -290,13 +320,38 @@ class ScheduledAttribute(Callback):
         return "pass `total_steps=` to the callback, or bound the run with `max_steps` / `max_epochs`"
 
     def phase_at(self, step: int) -> Phase | None:
-        """The schedule's phase at ``step`` (in ``unit``\\ s); None: a general schedule has no phases.
+        """The schedule's phase at ``step`` (in ``unit``\\ s): ``schedule.phase(step, T)``; None where it has none.
+
+        ``T`` is the constructor's ``total_steps``, else the current (or last) fit's (None before one).
 
         Example:
             >>> ScheduledAttribute(lambda step, total: 1.0).phase_at(3) is None
             True
+            >>> class Warmup:
+            ...     def __call__(self, step, total):
+            ...         return min(1.0, step / 10)
+            ...     def phase(self, step, total):
+            ...         return "ramp" if step < 10 else "final"
+            >>> ScheduledAttribute(Warmup()).phase_at(12)
+            'final'
         """
-        return None
+        phase = getattr(self._schedule, "phase", None)
+        if not callable(phase):
+            return None
+        value = phase(step, self._known_total())
+        if value is not None and value not in PHASES:
+            raise ValueError(
+                f"{type(self).__name__}(`{self._attribute}`): `schedule.phase({step}, {self._known_total()})` must "
+                f"return one of {PHASES} or None, got {value!r}"
+            )
+        return value
+
+    @property
+    def has_phases(self) -> bool:
+        """Whether :meth:`phase_at` can say anything: the schedule has a ``phase`` method, or a subclass defines phases."""
+        return type(self).phase_at is not ScheduledAttribute.phase_at or callable(
+            getattr(self._schedule, "phase", None)
+        )
 
     def current_phase(self, trainer: pl.Trainer) -> Phase | None:
         """The phase of the value that trained the model's current weights (the last step taken)."""
@@ -330,6 +385,7 @@ class ScheduledAttribute(Callback):
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Everything that can be checked is checked here, before the sanity check and the first step.
+        self._probed = None
         self._check_attribute(pl_module, writing=True)
         self._check_other_schedules(trainer)
         self._estimate = self._estimate_total(trainer)
@@ -339,7 +395,10 @@ class ScheduledAttribute(Callback):
         if total is not None:
             self._check_total(total, trainer)
             self._warn_manual_max_steps(trainer, pl_module)
-        self._probe_schedule(trainer, total)
+        if self._estimate != 0 and self._loaded is None and self._read_counter(trainer, pl_module) == 0:
+            # A fresh fit: step 0 is the first step it takes, so evaluating it now calls the function on no step
+            # the run does not take (a resumed or continued fit starts elsewhere, and is not probed).
+            self._probed = (total, self._probe_schedule(trainer, total))
 
     def _warn_manual_max_steps(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Under manual optimization `max_steps` counts every optimizer's steps, which no one knows per batch.
@@ -355,10 +414,10 @@ class ScheduledAttribute(Callback):
                 "run with `max_epochs`."
             )
 
-    def _probe_schedule(self, trainer: pl.Trainer, total: int | None) -> None:
-        """Call the schedule once at step 0, so that a function that cannot run fails before training."""
+    def _probe_schedule(self, trainer: pl.Trainer, total: int | None) -> float:
+        """Step 0's value, evaluated before training, so that a function that cannot run fails there."""
         try:
-            value = self._value_at(0, total)
+            value = self._schedule(0, total)
         except Exception as err:  # any failure of the user's function is reported the same way
             hint = (
                 f" This run's length is not known (the Trainer gives no number of {self._unit}s), so the schedule "
@@ -374,6 +433,7 @@ class ScheduledAttribute(Callback):
                 f"{type(self).__name__}(`{self._attribute}`): `schedule(0, {total})` must return a finite real "
                 f"number, got {value!r}"
             )
+        return float(value)
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -401,6 +461,10 @@ class ScheduledAttribute(Callback):
         self._total = total or None
         self._last_run = (weakref.ref(trainer), self._total)
         self._bind(trainer, pl_module)
+        probed, self._probed = self._probed, None
+        if probed is not None and probed[0] == self._total and self._read_counter(trainer, pl_module) == 0:
+            self._ahead, self._ahead_start, self._ahead_len = [float(probed[1])], 0, 1  # step 0: not called twice
+        self._warn_if_run_ends_off_plateau(trainer)
 
     def _keep_total(self, kept: int, estimate: int | None, what: str) -> int:
         if estimate and estimate != kept:
@@ -653,25 +717,63 @@ class ScheduledAttribute(Callback):
             self._warn_if_unfinished(trainer, pl_module)
 
     def _warn_if_unfinished(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Runs in `on_exception` too: nothing here may call the user's function (a step the run never took) or
+        # raise, so that the user's own exception reaches them as it is.
         if self._counter is None or self._cached_step < 0:
             return  # no training step ran
+        self._counter = None  # once per fit
         length = self._schedule_length(self._total)
         reached = self._read_counter(trainer, pl_module)
-        if length is not None and reached < length:
-            final = self._value_at(length, self._total)
-            held = f"`{self._attribute}` last held {self._value:.6g}"
-            held += (
-                ", its final value, but the rest of the schedule did not run. " if self._value == final
-                else f", not its final value {final:.6g}. {self._unfinished_advice()}"
-            )  # fmt: skip
-            rank_zero_warn(
-                f"{type(self).__name__}(`{self._attribute}`): the fit ended after {reached} of the schedule's "
-                f"{length} {self._unit}s (`total_steps`); {held.rstrip()}"
-            )
-        self._counter = None  # once per fit
+        if length is None or reached >= length or reached == self._warned_end:
+            return  # finished, endless, or ended where the warning at the start said it would
+        final = self._final_value()
+        held = f"`{self._attribute}` last held {self._value:.6g}"
+        if final is None:
+            held += f"; the rest of the schedule did not run. {self._unfinished_advice()}"
+        elif self._value == final:
+            held += ", its final value, but the rest of the schedule did not run."
+        else:
+            held += f", not its final value {final:.6g}. {self._unfinished_advice()}"
+        rank_zero_warn(
+            f"{type(self).__name__}(`{self._attribute}`): the fit ended after {reached} of the schedule's "
+            f"{length} {self._unit}s ({self._length_source()}); {held}"
+        )
+
+    def _final_value(self) -> float | None:
+        """The value at the schedule's end, where it is known without calling the user's function."""
+        return None
+
+    def _length_source(self) -> str:
+        """Where the schedule's length came from, in the words of the arguments that set it."""
+        return "`total_steps`" if self._total_steps is not None else "the Trainer's planned length"
 
     def _unfinished_advice(self) -> str:
-        return "If the run was meant to be shorter, pass `total_steps=` to match it."
+        if self._total_steps is not None:
+            return "If the run was meant to be shorter, pass `total_steps=` to match it."
+        return "For a run that may stop early, pass `total_steps=` (the length to schedule over)."
+
+    def _warn_if_run_ends_off_plateau(self, trainer: pl.Trainer) -> None:
+        """Warn at the start when the run's known length makes its last step fall on a ramp (or the delay)."""
+        self._warned_end = None
+        run = self._estimate  # the Trainer's length in units; None when unknown
+        if not run or not self.has_phases:
+            return  # a schedule without phases cannot tell
+        last = run - 1
+        phase = self.phase_at(last)
+        if phase not in ("ramp", "delay"):
+            return
+        self._warned_end = run  # the end-of-fit warning would say it again
+        rank_zero_warn(
+            f"{type(self).__name__}(`{self._attribute}`): this run's last {self._unit} ({last}, of {run}) is in the "
+            f"schedule's {phase} phase{self._ends_off_plateau_detail(last)}, so training ends off the plateau. "
+            f"{self._ends_off_plateau_advice(run)}"
+        )
+
+    def _ends_off_plateau_detail(self, last: int) -> str:
+        return ""
+
+    def _ends_off_plateau_advice(self, run: int) -> str:
+        return f"Fit the schedule to the run's {run} {self._unit}s (`total_steps=`), or run longer."
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -860,8 +962,9 @@ class CyclicalKLAnnealing(ScheduledAttribute):
             return
         if self._delay >= total:
             message = (
-                f"CyclicalKLAnnealing: `delay`={self._delay} must be smaller than the run's {total} {self._unit}s "
-                "(`total_steps`): no cycle would run. Use a shorter delay or a longer run."
+                f"CyclicalKLAnnealing: `delay`={self._delay} must be smaller than "
+                + (f"`total_steps`={total}" if self._total_steps is not None else f"the run's {total} {self._unit}s")
+                + ": no cycle would run. Use a shorter delay or a longer run."
             )
             if not trainer.fast_dev_run:  # type: ignore[attr-defined]  # set at runtime by a connector
                 raise misconfiguration(message)
@@ -871,7 +974,14 @@ class CyclicalKLAnnealing(ScheduledAttribute):
             return
         if self._n_cycle is not None and self._n_cycle >= total - self._delay and not self._warned_cycles:
             self._warned_cycles = True  # once: fast_dev_run and tiny debug runs still train
-            rank_zero_warn(f"CyclicalKLAnnealing: {_too_many_cycles(total, self._n_cycle, self._delay)}")
+            span = total - self._delay
+            where = f"`total_steps`={total}" if self._total_steps is not None else f"the run's {total} {self._unit}s"
+            rank_zero_warn(
+                f"CyclicalKLAnnealing: `n_cycle`={self._n_cycle} cycles need more than {self._n_cycle} {self._unit}s, "
+                f"but the schedule has {span} ({where}{f' minus `delay`={self._delay}' if self._delay else ''}); every "
+                f"cycle would be one {self._unit} long and β would never leave `start`. Use fewer cycles"
+                f"{' or a longer run' if self._total_steps is None else ' or a larger `total_steps`'}."
+            )
 
     @override
     def _config(self) -> dict[str, Any]:
@@ -893,8 +1003,57 @@ class CyclicalKLAnnealing(ScheduledAttribute):
         )
 
     @override
+    def _final_value(self) -> float | None:
+        return self._stop
+
+    @override
+    def _length_source(self) -> str:
+        if self._period is None:
+            return super()._length_source()
+        delay = f"`delay`={self._delay} + " if self._delay else ""
+        return f"{delay}`n_cycle`={self._n_cycle} × `period`={self._period}"
+
+    @override
     def _unfinished_advice(self) -> str:
+        if self._period is not None:
+            fit = "pass a smaller `n_cycle`, or `n_cycle=None` to cycle for as long as the run lasts"
+        elif self._total_steps is not None:
+            fit = "pass `total_steps=` matching the run's real length"
+        else:
+            fit = "for a run that may stop early, pass `period=` (units per cycle) instead of relying on its planned length"
+        return f"A model whose β never reached `stop` was not trained on the ELBO: {fit}."
+
+    @override
+    def _warn_if_run_ends_off_plateau(self, trainer: pl.Trainer) -> None:
+        total = self._total
+        if self._period is None and total is not None and (self._n_cycle or 1) >= total - self._delay:
+            self._warned_end = None
+            return  # `_check_total` has said why: too many cycles, or a delay as long as the run
+        super()._warn_if_run_ends_off_plateau(trainer)
+
+    @override
+    def _ends_off_plateau_detail(self, last: int) -> str:
+        return f", at β = {self._cyclical(last, self._total):.6g} instead of `stop`={self._stop:g}"
+
+    @override
+    def _ends_off_plateau_advice(self, run: int) -> str:
+        unit = self._unit
+        if self._period is not None:
+            first = self._delay + math.ceil(self._ratio * self._period)
+            return (
+                f"With `period`={self._period} the first plateau starts at {unit} {first}: use a shorter `period` "
+                f"(the last cycle's ramp must end before {unit} {run}), or a longer run."
+            )
+        total = self._total if self._total is not None else run
+        if total > run:
+            return f"`total_steps`={total} is longer than the run: pass `total_steps={run}`, or run longer."
+        span = total - self._delay
+        fits = [m for m in range(1, span) if span % m == 0]
+        fits = sorted(fits, key=lambda m: (abs(m - (self._n_cycle or 1)), m))[:2]
+        length = -(-span // (self._n_cycle or 1))
         return (
-            "A model whose β never reached `stop` was not trained on the ELBO: pass `total_steps=` (or `period=`) "
-            "to fit the schedule to the run's real length."
+            f"`n_cycle`={self._n_cycle} cuts the {span} {unit}s{' after `delay`' if self._delay else ''} into cycles of "
+            f"{length} and a shorter last one that ends on its ramp: use an `n_cycle` that divides {span} "
+            f"(e.g. {' or '.join(map(str, fits))})"
+            + (f", or a run length that {self._n_cycle} divides." if self._total_steps is None else ".")
         )

@@ -425,7 +425,10 @@ def cyclical_phase(
 
     ``"ramp"`` is the rising part of a cycle (its ``ratio_zero`` hold included), ``"plateau"`` a
     cycle's flat top at ``stop`` with another cycle to come, ``"final"`` the plateau after the
-    last ramp (and every step past the end). Schedule-aware model selection uses it: losses
+    last ramp (and every step past the end). With ``ratio=1.0`` the ramp fills the cycle and β
+    reaches ``stop`` only at the next cycle's start, so the last step of each full cycle counts as
+    its plateau (``"final"`` for the last cycle), one ramp step below ``stop``: that is the step
+    that closes the ramp, e.g. the end of a warm-up that runs to the end of training. Schedule-aware model selection uses it: losses
     measured during a ramp are not comparable with losses at ``stop``. Arguments as in
     :func:`cyclical_beta` (``start``, ``stop`` and ``shape`` do not move the phases).
 
@@ -437,6 +440,8 @@ def cyclical_phase(
         ['ramp', 'plateau', 'ramp', 'final', 'final']
         >>> [cyclical_phase(t, n_cycle=None, period=10, delay=5) for t in (0, 7, 12)]
         ['delay', 'ramp', 'plateau']
+        >>> [cyclical_phase(t, 4, n_cycle=1, ratio=1.0) for t in range(5)]
+        ['ramp', 'ramp', 'ramp', 'final', 'final']
     """
     validate_schedule_args(n_cycle, ratio, 0.0, 1.0, "linear", ratio_zero, total_steps, delay=delay, period=period)
     _check_step_args(step, total_steps, period)
@@ -452,9 +457,21 @@ def _phase(
     cycle, tau = _locate(step, total_steps, n_cycle, delay, period)
     if cycle < 0:
         return "final"
-    if tau < ratio:
+    if tau < ratio and not (ratio == 1.0 and _ends_full_cycle(step - delay, total_steps, n_cycle, delay, period)):
         return "ramp"
     return "final" if cycle == _last_cycle(total_steps, n_cycle, delay, period) else "plateau"
+
+
+def _ends_full_cycle(step: int, total_steps: int | None, n_cycle: int | None, delay: int, period: int | None) -> bool:
+    """Whether ``step`` (counted from the delay) is the last step of a cycle whose ramp spans all of it (ratio 1).
+
+    Its next position, one step on, is ``tau >= 1``: the step closes the ramp. A last cycle cut short by an
+    uneven ``T / M`` ends before that and has no such step.
+    """
+    if period is not None:
+        return step % period == period - 1
+    span = total_steps - delay  # type: ignore[operator]
+    return (step % _period(span, n_cycle) + 1) * n_cycle >= span  # type: ignore[arg-type,operator]
 
 
 def _cycle_values(

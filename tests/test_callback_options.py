@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,8 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from test_callback import TinyVAE, Unbounded, WithLossFn, expected, make_trainer
+from lightning.pytorch.loggers import CSVLogger
+from test_callback import TinyVAE, Unbounded, WithLossFn, _csv_rows, expected, make_trainer
 
 from lightning_kl_anneal import CyclicalKLAnnealing, MisconfigurationException, ScheduledAttribute, cyclical_beta
 
@@ -154,14 +156,14 @@ def test_scheduled_attribute_eval_value_and_unknown_length(tmp_path: Path) -> No
 
     cb = ScheduledAttribute(schedule, eval_value=0.5)
     make_trainer(tmp_path, [cb], max_epochs=-1, max_steps=3, limit_val_batches=1, val_check_interval=2).fit(model)
-    assert totals == [3, 3, 3, 3]  # the Trainer's length where it has one: a probe before training, then 3 steps
+    assert totals == [3, 3, 3]  # the Trainer's length where it has one; step 0 evaluated before training, once
     assert [b for _, _, b in model.seen] == pytest.approx([0.0, 0.1, 0.2])
     assert set(model.eval_seen) == {0.5}
 
     model = Unbounded(n_batches=4)
     totals.clear()
     make_trainer(tmp_path, [ScheduledAttribute(schedule), StopAt(2)], max_epochs=-1, limit_train_batches=4).fit(model)
-    assert totals == [None, None, None]  # and None where it has none: the schedule decides
+    assert totals == [None, None]  # and None where it has none: the schedule decides
 
 
 def test_scheduled_attribute_calls_a_user_schedule_on_its_own_step_only(tmp_path: Path) -> None:
@@ -175,7 +177,128 @@ def test_scheduled_attribute_calls_a_user_schedule_on_its_own_step_only(tmp_path
     make_trainer(tmp_path, [ScheduledAttribute(schedule)], max_epochs=3, accumulate_grad_batches=2).fit(
         TinyVAE(n_batches=6)
     )
-    assert calls == [0, *range(9)]  # the probe before training, then each optimizer step once, in order
+    assert calls == list(range(9))  # each optimizer step once, in order (step 0 before the sanity check)
+
+
+class Table:
+    """A table-lookup schedule, valid on the run's steps 0..T-1 only, that records the steps it is asked."""
+
+    def __init__(self, values: list[float]) -> None:
+        self.values, self.calls = values, []
+
+    def __call__(self, step: int, total: int | None) -> float:
+        self.calls.append(step)
+        return self.values[step]
+
+
+def test_a_user_schedule_is_never_called_on_a_step_the_run_did_not_take(tmp_path: Path) -> None:
+    table = Table([0.1 * t for t in range(20)])
+    model = TinyVAE(n_batches=10)
+    with pytest.warns(UserWarning, match=r"ended after 7 of the schedule's 20 steps.*last held 0\.6;"):
+        make_trainer(tmp_path, [ScheduledAttribute(table), StopAt(7)]).fit(model)  # stopped early: no IndexError
+    assert table.calls == list(range(7)) == [t for t, _, _ in model.seen]
+    assert [b for _, _, b in model.seen] == pytest.approx([0.1 * t for t in range(7)])
+
+
+def test_a_user_exception_in_training_step_reaches_the_user_unmasked(tmp_path: Path) -> None:
+    table = Table([0.1 * t for t in range(20)])
+    with pytest.raises(RuntimeError, match="simulated crash"), pytest.warns(UserWarning, match="ended after 3 of"):
+        make_trainer(tmp_path, [ScheduledAttribute(table)]).fit(TinyVAE(n_batches=10, crash_at=3))
+    assert table.calls == [0, 1, 2, 3]  # the crashed step was written, nothing past it
+
+
+def test_a_resumed_fit_calls_the_user_schedule_from_its_first_step_on(tmp_path: Path) -> None:
+    tables: list[Table] = []
+
+    def make() -> ScheduledAttribute:
+        tables.append(Table([0.01 * t for t in range(30)]))
+        return ScheduledAttribute(tables[-1])
+
+    reference, stitched = _crash_then_resume(tmp_path, make, 13, max_epochs=3)
+    assert stitched == reference
+    assert tables[0].calls == list(range(30)) and tables[1].calls == list(range(14))
+    assert tables[2].calls == list(range(13, 30))  # resumed at step 13 (the last checkpoint): never step 0
+
+
+def test_a_non_finite_value_after_step_0_is_an_error_at_its_step(tmp_path: Path) -> None:
+    model = TinyVAE(n_batches=10)
+    cb = ScheduledAttribute(lambda step, total: math.inf if step == 3 else 0.1, "beta")
+    with pytest.raises(ValueError, match=r"ScheduledAttribute\(`beta`\): `schedule\(3, 20\)` returned inf; .*finite"):
+        make_trainer(tmp_path, [cb]).fit(model)
+    assert [t for t, _, _ in model.seen] == [0, 1, 2]  # the NaN/inf never reached training_step
+
+
+def test_scheduled_attribute_logs_under_its_attribute_by_default(tmp_path: Path) -> None:
+    model = WithLossFn(n_batches=5)
+    model.temperature = 1.0
+    logger = CSVLogger(tmp_path, name="csv")
+    cbs = [
+        ScheduledAttribute(lambda step, total: 1.0 - 0.1 * step, "temperature"),
+        ScheduledAttribute(lambda step, total: 0.5, "loss_fn.beta", log_name=None),
+    ]
+    assert cbs[0].log_name == "temperature" and cbs[0].eval_value is None
+    make_trainer(tmp_path, cbs, logger=logger, log_every_n_steps=1).fit(model)
+    rows = _csv_rows(logger)
+    logged = [(int(r["step"]), float(r["temperature"])) for r in rows if r.get("temperature")]
+    assert logged == [(t, pytest.approx(1.0 - 0.1 * t)) for t in range(10)]
+    assert "loss_fn.beta" not in rows[0]
+
+
+class SelfScheduled(ScheduledAttribute):
+    """A subclass whose schedule is one of its own methods (its repr would print itself)."""
+
+    def __init__(self) -> None:
+        super().__init__(self.schedule_fn, "beta")
+
+    def schedule_fn(self, step: int, total: int | None) -> float:
+        return 0.5
+
+
+def test_repr_never_recurses_and_lightning_can_format_the_callback(tmp_path: Path) -> None:
+    cb = SelfScheduled()
+    text = repr(cb)
+    assert text.startswith("SelfScheduled(schedule=<bound method SelfScheduled.schedule_fn of ...>") and len(text) < 300
+    model = TinyVAE(n_batches=2)
+    make_trainer(tmp_path, [cb], max_epochs=1).fit(model)
+    assert [b for _, _, b in model.seen] == [0.5, 0.5]
+
+
+class Warmup:
+    """A user's schedule that declares its phases: a linear warm-up over `steps`, then 1."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def __call__(self, step: int, total: int | None) -> float:
+        return min(1.0, step / self.steps)
+
+    def phase(self, step: int, total: int | None) -> str:
+        return "ramp" if step < self.steps else "final"
+
+
+def test_a_schedule_object_declares_its_phases_and_the_fit_exposes_its_total(tmp_path: Path) -> None:
+    cb = ScheduledAttribute(Warmup(5))
+    assert cb.has_phases and cb.total is None and cb.phase_at(4) == "ramp" and cb.phase_at(5) == "final"
+    phases: list[Any] = []
+
+    class Spy(L.Callback):
+        def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+            phases.append((cb.total, cb.current_phase(trainer)))
+
+    make_trainer(tmp_path, [cb, Spy()]).fit(TinyVAE(n_batches=4))
+    assert phases == [(8, "ramp")] * 5 + [(8, "final")] * 3  # the phase of the step just taken
+    assert cb.total == 8 and not ScheduledAttribute(lambda s, t: 1.0).has_phases
+    with pytest.raises(AttributeError):
+        cb.total = 3  # type: ignore[misc]
+
+
+def test_a_phase_outside_the_four_is_refused() -> None:
+    class Bad(Warmup):
+        def phase(self, step: int, total: int | None) -> str:
+            return "warmup"
+
+    with pytest.raises(ValueError, match=r"`schedule.phase\(0, None\)` must return one of \('delay', .*got 'warmup'"):
+        ScheduledAttribute(Bad(3)).phase_at(0)
 
 
 def test_scheduled_attribute_bad_arguments() -> None:

@@ -287,6 +287,60 @@ def test_more_cycles_than_steps_warns_once_and_runs(tmp_path: Path) -> None:
     assert [b for _, _, b in model.seen] == [0.0]
 
 
+def test_more_cycles_than_epochs_says_epochs_and_names_no_argument_the_user_did_not_pass(tmp_path: Path) -> None:
+    with pytest.warns(UserWarning) as record:
+        make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=4, unit="epoch")], max_epochs=3).fit(TinyVAE(n_batches=2))
+    messages = [str(w.message) for w in record if "CyclicalKLAnnealing" in str(w.message)]
+    assert len(messages) == 1, messages
+    assert re.search(
+        r"`n_cycle`=4 cycles need more than 4 epochs, but the schedule has 3 \(the run's 3 epochs\)", messages[0]
+    )
+    assert "total_steps" not in messages[0] and " steps" not in messages[0]
+
+
+@pytest.mark.parametrize(("max_epochs", "beta"), [(10, 0.0), (25, 0.96)], ids=["last-epoch-at-start", "ends-mid-ramp"])
+def test_epochs_not_a_multiple_of_n_cycle_warn_at_the_start(tmp_path: Path, max_epochs: int, beta: float) -> None:
+    # The last cycle is cut short and ends on its ramp: said before the first step, not after the run.
+    model = TinyVAE(n_batches=1, crash_at=0)
+    cb = CyclicalKLAnnealing(n_cycle=4, unit="epoch")
+    with pytest.raises(RuntimeError, match="simulated crash"), pytest.warns(UserWarning) as record:
+        make_trainer(tmp_path, [cb], max_epochs=max_epochs).fit(model)
+    messages = [str(w.message) for w in record if "CyclicalKLAnnealing" in str(w.message)]
+    last = max_epochs - 1
+    assert re.search(
+        rf"last epoch \({last}, of {max_epochs}\) is in the schedule's ramp phase, at β = {beta:g} ", messages[0]
+    )
+    assert re.search(rf"use an `n_cycle` that divides {max_epochs} \(e\.g\. 5 or ", messages[0]), messages[0]
+    assert " steps" not in messages[0]
+
+
+def test_a_run_ending_on_a_ramp_warns_once_at_the_start_and_not_again_at_the_end(tmp_path: Path) -> None:
+    # period=100 with endless cycles in a 30-step run never reaches the plateau: β ends at 0.58.
+    cb = CyclicalKLAnnealing(period=100, n_cycle=None)
+    with pytest.warns(UserWarning) as record:
+        make_trainer(tmp_path, [cb], max_epochs=3).fit(TinyVAE(n_batches=10))
+    messages = [str(w.message) for w in record if "CyclicalKLAnnealing" in str(w.message)]
+    assert len(messages) == 1, messages
+    assert re.search(
+        r"last step \(29, of 30\) is in the schedule's ramp phase, at β = 0\.58 instead of `stop`=1", messages[0]
+    )
+    assert "the first plateau starts at step 50: use a shorter `period`" in messages[0]
+    _no_warning_fit(make_trainer(tmp_path, [CyclicalKLAnnealing(period=5, n_cycle=None)], max_epochs=3), TinyVAE())
+
+
+def test_stopping_early_with_period_names_the_arguments_that_set_the_length(tmp_path: Path) -> None:
+    from test_callback_options import StopAt
+
+    cb = CyclicalKLAnnealing(period=6)  # n_cycle=4 (the default): 24 steps, in a run stopped at 9
+    with pytest.warns(UserWarning) as record:
+        make_trainer(tmp_path, [cb, StopAt(9)], max_epochs=3).fit(TinyVAE(n_batches=10))
+    messages = [str(w.message) for w in record if "fit ended" in str(w.message)]
+    assert len(messages) == 1, messages
+    assert "after 9 of the schedule's 24 steps (`n_cycle`=4 × `period`=6)" in messages[0]
+    assert "pass a smaller `n_cycle`, or `n_cycle=None`" in messages[0]
+    assert "`period=`" not in messages[0] and "`total_steps" not in messages[0]
+
+
 def test_delay_not_shorter_than_the_run_is_refused_before_training(tmp_path: Path) -> None:
     model = TinyVAE(n_batches=5)
     with pytest.raises(MisconfigurationException, match=r"`delay`=10 must be smaller than the run's 10 steps"):

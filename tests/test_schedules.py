@@ -326,17 +326,20 @@ def _phases_from_the_betas(
     total_steps: int | None, n_cycle: int | None, ratio: float, delay: int, period: int | None
 ) -> list[str]:
     """The phases read off the β sequence (start 0, stop 1): a step at 1 is on a plateau, which is
-    final when β never drops below 1 again; a step below 1 after the delay is on a ramp."""
+    final when β never drops below 1 again; a step below 1 after the delay is on a ramp, except, with
+    ``ratio=1.0`` (no step at 1 inside a cycle), the step that closes a ramp: one more ramp step would
+    reach 1."""
     horizon = 200
     betas = [cyclical_beta(t, total_steps, n_cycle, ratio, delay=delay, period=period) for t in range(horizon)]
     phases = []
     for t, beta in enumerate(betas):
+        closes = ratio == 1.0 and t > delay and betas[t - 1] < beta and 2 * beta - betas[t - 1] >= 1.0 - 1e-12
         if t < delay:
             phases.append("delay")
-        elif beta < 1.0:
+        elif beta < 1.0 and not closes:
             phases.append("ramp")
         else:
-            phases.append("plateau" if any(b < 1.0 for b in betas[t:]) else "final")
+            phases.append("plateau" if any(b < 1.0 for b in betas[t + 1 :]) else "final")
     return phases[:40]
 
 
@@ -348,6 +351,10 @@ def _phases_from_the_betas(
         dict(total_steps=10, n_cycle=4, ratio=0.5, delay=0, period=None),  # uneven: the last cycle is one step
         dict(total_steps=None, n_cycle=2, ratio=0.5, delay=3, period=4),
         dict(total_steps=None, n_cycle=None, ratio=1.0, delay=0, period=5),
+        dict(total_steps=12, n_cycle=3, ratio=1.0, delay=0, period=None),  # ramps to the end of each cycle
+        dict(total_steps=10, n_cycle=4, ratio=1.0, delay=0, period=None),  # ... and a last cycle cut short
+        dict(total_steps=13, n_cycle=3, ratio=1.0, delay=2, period=None),
+        dict(total_steps=None, n_cycle=2, ratio=1.0, delay=1, period=4),
     ],
 )
 def test_phase_matches_its_definition(kwargs: dict) -> None:
@@ -362,6 +369,12 @@ def test_phase_worked_example() -> None:
         cyclical_phase(3, 10, n_cycle=1, ratio=1.0) == "ramp"
         and cyclical_phase(10, 10, n_cycle=1, ratio=1.0) == "final"
     )
+    # ratio=1.0: the step that closes a ramp counts as the cycle's plateau (a warm-up to the end of the run)
+    assert [cyclical_phase(t, 10, n_cycle=1, ratio=1.0) for t in (8, 9)] == ["ramp", "final"]
+    assert [cyclical_phase(t, 8, n_cycle=2, ratio=1.0) for t in range(8)] == ["ramp"] * 3 + ["plateau"] + [
+        "ramp"
+    ] * 3 + ["final"]
+    assert cyclical_phase(9, 10, n_cycle=4, ratio=1.0) == "ramp"  # the last cycle (one step) never closes
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +125,9 @@ def test_a_missing_or_phaseless_schedule_is_refused_before_training(tmp_path: Pa
             tmp_path, [_annealing(), PlateauEarlyStopping(monitor="val_loss", schedule_attribute="beta_bow")]
         ).fit(TinyVAE())
     with pytest.raises(
-        MisconfigurationException, match=r"ScheduledAttribute has no ramps and plateaus to wait for.*ModelCheckpoint"
+        MisconfigurationException,
+        match=r"ScheduledAttribute has no ramps and plateaus to wait for: give its schedule a `phase\(step, "
+        r"total_steps\)` method.*ModelCheckpoint",
     ):
         make_trainer(
             tmp_path,
@@ -154,19 +158,20 @@ def test_parent_arguments_still_work() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "when"),
+    ("kwargs", "when", "advice"),
     [
-        (dict(n_cycle=1, ratio=1.0), "final"),
-        (dict(n_cycle=None, period=4), "final"),
-        (dict(n_cycle=2, ratio=1.0), "plateau"),
+        (
+            dict(n_cycle=None, period=4),
+            "final",
+            r"An endless schedule \(`n_cycle=None`\) has no final plateau: use `when='plateau'`",
+        ),
+        (dict(n_cycle=None, period=20), "plateau", r"Use a shorter `period`"),
+        (dict(n_cycle=None, period=20), "final", r"endless"),
     ],
 )
-def test_a_phase_the_run_never_reaches_is_a_warning(tmp_path: Path, kwargs: dict, when: str) -> None:
+def test_a_phase_the_run_never_reaches_is_a_warning(tmp_path: Path, kwargs: dict, when: str, advice: str) -> None:
     ckpt = PlateauModelCheckpoint(monitor="val_loss", when=when, dirpath=tmp_path / "ckpt")
-    with pytest.warns(
-        UserWarning,
-        match=rf"PlateauModelCheckpoint\(when='{when}'\) follows `beta`, whose schedule has no .* so it will never act",
-    ):
+    with pytest.warns(UserWarning) as record:
         make_trainer(
             tmp_path,
             [CyclicalKLAnnealing(**kwargs), ckpt],
@@ -174,3 +179,92 @@ def test_a_phase_the_run_never_reaches_is_a_warning(tmp_path: Path, kwargs: dict
             limit_val_batches=1,
             enable_checkpointing=True,
         ).fit(FlatValidation())
+    messages = [str(w.message) for w in record if "will never act" in str(w.message)]
+    assert len(messages) == 1, [str(w.message) for w in record]
+    assert re.search(rf"PlateauModelCheckpoint\(when='{when}'\) follows `beta`, whose schedule has no ", messages[0])
+    assert re.search(advice, messages[0]), messages[0]
+    if when == "plateau":
+        assert "when='plateau'" not in messages[0].split("will never act")[1]  # never advise what it already has
+
+
+def test_reachability_is_decided_once_the_run_length_is_known(tmp_path: Path) -> None:
+    # An explicit total_steps and a sanity check (the README's warm-up example takes this path): no false
+    # "will never act" during the sanity check, and the callback acts on the final plateau later.
+    stop = PlateauEarlyStopping(monitor="val_loss", patience=1, when="final")
+    model = FlatValidation()
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        make_trainer(tmp_path, [_annealing(), stop], max_epochs=10, limit_val_batches=1, num_sanity_val_steps=1).fit(
+            model
+        )
+    assert not [w for w in record if "will never act" in str(w.message)]
+    assert model.seen[-1][0] == 2 * 7 + 1  # stopped by the final plateau's second validation
+
+
+def test_warm_up_to_the_end_of_the_run_saves_at_its_end(tmp_path: Path) -> None:
+    # ratio=1.0 (the README's warm-up idiom, run to the end): the last step closes the ramp and is "final".
+    ckpt = PlateauModelCheckpoint(monitor="val_loss", when="final", dirpath=tmp_path / "ckpt", filename="{epoch}")
+    warmup = CyclicalKLAnnealing(n_cycle=1, ratio=1.0, total_steps=4, unit="epoch")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        make_trainer(tmp_path, [warmup, ckpt], max_epochs=4, limit_val_batches=1, enable_checkpointing=True).fit(
+            FlatValidation()
+        )
+    assert not [w for w in record if "will never act" in str(w.message) or "ramp phase" in str(w.message)]
+    assert Path(ckpt.best_model_path).name == "epoch=3.ckpt"
+
+
+def test_check_finite_stops_a_diverged_run_outside_the_counted_phase(tmp_path: Path) -> None:
+    class Diverged(FlatValidation):
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            self.log("val_loss", float("nan"))
+
+    for stop, stopped_after_epoch in [
+        (EarlyStopping(monitor="val_loss"), 0),
+        (PlateauEarlyStopping(monitor="val_loss", when="final"), 0),
+        (PlateauEarlyStopping(monitor="val_loss", when="final", check_finite=False), 8),  # patience 3 on "final"
+    ]:
+        model = Diverged()
+        make_trainer(tmp_path, [_annealing(), stop], max_epochs=10, limit_val_batches=1).fit(model)
+        assert model.seen[-1][0] == 2 * stopped_after_epoch + 1, stop
+
+
+def _step_of(path: str | Path) -> int:
+    return torch.load(path, weights_only=True, map_location="cpu")["global_step"]
+
+
+@pytest.mark.parametrize("save_last", [True, "link"])
+def test_last_checkpoint_holds_the_latest_weights_whatever_the_phase(tmp_path: Path, save_last: Any) -> None:
+    # 6 epochs of the 16-step schedule: the run ends on the second ramp (steps 8-11), after a plateau.
+    ckpt = PlateauModelCheckpoint(
+        monitor="val_loss", save_last=save_last, dirpath=tmp_path / "ckpt", filename="{epoch}", save_top_k=1
+    )
+    model = RampLooksBest()
+    make_trainer(tmp_path, [_annealing(), ckpt], max_epochs=6, limit_val_batches=1, enable_checkpointing=True).fit(
+        model
+    )
+    last = tmp_path / "ckpt" / "last.ckpt"
+    assert _step_of(last) == 12 == model.global_step  # not the plateau's step 8
+    assert Path(ckpt.best_model_path).name == "epoch=3.ckpt" and _step_of(ckpt.best_model_path) == 8
+    # resuming from last.ckpt continues from the latest weights
+    resumed = RampLooksBest()
+    make_trainer(tmp_path, [_annealing()], max_epochs=7, limit_val_batches=1).fit(resumed, ckpt_path=str(last))
+    assert [t for t, _, _ in resumed.seen] == [12, 13]
+
+
+def test_a_user_schedule_with_phases_is_followed(tmp_path: Path) -> None:
+    class Steps:
+        """Ramps on steps 0-3 and 8-11 as in the tests above; a user's own object, not CyclicalKLAnnealing."""
+
+        def __call__(self, step: int, total: int | None) -> float:
+            return 0.5 if self.phase(step, total) == "ramp" else 1.0
+
+        def phase(self, step: int, total: int | None) -> str:
+            return PHASE_OF_EPOCH[step // 2]
+
+    ckpt = PlateauModelCheckpoint(monitor="val_loss", save_top_k=-1, dirpath=tmp_path / "ckpt", filename="{epoch}")
+    make_trainer(
+        tmp_path, [ScheduledAttribute(Steps()), ckpt], max_epochs=10, limit_val_batches=1, enable_checkpointing=True
+    ).fit(RampLooksBest())
+    saved = sorted(int(p.stem.split("=")[1]) for p in (tmp_path / "ckpt").glob("epoch=*.ckpt"))
+    assert saved == [e for e, phase in enumerate(PHASE_OF_EPOCH) if phase != "ramp"]
