@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 import torch
 from torch import Tensor
@@ -21,7 +22,22 @@ def _check_threshold(threshold: object) -> float:
     return float(threshold)
 
 
-def _count_active(variance: Tensor, threshold: float) -> int:
+def _warn_not_finite(what: str, names: str, stacklevel: int = 3) -> None:
+    warnings.warn(
+        f"{what}: the posterior is not finite (NaN or inf in {names}): a diverged model, not a collapsed one. "
+        "Returning NaN.",
+        stacklevel=stacklevel,
+    )
+
+
+def _count_active(variance: Tensor, threshold: float, what: str) -> float:
+    """Dimensions with variance > threshold; NaN (with a warning) when a variance is not finite.
+
+    A NaN variance fails ``> threshold`` and would read as an inactive dimension, i.e. as collapse.
+    """
+    if not bool(torch.isfinite(variance).all()):
+        _warn_not_finite(what, "the posterior means", stacklevel=4)
+        return math.nan
     return int((variance > threshold).sum())
 
 
@@ -31,7 +47,7 @@ def _variance_from_moments(n: Tensor, total: Tensor, total_sq: Tensor) -> Tensor
     return ((total_sq - n * mean * mean) / (n - 1)).clamp(min=0.0)
 
 
-def active_units(mu: Tensor, threshold: float = 0.01) -> int:
+def active_units(mu: Tensor, threshold: float = 0.01) -> float:
     r"""Number of latent dimensions the encoder uses: ``Var_x(E_q[z_d | x]) > threshold`` (Burda et al., 2016).
 
     A dimension is *active* when its posterior mean moves with the input; a collapsed dimension
@@ -45,7 +61,8 @@ def active_units(mu: Tensor, threshold: float = 0.01) -> int:
         threshold: variance above which a dimension counts as active, >= 0.
 
     Returns:
-        The number of active dimensions, an int in [0, d].
+        The number of active dimensions, an int in [0, d]; ``math.nan`` (with a warning) when ``mu`` holds
+        NaN or inf: a diverged model is not reported as a collapsed one.
 
     Raises:
         ValueError: if ``mu`` is not (N >= 2, d), or ``threshold`` is negative.
@@ -59,7 +76,7 @@ def active_units(mu: Tensor, threshold: float = 0.01) -> int:
     if not isinstance(mu, Tensor) or mu.dim() != 2 or mu.shape[0] < 2:
         shape = tuple(mu.shape) if isinstance(mu, Tensor) else type(mu).__name__
         raise ValueError(f"`mu` must be an (N >= 2, d) tensor of posterior means, got {shape}")
-    return _count_active(mu.double().var(0, correction=1), threshold)
+    return _count_active(mu.double().var(0, correction=1), threshold, "active_units")
 
 
 def _check_posterior(mu: Tensor, logvar: Tensor) -> None:
@@ -145,7 +162,8 @@ def mutual_information(
             block stays in cache; 1024 measured 2-3 times slower at N = 1000 on one CPU thread).
 
     Returns:
-        The estimate in nats, a float <= log N.
+        The estimate in nats, a float <= log N; ``math.nan`` (with a warning) when ``mu`` or ``logvar``
+        holds NaN or inf.
 
     Raises:
         ValueError: for shapes other than two equal (N, d), or a bad ``n_samples``, ``batch_size``,
@@ -170,6 +188,9 @@ def mutual_information(
             raise ValueError(f"`{name}` must be an int >= 1{' or None' if allow_none else ''}, got {value!r}")
     n = mu.shape[0]
     mu, logvar = mu.detach().double(), logvar.detach().double()
+    if not bool(torch.isfinite(mu).all() and torch.isfinite(logvar).all()):
+        _warn_not_finite("mutual_information", "`mu` or `logvar`")
+        return math.nan
     std = (0.5 * logvar).exp()
     outer = torch.arange(n, device=mu.device)
     if outer_rows is not None and outer_rows < n:

@@ -84,7 +84,7 @@ def gaussian_kl(
     return 0.5 * (prior_logvar - logvar + (logvar.exp() + diff2) * torch.exp(-prior_logvar) - 1.0)
 
 
-def free_bits_kl(kl_per_dim: Tensor, threshold: float, mode: FreeBitsMode = "dim") -> Tensor:
+def free_bits_kl(kl_per_dim: Tensor, threshold: float | Tensor, mode: FreeBitsMode = "dim") -> Tensor:
     r"""The training objective's KL term with a floor (free bits), as a scalar to add to the loss.
 
     KL below the floor costs a constant and gets no gradient, so the encoder may put that much
@@ -115,15 +115,17 @@ def free_bits_kl(kl_per_dim: Tensor, threshold: float, mode: FreeBitsMode = "dim
 
     Args:
         kl_per_dim: (batch, d) KL per example and dimension, e.g. from :func:`gaussian_kl`.
-        threshold: the floor λ in nats, >= 0.
+        threshold: the floor λ in nats, >= 0: a number, or a 0-d tensor such as a buffer that
+            :class:`~lightning_kl_anneal.ScheduledAttribute` fills in place (what a compiled loss needs;
+            same value as the number). A tensor's value is not checked: reading it would wait for the device.
         mode: one of the rows above; default ``"dim"`` (Kingma et al. 2016).
 
     Returns:
         A scalar tensor, differentiable in ``kl_per_dim``.
 
     Raises:
-        ValueError: for a ``kl_per_dim`` that is not 2-D, a negative or non-finite ``threshold``,
-            or an unknown ``mode``.
+        ValueError: for a ``kl_per_dim`` that is not 2-D, a negative or non-finite ``threshold`` (a number),
+            a tensor ``threshold`` that is not 0-d, or an unknown ``mode``.
 
     Example:
         >>> import torch
@@ -139,16 +141,31 @@ def free_bits_kl(kl_per_dim: Tensor, threshold: float, mode: FreeBitsMode = "dim
     if not isinstance(kl_per_dim, Tensor) or kl_per_dim.dim() != 2:
         shape = tuple(kl_per_dim.shape) if isinstance(kl_per_dim, Tensor) else type(kl_per_dim).__name__
         raise ValueError(f"`kl_per_dim` must be a (batch, d) tensor, got {shape}")
-    lam = _check_nonnegative("threshold", threshold)
+    lam: float | Tensor
+    if isinstance(threshold, Tensor):
+        if threshold.dim() != 0:
+            raise ValueError(
+                f"`threshold` must be a number or a 0-d tensor, got a tensor of shape {tuple(threshold.shape)}"
+            )
+        lam = threshold
+    else:
+        lam = _check_nonnegative("threshold", threshold)
     if mode not in FREE_BITS_MODES:
         raise ValueError(f"`mode` must be one of {FREE_BITS_MODES}, got {mode!r}")
     if mode == "dim":
-        return kl_per_dim.mean(0).clamp(min=lam).sum()
+        return _floor(kl_per_dim.mean(0), lam).sum()
     if mode == "example_dim":
-        return kl_per_dim.clamp(min=lam).sum(1).mean()
+        return _floor(kl_per_dim, lam).sum(1).mean()
     if mode == "example":
-        return kl_per_dim.sum(1).clamp(min=lam).mean()
-    return kl_per_dim.sum(1).mean().clamp(min=lam)
+        return _floor(kl_per_dim.sum(1), lam).mean()
+    return _floor(kl_per_dim.sum(1).mean(), lam)
+
+
+def _floor(x: Tensor, lam: float | Tensor) -> Tensor:
+    """``max(lam, x)`` with ``clamp``'s gradient for a number or a 0-d tensor alike: all of it to x where x > lam."""
+    if isinstance(lam, Tensor):  # as clamp(min=number): a tie (x == lam) gives x no gradient
+        return torch.where(x > lam, x, lam.to(x.dtype))
+    return x.clamp(min=lam)
 
 
 def capacity_kl(kl: Tensor, capacity: float | Tensor, gamma: float) -> Tensor:

@@ -10,6 +10,7 @@ and become (d,) vectors, so no argument has to repeat the model's latent size.
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -109,6 +110,7 @@ class ActiveUnits(Metric):
     def __init__(self, threshold: float = 0.01, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.threshold = _check_threshold(threshold)
+        self._one_batch = False  # True while forward() computes the value of one batch
         for name in ("total", "total_sq", "n"):
             self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
@@ -126,11 +128,31 @@ class ActiveUnits(Metric):
         """(d,) sample variance of the posterior means seen so far (this process only, unsynced)."""
         return _variance_from_moments(self.n, self.total, self.total_sq)
 
+    def forward(self, mu: Tensor, prior_mu: Tensor | None = None) -> Tensor:
+        """Add a batch, like ``update``, and return the count over this batch alone.
+
+        Any batch size works: the value of a batch of one row (often a validation set's last) is NaN,
+        since one row has no variance; the row still counts towards ``compute()``, which equals
+        :func:`~lightning_kl_anneal.active_units` over all rows.
+        """
+        self._one_batch = True
+        try:
+            return super().forward(mu, prior_mu)
+        finally:
+            self._one_batch = False
+
     def compute(self) -> Tensor:
-        """The number of active dimensions, a 0-d int64 tensor."""
+        """The number of active dimensions, a 0-d int64 tensor; NaN (float64, with a warning) if ``mu`` was not finite.
+
+        Raises:
+            ValueError: if fewer than 2 rows were seen (a variance needs two).
+        """
         if float(self.n) < 2:
+            if self._one_batch:  # forward()'s value of a one-row batch
+                return torch.tensor(math.nan, dtype=torch.float64)
             raise ValueError(f"ActiveUnits needs at least 2 rows to compute a variance, got {int(self.n)}")
-        return torch.tensor(_count_active(self.variance(), self.threshold))
+        count = _count_active(self.variance(), self.threshold, "ActiveUnits")
+        return torch.tensor(count, dtype=torch.float64) if math.isnan(count) else torch.tensor(count)
 
 
 def _canonical_order(rows: Tensor) -> Tensor:
@@ -146,7 +168,8 @@ def _canonical_order(rows: Tensor) -> Tensor:
 class MutualInformation(Metric):
     """I(x; z) over the rows seen (He et al., 2019), keeping at most ``max_samples`` rows per process.
 
-    Stores ``mu`` and ``logvar`` rows (up to ``max_samples`` per process, the first ones seen) and,
+    Stores ``mu`` and ``logvar`` rows (up to ``max_samples`` per process, the first ones seen, through
+    ``update`` or ``forward`` alike; ``forward`` returns the estimate over its batch alone) and,
     at ``compute()``, gathers them from every process and calls
     :func:`~lightning_kl_anneal.mutual_information` on the whole set (aggregate posterior over all
     rows; see that function for how the value relates to He et al.'s per-batch numbers and to its
@@ -175,7 +198,9 @@ class MutualInformation(Metric):
         0.6931
     """
 
-    full_state_update = False
+    # update() keeps rows only while there is room, so it needs the accumulated state: forward() must
+    # update that state itself rather than merge a fresh batch state into it (which kept every row).
+    full_state_update = True
     is_differentiable = False
     higher_is_better = True
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Mapping
 from typing import Any, Literal, get_args
 
@@ -24,6 +25,8 @@ __all__ = ["ON_COLLAPSE", "LatentCollapseError", "LatentMonitor", "OnCollapse"]
 OnCollapse = Literal["warn", "raise", "stop"]
 ON_COLLAPSE: tuple[str, ...] = get_args(OnCollapse)
 _COUNTING_PHASES = ("plateau", "final", None)
+_FAR = 2**62  # a step past the end of any fit: where a finite schedule says "final"
+_NOT_FINITE = r".*the posterior is not finite.*"  # the diagnostics' own warning: the monitor words its own
 
 
 class LatentCollapseError(RuntimeError):
@@ -79,22 +82,36 @@ class LatentMonitor(Callback):
     and :class:`~lightning_kl_anneal.MutualInformation`, so under DDP they cover every process's rows.
 
     **Collapse alert.** A validation is *collapsed* when ``latent/kl < kl_threshold`` or
-    ``latent/active_units < min_active_units``. When ``patience`` consecutive counted validations are
-    collapsed, the monitor acts once, as ``on_collapse`` says: ``"warn"`` (a warning on rank zero with
-    the numbers and the remedies), ``"raise"`` (:class:`LatentCollapseError`), or ``"stop"`` (the
-    warning, then ``trainer.should_stop = True``: the fit ends cleanly after this validation, which is
-    what a hyper-parameter sweep wants). Only validations during ``fit`` count, and only those taken
-    while β was at its plateau: for each callback in the Trainer with a ``phase_at(step)`` method
-    (the library's :class:`~lightning_kl_anneal.CyclicalKLAnnealing` and
+    ``latent/active_units < min_active_units``. Only validations during ``fit`` are judged, and only
+    those taken on a plateau of the schedule or after its last ramp: for each callback in the Trainer
+    with a ``phase_at(step)`` method (the library's :class:`~lightning_kl_anneal.CyclicalKLAnnealing` and
     :class:`~lightning_kl_anneal.ScheduledAttribute`), the phase of the last training step,
-    ``current_phase(trainer)`` where the callback has it (it counts epochs for ``unit="epoch"``),
-    else ``phase_at(global_step - 1)``, must be ``"plateau"``, ``"final"`` or ``None`` (unknown);
-    without such a callback every validation counts. A low KL while β is still rising is expected
-    and is not counted; a ramp also restarts the count, since every cycle is a new chance for the
-    latent (the text example's cyclical runs that collapse on one plateau often recover in the next
-    cycle). So the alert needs ``patience`` collapsed validations on one plateau, or after the last
-    ramp: validate often enough that a plateau holds that many (``val_check_interval``), or lower
-    ``patience``.
+    ``current_phase(trainer)`` where the callback has it (it counts epochs for ``unit="epoch"``), else
+    ``phase_at(global_step - 1)``, must be ``"plateau"``, ``"final"`` or ``None`` (no phases); without
+    such a callback every validation is judged. The rule:
+
+    - a validation during a ramp (or a delay) neither counts nor resets: a low KL while β rises is
+      expected, and a sparse validation schedule (one validation per cycle) still adds up;
+    - a judged validation that is not collapsed resets the count; a collapsed one adds one;
+    - a validation with a non-finite statistic (a NaN or inf posterior: a diverged model, not a
+      collapsed one) neither counts nor resets; it is logged as NaN with one warning per fit;
+    - at ``patience`` collapsed validations in a row, ``"warn"`` warns at once (saying when a later cycle
+      may still re-open the latent). ``"raise"`` and ``"stop"`` wait until no ramp is left (every phase
+      is ``"final"`` or ``None``), so a run that a later cycle rescues is never ended; a schedule that
+      never ends (``n_cycle=None``: ``phase_at`` is not ``"final"`` past any step) is acted on after
+      ``patience`` collapsed plateau validations;
+    - at the end of the fit (``on_train_end``), a collapse not yet alerted is alerted if the count has
+      reached ``patience`` or covers every validation judged in the fit (fewer than ``patience`` were
+      taken on a plateau). So a latent collapsed at every judged validation is alerted by the end of
+      the fit at the latest, however validations and cycles line up.
+
+    The monitor acts once: ``"warn"`` (a warning on rank zero with the numbers and the remedies),
+    ``"raise"`` (:class:`LatentCollapseError`), or ``"stop"`` (the warning, then
+    ``trainer.should_stop = True``: the fit ends cleanly after this validation, which is what a
+    hyper-parameter sweep wants; at the end of the fit, the warning alone). ``alert_step`` is the step
+    Lightning logged that validation's metrics under. With a ramp-to-the-end schedule (``ratio=1.0``,
+    the capacity recipe) every validation before the last step is on the ramp: only a validation after
+    the last step can be judged, and an alert comes at the end of the fit at the earliest.
 
     Defaults, and why:
 
@@ -102,16 +119,16 @@ class LatentMonitor(Callback):
       almost nothing about x (MI <= KL). On the text example (``examples/text_vae``), the constant-β
       runs end at 0.025-0.035 nats with no active unit; the cyclical runs keep 0.10-0.49.
     - ``min_active_units=1``: collapse when no dimension is active at all.
-    - ``patience=3``: a single validation can dip (noise, a learning-rate spike); three in a row on
-      the plateau, where nothing in the schedule will raise the KL again, is a trend.
+    - ``patience=3``: a single validation can dip (noise, a learning-rate spike); three in a row
+      judged on a plateau is a trend.
     - ``au_threshold=0.01``: Burda et al.'s.
 
     Cost: no work on training steps (no per-step hook); per validation batch, keeping a reference
     to the posterior tensors, handed to the metrics every 4096 rows (O(rows x d) sums, and a copy
     of at most ``mi_max_samples`` rows); per validation one MI estimate over the n <=
     ``mi_max_samples`` rows kept (O(``mi_outer_rows`` x n x d), float64). State saved in checkpoints is plain Python
-    (``torch.load(..., weights_only=True)`` works): the running count and whether the alert fired,
-    so a resumed fit alerts at the same validation as an uninterrupted one.
+    (``torch.load(..., weights_only=True)`` works): the running count, the validations judged, the last
+    collapsed values and whether the alert fired, so a resumed fit alerts at the same validation as an uninterrupted one.
 
     Args:
         mu_key: key of the posterior means (batch, d) in ``validation_step``'s dict; larger shapes
@@ -121,7 +138,7 @@ class LatentMonitor(Callback):
         prior_logvar_key: key of a conditional prior's log-variances; ``None`` for unit variance.
         kl_threshold: KL per example (nats) below which a validation is collapsed; ``None`` ignores the KL.
         min_active_units: fewer active units than this makes a validation collapsed; ``None`` ignores AU.
-        patience: consecutive collapsed validations (at the plateau) before the alert.
+        patience: consecutive collapsed validations, judged on a plateau or after the last ramp, before the alert.
         on_collapse: ``"warn"``, ``"raise"`` or ``"stop"``.
         au_threshold: variance of the posterior mean above which a dimension is active.
         mi_samples: z draws per row for the MI estimate.
@@ -133,12 +150,15 @@ class LatentMonitor(Callback):
             one model agree exactly. With these defaults the monitor took 4.4 % of the text VAE's
             validation loop (``benchmarks/monitor.py``, README).
         mi_max_samples: rows kept per process for the MI estimate; 0 turns MI off.
-        log_prefix: the metrics are ``f"{log_prefix}/kl"`` etc.; change it to monitor two latents.
+        log_prefix: the metrics are ``f"{log_prefix}/kl"`` etc.; to monitor two latents, give each
+            monitor its own (two monitors with one ``log_prefix`` are refused before the first step).
 
     Raises:
         ValueError: at construction, for a bad argument.
         MisconfigurationException: on the first validation batch, when ``validation_step`` does not
-            return a dict with the keys.
+            return a dict with the keys; when the fit (or validation) starts, when another
+            ``LatentMonitor`` in the Trainer has the same ``log_prefix``.
+        LatentCollapseError: with ``on_collapse="raise"``, as described above.
 
     Example:
         >>> import lightning as L, torch
@@ -158,8 +178,8 @@ class LatentMonitor(Callback):
         >>> trainer = L.Trainer(max_epochs=10, callbacks=[monitor], logger=False, enable_checkpointing=False,
         ...                     enable_progress_bar=False, enable_model_summary=False)
         >>> trainer.fit(Collapsed(), data, data)
-        >>> trainer.current_epoch, monitor.alert_step  # stopped after the 2nd validation, at step 4
-        (2, 4)
+        >>> trainer.current_epoch, monitor.alert_step  # stopped after the 2nd validation, logged at step 3
+        (2, 3)
     """
 
     def __init__(
@@ -211,11 +231,17 @@ class LatentMonitor(Callback):
             if mi_max_samples > 0 and not self.conditional
             else None
         )
-        #: consecutive collapsed validations counted so far (the alert fires when it reaches ``patience``)
+        #: consecutive collapsed validations among those counted (validations during a ramp are skipped)
         self.collapsed_count = 0
-        #: ``trainer.global_step`` at the validation that fired the alert, or None
+        #: validations of this fit that were counted (taken on a plateau or after the last ramp, finite)
+        self.counted_validations = 0
+        #: the step Lightning logged the alerting validation's metrics under, or None
         self.alert_step: int | None = None
+        self._streak_end: dict[str, float] = {}  # step and values of the streak's last validation
+        self._seen_plateau = False  # a plateau with more cycles after it: the schedule is already cyclical
+        self._d = 0
         self._warned_rows = False
+        self._warned_not_finite = False
         #: the values of the last validation, e.g. ``{"kl": 0.01, "active_units": 0.0, "mi": 0.003}``
         self.last: dict[str, float] = {}
         self._buffer: list[dict[str, Tensor | None]] = []
@@ -313,15 +339,19 @@ class LatentMonitor(Callback):
             return
         kl_dim = self.kl_per_dim.compute()
         values = {"kl": float(kl_dim.sum())}
-        try:
-            values["active_units"] = float(self.active_units.compute())
-        except ValueError as err:  # one validation row in all (fast_dev_run, batch size 1): no variance
-            if not self._warned_rows:
-                self._warned_rows = True
-                rank_zero_warn(f"LatentMonitor: `latent/active_units` skipped: {err}. Validate on more rows to see it.")
-        if self.mutual_information is not None:
-            values["mi"] = float(self.mutual_information.compute())
-        self.last = values
+        with warnings.catch_warnings():  # a non-finite posterior gets one warning, the monitor's, in _judge
+            warnings.filterwarnings("ignore", message=_NOT_FINITE)
+            try:
+                values["active_units"] = float(self.active_units.compute())
+            except ValueError as err:  # one validation row in all (fast_dev_run, batch size 1): no variance
+                if not self._warned_rows:
+                    self._warned_rows = True
+                    rank_zero_warn(
+                        f"LatentMonitor: `latent/active_units` skipped: {err}. Validate on more rows to see it."
+                    )
+            if self.mutual_information is not None:
+                values["mi"] = float(self.mutual_information.compute())
+        self.last, self._d = values, len(kl_dim)
         # Every rank holds the same gathered values, so no sync: `pl_module.log` sends them to every
         # logger at the step Lightning uses for validation metrics, and to `trainer.callback_metrics`.
         pl_module.log_dict({f"{self.log_prefix}/{k}": v for k, v in values.items()}, on_step=False, on_epoch=True)
@@ -330,27 +360,44 @@ class LatentMonitor(Callback):
             if isinstance(logger, TensorBoardLogger):  # a distribution, not d scalars
                 logger.experiment.add_histogram(f"{self.log_prefix}/kl_per_dim", kl_dim.float().cpu(), global_step=step)
         if trainer.state.fn == TrainerFn.FITTING and self.alert_step is None:
-            if self._at_plateau(trainer):
-                self._count(trainer, values, len(kl_dim))
-            else:  # a ramp restarts the schedule: a new chance for the latent, so the count starts again
-                self.collapsed_count = 0
+            self._judge(trainer, values, len(kl_dim), step)
 
-    @staticmethod
-    def _at_plateau(trainer: pl.Trainer) -> bool:
-        step = max(trainer.global_step - 1, 0)  # the last training step that ran
-        for callback in trainer.callbacks:  # type: ignore[attr-defined]
-            # The library's callbacks know their own counter (epochs with `unit="epoch"`, batches under
-            # manual optimization): ask them; anything else with `phase_at` is asked at the last step.
-            current_phase, phase_at = getattr(callback, "current_phase", None), getattr(callback, "phase_at", None)
-            if callable(current_phase) and callable(phase_at):
-                phase = current_phase(trainer)
-            elif callable(phase_at):
-                phase = phase_at(step)
-            else:
-                continue
-            if phase not in _COUNTING_PHASES:
-                return False
-        return True
+    def _judge(self, trainer: pl.Trainer, values: dict[str, float], d: int, step: int) -> None:
+        """One validation of the fit: count it (or not), and act when the rule says so."""
+        if not all(math.isfinite(v) for v in values.values()):  # a diverged model, not a collapsed one
+            if not self._warned_not_finite:
+                self._warned_not_finite = True
+                rank_zero_warn(
+                    f"LatentMonitor: the posterior is not finite at step {step} (NaN or inf in `{self.mu_key}` or "
+                    f"`{self.logvar_key}`): {', '.join(f'{self.log_prefix}/{k}' for k in values)} logged as "
+                    f"{', '.join(str(v) for v in values.values())}. A diverged model is not a collapsed one: such "
+                    "validations neither count towards the collapse alert nor reset its count."
+                )
+            return
+        phases = _phases(trainer)
+        self._seen_plateau |= any(phase == "plateau" for _, phase in phases)
+        if any(phase not in _COUNTING_PHASES for _, phase in phases):
+            return  # during a ramp (or delay) a low KL is expected: neither counted nor a reset
+        self.counted_validations += 1
+        if not self.is_collapsed(values["kl"], values.get("active_units", math.nan)):
+            self.collapsed_count = 0
+            return
+        self.collapsed_count += 1
+        self._streak_end = {"step": step, **values}
+        if self.collapsed_count < self.patience:
+            return
+        no_ramp_left = all(phase in ("final", None) or _endless(callback) for callback, phase in phases)
+        if self.on_collapse == "warn" or no_ramp_left:
+            self._alert(trainer, d, no_ramp_left, at_end=False)
+
+    @override
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Property (a): a latent collapsed at every counted validation is alerted by the end of the fit,
+        # however validations and cycles lined up (too few on the last plateau, a fit stopped early).
+        if trainer.state.fn != TrainerFn.FITTING or self.alert_step is not None or self.collapsed_count == 0:
+            return
+        if self.collapsed_count >= self.patience or self.collapsed_count == self.counted_validations:
+            self._alert(trainer, self._d, no_ramp_left=True, at_end=True)
 
     def is_collapsed(self, kl: float, active_units: float) -> bool:
         """Whether one validation's values count as collapsed under this monitor's thresholds.
@@ -363,31 +410,14 @@ class LatentMonitor(Callback):
         low_au = self.min_active_units is not None and active_units < self.min_active_units
         return low_kl or low_au
 
-    def _count(self, trainer: pl.Trainer, values: dict[str, float], d: int) -> None:
-        if not self.is_collapsed(values["kl"], values.get("active_units", math.nan)):
-            self.collapsed_count = 0
-            return
-        self.collapsed_count += 1
-        if self.collapsed_count < self.patience:
-            return
-        self.alert_step = trainer.global_step
-        mi = f", MI {round(values['mi'], 4) + 0.0:.4f} nats" if "mi" in values else ""  # + 0.0: no "-0.0000"
-        au = (
-            f"{int(values['active_units'])}/{d} active units (min_active_units {self.min_active_units})"
-            if "active_units" in values else "active units unknown (one validation row)"
-        )  # fmt: skip
-        message = (
-            f"LatentMonitor: the posterior has collapsed (KL vanishing). For {self.patience} consecutive "
-            f"validations at β's plateau (the last at step {trainer.global_step}): KL {values['kl']:.4f} nats per "
-            f"example (kl_threshold {self.kl_threshold}), {au}{mi}. Remedies: a cyclical schedule, "
-            "`CyclicalKLAnnealing(n_cycle=4, ratio=0.5)`; β starting above 0, `start=0.1`; free bits in the "
-            "training loss, `free_bits_kl(gaussian_kl(mu, logvar), 0.5)`; a delay at β = 0 before annealing, "
-            "`delay=` steps (Li et al. 2019) or `ratio_zero=0.25` of each cycle (Optimus)."
-        )
+    def _alert(self, trainer: pl.Trainer, d: int, no_ramp_left: bool, at_end: bool) -> None:
+        values = self._streak_end
+        self.alert_step = int(values["step"])
+        message = _alert_message(self, values, d, _phases(trainer), no_ramp_left, at_end)
         if self.on_collapse == "raise":
             raise LatentCollapseError(message)
         rank_zero_warn(message)
-        if self.on_collapse == "stop":
+        if self.on_collapse == "stop" and not at_end:
             trainer.should_stop = True
 
     # ------------------------------------------------------------------ state
@@ -395,16 +425,116 @@ class LatentMonitor(Callback):
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # A new fit starts with no alert; a checkpoint being resumed is loaded after this hook.
+        for other in trainer.callbacks:  # type: ignore[attr-defined]
+            if other is not self and isinstance(other, LatentMonitor) and other.log_prefix == self.log_prefix:
+                raise misconfiguration(
+                    f"Two LatentMonitor callbacks log under `log_prefix`={self.log_prefix!r} (mu_key "
+                    f"{other.mu_key!r} and {self.mu_key!r}): Lightning would average their metrics into one. Give "
+                    "each its own `log_prefix`, e.g. `LatentMonitor(..., log_prefix='latent2')`, or keep one."
+                )
         if stage == "fit":
-            self.collapsed_count, self.alert_step, self.last = 0, None, {}
+            self.collapsed_count, self.counted_validations, self.alert_step, self.last = 0, 0, None, {}
+            self._streak_end, self._seen_plateau, self._warned_not_finite = {}, False, False
 
     @override
     def state_dict(self) -> dict[str, Any]:
         # Plain Python types only, so `torch.load(ckpt, weights_only=True)` works.
-        return {"collapsed_count": self.collapsed_count, "alert_step": self.alert_step}
+        return {
+            "collapsed_count": self.collapsed_count,
+            "counted_validations": self.counted_validations,
+            "alert_step": self.alert_step,
+            "streak_end": dict(self._streak_end),
+            "seen_plateau": self._seen_plateau,
+            "d": self._d,
+        }
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.collapsed_count = int(state_dict.get("collapsed_count", 0))
+        self.counted_validations = int(state_dict.get("counted_validations", self.collapsed_count))
         step = state_dict.get("alert_step")
         self.alert_step = None if step is None else int(step)
+        self._streak_end = {k: float(v) for k, v in state_dict.get("streak_end", {}).items()}
+        self._seen_plateau = bool(state_dict.get("seen_plateau", False))
+        self._d = int(state_dict.get("d", 0))
+
+
+# ---------------------------------------------------------------------- the schedule, by duck typing
+
+
+def _phases(trainer: pl.Trainer) -> list[tuple[Any, Any]]:
+    """``(callback, phase)`` of the last training step for each callback that has phases; [] when none does."""
+    step = max(trainer.global_step - 1, 0)  # the last training step that ran
+    out = []
+    for callback in trainer.callbacks:  # type: ignore[attr-defined]
+        # The library's callbacks know their own counter (epochs with `unit="epoch"`, batches under
+        # manual optimization): ask them; anything else with `phase_at` is asked at the last step.
+        current_phase, phase_at = getattr(callback, "current_phase", None), getattr(callback, "phase_at", None)
+        if callable(current_phase) and callable(phase_at):
+            out.append((callback, current_phase(trainer)))
+        elif callable(phase_at):
+            out.append((callback, phase_at(step)))
+    return out
+
+
+def _endless(callback: Any) -> bool:
+    """Whether a schedule never reaches ``"final"``: asked past any step a fit takes (``n_cycle=None``)."""
+    try:
+        return callback.phase_at(_FAR) in ("delay", "ramp", "plateau")
+    except Exception:  # noqa: BLE001 - a schedule that cannot say is treated as finite: the action waits
+        return False
+
+
+def _name(callback: Any) -> str:
+    return f"`{getattr(callback, 'attribute', type(callback).__name__)}`"
+
+
+def _alert_message(
+    monitor: LatentMonitor, values: dict[str, float], d: int, phases: list[tuple[Any, Any]], no_ramp_left: bool,
+    at_end: bool,
+) -> str:  # fmt: skip
+    """The alert, worded for the run at hand: its schedule (or none), its step, what is left of it."""
+    n, patience = monitor.collapsed_count, monitor.patience
+    names = " and ".join(_name(c) for c, _ in phases)  # every schedule callback, with phases or not
+    phased = " and ".join(_name(c) for c, phase in phases if phase is not None)  # those that have a plateau
+    where = (
+        f" taken on a plateau of {phased} or after its last ramp (validations during a ramp are not counted)"
+        if phased
+        else ""
+    )
+    mi = f", MI {round(values['mi'], 4) + 0.0:.4f} nats" if "mi" in values else ""  # + 0.0: no "-0.0000"
+    au = (
+        f"{int(values['active_units'])}/{d} active units (min_active_units {monitor.min_active_units})"
+        if "active_units" in values else "active units unknown (one validation row)"
+    )  # fmt: skip
+    parts = [
+        (
+            f"LatentMonitor: the posterior has collapsed (KL vanishing). {n} consecutive validation{'s' * (n != 1)}"
+            f"{where} {'were' if n != 1 else 'was'} collapsed, the last at step {int(values['step'])}: KL "
+            f"{values['kl']:.4f} nats per example (kl_threshold {monitor.kl_threshold}), {au}{mi}."
+        )
+    ]
+    if at_end:
+        fewer = f" (fewer than patience={patience}, but every validation it counted)" if n < patience else ""
+        parts.append(f"Alerted at the end of the fit{fewer}.")
+    elif not no_ramp_left:
+        parts.append(
+            "A later cycle may still re-open the latent: `on_collapse='stop'` or `'raise'` would wait until "
+            "no ramp is left."
+        )
+    if not phases:
+        parts.append(
+            "Remedies: anneal β, `CyclicalKLAnnealing(n_cycle=4, ratio=0.5)` (a cyclical schedule, Fu et al. "
+            "2019); free bits in the training loss, `free_bits_kl(gaussian_kl(mu, logvar), 0.5)`; a hold at "
+            "β = 0 before annealing, `CyclicalKLAnnealing(delay=...)` (Li et al. 2019)."
+        )
+    else:
+        more = (
+            "" if monitor._seen_plateau else "; a cyclical schedule, `CyclicalKLAnnealing(n_cycle=4)` (Fu et al. 2019)"
+        )
+        parts.append(
+            f"Remedies, with {names} already scheduled: free bits in the training loss, "
+            "`free_bits_kl(gaussian_kl(mu, logvar), 0.5)`; β starting above 0, `start=0.1`; a hold at β = 0 "
+            f"before annealing, `delay=` steps (Li et al. 2019) or `ratio_zero=0.25` of each cycle (Optimus){more}."
+        )
+    return " ".join(parts)

@@ -202,3 +202,25 @@ def test_mi_does_not_depend_on_chunk_and_agrees_with_he_et_al_in_expectation() -
 def test_mi_bad_arguments(args: tuple, kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         mutual_information(*args, **kwargs)
+
+
+# ---------------------------------------------------------------- a diverged posterior is not a collapsed one
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_active_units_of_a_non_finite_posterior_is_nan_with_a_warning(bad: float) -> None:
+    mu = torch.randn(20, 4, generator=torch.Generator().manual_seed(0))
+    mu[:, 1] = bad  # a whole NaN column: its variance is NaN, which `> threshold` would count as inactive
+    with pytest.warns(
+        UserWarning, match=r"active_units: the posterior is not finite \(NaN or inf in the posterior means\)"
+    ):
+        assert math.isnan(active_units(mu))
+
+
+@pytest.mark.parametrize("which", ["mu", "logvar"])
+def test_mutual_information_of_a_non_finite_posterior_is_nan_with_a_warning(which: str) -> None:
+    g = torch.Generator().manual_seed(0)
+    post = {"mu": torch.randn(20, 4, generator=g), "logvar": torch.randn(20, 4, generator=g)}
+    post[which][5, 0] = float("nan")
+    with pytest.warns(UserWarning, match=r"mutual_information: the posterior is not finite"):
+        assert math.isnan(mutual_information(post["mu"], post["logvar"]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -188,3 +189,44 @@ def test_capacity_kl_accepts_a_tensor_capacity() -> None:
 def test_capacity_kl_bad_arguments(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         capacity_kl(torch.tensor(1.0), **kwargs)
+
+
+@pytest.mark.parametrize("mode", FREE_BITS_MODES)
+@pytest.mark.parametrize("lam", [0.0, 0.3, 0.7, 2.2])
+@pytest.mark.parametrize("buffer_dtype", [torch.float32, torch.float64])
+def test_free_bits_takes_a_0d_tensor_threshold_like_the_number(
+    mode: str, lam: float, buffer_dtype: torch.dtype
+) -> None:
+    # a buffer that ScheduledAttribute fills in place (what a compiled loss reads): same value, same gradient
+    kl = torch.tensor([[0.1, 2.0, 0.9], [0.3, 2.0, 0.0]], dtype=torch.float64)
+    buffer = torch.tensor(lam, dtype=buffer_dtype)
+    expected = free_bits_kl(kl, float(buffer), mode)
+    got = free_bits_kl(kl, buffer, mode)
+    assert got.dtype == kl.dtype
+    assert torch.equal(got, expected)
+    assert torch.equal(_grad(kl, buffer, mode), _grad(kl, float(buffer), mode))
+
+
+@pytest.mark.parametrize("threshold", [torch.zeros(1), torch.zeros(3), torch.zeros(2, 3)])
+def test_free_bits_refuses_a_tensor_threshold_that_is_not_0d(threshold: torch.Tensor) -> None:
+    shape = re.escape(str(tuple(threshold.shape)))
+    with pytest.raises(
+        ValueError, match=rf"`threshold` must be a number or a 0-d tensor, got a tensor of shape {shape}"
+    ):
+        free_bits_kl(torch.zeros(2, 3), threshold)
+
+
+def test_free_bits_with_a_buffer_threshold_compiles_to_one_graph_that_follows_the_buffer() -> None:
+    # what the README recommends for a compiled loss: the callback fills the buffer in place, no recompile
+    buffer, graphs = torch.tensor(0.5), []
+
+    def count_graphs(gm: torch.fx.GraphModule, example_inputs: list) -> torch.fx.GraphModule:
+        graphs.append(gm)
+        return gm
+
+    loss = torch.compile(lambda k: free_bits_kl(k, buffer, "example_dim"), fullgraph=True, backend=count_graphs)
+    kl = torch.rand(4, 3, generator=torch.Generator().manual_seed(0))
+    for value in (0.5, 0.1, 0.9):
+        buffer.fill_(value)
+        assert torch.equal(loss(kl), free_bits_kl(kl, value, "example_dim"))
+    assert len(graphs) == 1

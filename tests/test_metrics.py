@@ -166,3 +166,57 @@ def test_mutual_information_bad_arguments(kwargs: dict, match: str) -> None:
 def test_update_needs_batch_by_d(metric: object) -> None:
     with pytest.raises(ValueError, match=r"must be|must both be"):
         metric.update(torch.zeros(4), torch.zeros(4))  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- forward(): any batch size, same value as update()
+
+
+@pytest.mark.parametrize("sizes", [(7, 1, 12, 10), (1, 29), (29, 1), (2, 1, 1, 26)])
+def test_active_units_forward_takes_one_row_batches_and_keeps_every_row(sizes: tuple[int, ...]) -> None:
+    mu, _ = _rows()
+    m = ActiveUnits()
+    batch_values = [m(b_mu) for (b_mu,) in _batches(mu, sizes=sizes)]
+    assert m.compute() == active_units(mu) == 3  # every row accumulated, the one-row batches too
+    for (b_mu,), value in zip(_batches(mu, sizes=sizes), batch_values):
+        if len(b_mu) == 1:  # one row has no variance: no count, not 0 (which would read as collapse)
+            assert value.isnan()
+        else:
+            assert value == active_units(b_mu)
+    with pytest.raises(ValueError, match="at least 2 rows"):  # compute() itself still refuses one row
+        one = ActiveUnits()
+        one(mu[:1])
+        one.compute()
+
+
+@pytest.mark.parametrize("max_samples", [1, 10, 25, 100])
+def test_mutual_information_forward_keeps_at_most_max_samples_and_agrees_with_update(max_samples: int) -> None:
+    mu, logvar = _rows()
+    forward, update = MutualInformation(max_samples=max_samples), MutualInformation(max_samples=max_samples)
+    for b_mu, b_lv in _batches(mu, logvar):
+        value = forward(b_mu, b_lv)
+        assert float(value) == _batch_mi(b_mu, b_lv, max_samples)  # the batch alone, as before
+        update.update(b_mu, b_lv)
+    kept = min(max_samples, len(mu))
+    assert forward._kept() == update._kept() == kept
+    torch.testing.assert_close(torch.cat(forward.mu), mu[:kept])
+    assert forward.compute() == update.compute()
+
+
+def _batch_mi(mu: torch.Tensor, logvar: torch.Tensor, max_samples: int) -> float:
+    m = MutualInformation(max_samples=max_samples)
+    m.update(mu, logvar)
+    return float(m.compute())
+
+
+# ---------------------------------------------------------------- a diverged posterior is not a collapsed one
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_active_units_metric_reports_a_non_finite_posterior_as_nan(bad: float) -> None:
+    mu, _ = _rows()
+    mu[3, 2] = bad
+    m = ActiveUnits()
+    m.update(mu)
+    with pytest.warns(UserWarning, match=r"ActiveUnits: the posterior is not finite .*not a collapsed one"):
+        value = m.compute()
+    assert value.isnan()

@@ -135,19 +135,20 @@ def test_collapsed_model_warns_once_at_the_patience_th_validation(tmp_path: Path
     model = Latent("prior")
     messages = fit_quietly(make_trainer(tmp_path, [monitor]), model)
     assert len(messages) == 1  # once, although every later validation is collapsed too
-    assert monitor.alert_step == 12  # validations at steps 4, 8, 12
+    assert monitor.alert_step == 11  # validations logged at steps 3, 7, 11 (after 4, 8, 12 steps)
     assert model.train_steps == 24  # "warn" does not stop the fit
     msg = messages[0]
-    for part in ("For 3 consecutive validations", "KL 0.0000 nats", "0/4 active units", "MI 0.0000",
-                 "CyclicalKLAnnealing(n_cycle=4", "start=0.1", "free_bits_kl", "delay=", "ratio_zero"):  # fmt: skip
+    for part in ("3 consecutive validations were collapsed, the last at step 11", "KL 0.0000 nats",
+                 "0/4 active units", "MI 0.0000", "CyclicalKLAnnealing(n_cycle=4", "free_bits_kl", "delay="):  # fmt: skip
         assert part in msg, part
+    assert "plateau" not in msg and "ramp" not in msg  # no schedule callback: no word about one
 
 
 def test_collapsed_model_raises(tmp_path: Path) -> None:
     model = Latent("prior")
     with pytest.raises(LatentCollapseError, match=r"the posterior has collapsed .* 0/4 active units"):
         make_trainer(tmp_path, [LatentMonitor(patience=2, on_collapse="raise")]).fit(model)
-    assert model.train_steps == 8  # raised at the second validation
+    assert model.train_steps == 8  # raised at the second validation (no schedule: no ramp left)
 
 
 def test_collapsed_model_stops_the_fit_cleanly(tmp_path: Path) -> None:
@@ -155,7 +156,7 @@ def test_collapsed_model_stops_the_fit_cleanly(tmp_path: Path) -> None:
     model = Latent("prior")
     trainer = make_trainer(tmp_path, [monitor], max_epochs=20)
     assert len(fit_quietly(trainer, model)) == 1
-    assert monitor.alert_step == 8 and model.train_steps == 8
+    assert monitor.alert_step == 7 and model.train_steps == 8
     assert trainer.current_epoch == 2 and trainer.state.status == "finished"
 
 
@@ -195,16 +196,16 @@ def test_each_criterion_alone(tmp_path: Path, kwargs: dict, collapsed: bool) -> 
     assert monitor.last["kl"] == 0.0
 
 
-# ---------------------------------------------------------------- only validations at β's plateau count
+# ---------------------------------------------------------------- only validations on a plateau count
 
 
 @pytest.mark.parametrize(
     ("phase", "alert_step"),
     [
-        (lambda s: "ramp" if s < 8 else "plateau", 20),  # validations at 4 and 8 (steps 3, 7) don't count
-        (lambda s: "delay" if s < 8 else "final", 20),
-        (lambda s: None, 12),  # the schedule cannot say: every validation counts
-        (lambda s: "ramp" if 8 <= s < 12 else "plateau", 24),  # a ramp in between restarts the count
+        (lambda s: "ramp" if s < 8 else "plateau", 19),  # validations after steps 3 and 7 don't count
+        (lambda s: "delay" if s < 8 else "final", 19),
+        (lambda s: None, 11),  # the schedule cannot say: every validation counts
+        (lambda s: "ramp" if 8 <= s < 12 else "plateau", 15),  # a ramp in between neither counts nor resets
         (lambda s: "ramp", None),
     ],
     ids=["ramp-then-plateau", "delay-then-final", "unknown", "ramp-in-between", "always-ramping"],
@@ -220,7 +221,7 @@ def test_every_phase_callback_must_agree(tmp_path: Path) -> None:
     monitor = LatentMonitor(patience=3)
     cbs = [Phases(lambda s: "plateau"), Phases(lambda s: "ramp" if s < 8 else "plateau"), monitor]
     fit_quietly(make_trainer(tmp_path, cbs), Latent("prior"))
-    assert monitor.alert_step == 20
+    assert monitor.alert_step == 19
 
 
 def test_with_the_real_cyclical_callback(tmp_path: Path) -> None:
@@ -229,19 +230,223 @@ def test_with_the_real_cyclical_callback(tmp_path: Path) -> None:
     assert phases == ["ramp", "plateau", "plateau", "ramp", "final", "final"]
     monitor = LatentMonitor(patience=3)
     fit_quietly(make_trainer(tmp_path, [schedule, monitor]), Latent("prior"))
-    assert monitor.alert_step is None  # counted at 8, 12; the ramp at 16 restarts; 20, 24: only 2 in a row
+    assert monitor.alert_step == 19  # counted after steps 7, 11 and 19; the ramp's validation (15) is skipped
     monitor = LatentMonitor(patience=2)
-    fit_quietly(
+    (message,) = fit_quietly(
         make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=2, ratio=0.5, total_steps=24), monitor]), Latent("prior")
     )
-    assert monitor.alert_step == 12
+    assert monitor.alert_step == 11  # "warn" says so on the first plateau, and that a later cycle may help
+    assert "taken on a plateau of `beta` or after its last ramp" in message
+    assert "A later cycle may still re-open the latent" in message
 
 
 def test_with_the_real_cyclical_callback_counting_epochs(tmp_path: Path) -> None:
     schedule = CyclicalKLAnnealing(n_cycle=1, ratio=0.5, unit="epoch")  # T = 6 epochs: ramp 0-2, then final
     monitor = LatentMonitor(patience=3)
     fit_quietly(make_trainer(tmp_path, [schedule, monitor]), Latent("prior"))
-    assert monitor.alert_step == 24  # validations of epochs 3, 4, 5 (asking phase_at(global_step - 1) would say 12)
+    assert monitor.alert_step == 23  # validations of epochs 3, 4, 5 (asking phase_at(global_step - 1) would say 11)
+
+
+# ---------------------------------------------------------------- the rule: (a) alerted by the end, (b) rescues not stopped
+
+
+class Scripted(Latent):
+    """Collapsed or informative at each validation, by the last training step taken (``global_step - 1``)."""
+
+    def __init__(self, collapsed: Any) -> None:
+        super().__init__("prior")
+        self.collapsed = collapsed
+
+    def validation_step(self, batch: Any, batch_idx: int) -> Any:
+        self.kind = "prior" if self.collapsed(self.global_step - 1) else "informative"
+        return super().validation_step(batch, batch_idx)
+
+
+def _logged_steps(trainer: L.Trainer) -> list[int]:
+    with open(os.path.join(trainer.logger.log_dir, "metrics.csv")) as f:  # type: ignore[union-attr]
+        return [int(row["step"]) for row in csv.DictReader(f) if row.get("latent/kl")]
+
+
+@pytest.mark.parametrize("on_collapse", ["warn", "stop", "raise"])
+def test_a_collapsed_at_every_plateau_with_one_validation_per_cycle(tmp_path: Path, on_collapse: str) -> None:
+    # 3 cycles of 8 steps, validations after steps 3 (ramp), 7 (plateau), 11, 15, 19, 23 (final): one a plateau
+    schedule = CyclicalKLAnnealing(n_cycle=3, ratio=0.5)
+    monitor, model = LatentMonitor(patience=3, on_collapse=on_collapse), Latent("prior")  # type: ignore[arg-type]
+    trainer = make_trainer(tmp_path, [schedule, monitor], logger=CSVLogger(tmp_path))
+    if on_collapse == "raise":
+        with pytest.raises(LatentCollapseError, match="3 consecutive validations taken on a plateau of `beta`"):
+            trainer.fit(model)
+    else:
+        messages = fit_quietly(trainer, model)
+        assert len(messages) == 1 and "the last at step 23" in messages[0]
+    assert [schedule.phase_at(s) for s in (3, 7, 11, 15, 19, 23)] == ["ramp", "plateau"] * 2 + ["ramp", "final"]
+    assert monitor.alert_step == 23 and model.train_steps == 24
+    if on_collapse != "raise":  # (raised before the logger wrote that validation)
+        assert _logged_steps(trainer)[-1] == 23
+    assert monitor.counted_validations == 3  # 7, 15, 23: the ramps' validations neither counted nor reset
+
+
+@pytest.mark.parametrize("on_collapse", ["warn", "stop", "raise"])
+def test_a_fewer_counted_validations_than_patience_alert_at_the_end(tmp_path: Path, on_collapse: str) -> None:
+    schedule = CyclicalKLAnnealing(n_cycle=3, ratio=0.5)  # 3 plateau validations in all, patience 5
+    monitor, model = LatentMonitor(patience=5, on_collapse=on_collapse), Latent("prior")  # type: ignore[arg-type]
+    trainer = make_trainer(tmp_path, [schedule, monitor])
+    if on_collapse == "raise":
+        with pytest.raises(LatentCollapseError, match=r"Alerted at the end of the fit \(fewer than patience=5"):
+            trainer.fit(model)
+    else:
+        (message,) = fit_quietly(trainer, model)
+        assert "3 consecutive validations" in message and "Alerted at the end of the fit" in message
+    assert monitor.alert_step == 23 and model.train_steps == 24
+
+
+def test_a_fit_that_ends_before_the_last_ramp_is_alerted_at_its_end(tmp_path: Path) -> None:
+    # T = 48 but the fit takes 24 steps (the schedule warns about that itself): plateau validations after 11, 15
+    schedule = CyclicalKLAnnealing(n_cycle=3, ratio=0.5, total_steps=48)
+    monitor = LatentMonitor(patience=3, on_collapse="stop")
+    messages = fit_quietly(make_trainer(tmp_path, [schedule, monitor]), Latent("prior"))
+    assert len(messages) == 1 and "Alerted at the end of the fit" in messages[0]
+    assert monitor.alert_step == 15 and monitor.collapsed_count == monitor.counted_validations == 2
+
+
+def test_a_healthy_plateau_in_between_resets_so_no_end_of_fit_alert(tmp_path: Path) -> None:
+    schedule = CyclicalKLAnnealing(n_cycle=3, ratio=0.5)  # plateau validations after 7, 15, 23
+    monitor = LatentMonitor(patience=3, on_collapse="raise")
+    trainer = make_trainer(tmp_path, [schedule, monitor])
+    trainer.fit(Scripted(lambda step: step != 15))  # collapsed at 7 and 23 only: not every plateau
+    assert monitor.alert_step is None and monitor.collapsed_count == 1 and monitor.counted_validations == 3
+
+
+def _dense(tmp_path: Path, schedule: CyclicalKLAnnealing, monitor: LatentMonitor, **kwargs: Any) -> L.Trainer:
+    return make_trainer(tmp_path, [schedule, monitor], val_check_interval=1, max_epochs=4, **kwargs)
+
+
+@pytest.mark.parametrize("on_collapse", ["stop", "raise"])
+def test_b_a_run_rescued_by_a_later_cycle_is_not_stopped(tmp_path: Path, on_collapse: str) -> None:
+    # 2 cycles of 8 steps, ramps at steps 0-1 and 8-9: six collapsed plateau validations (2..7), then the
+    # second cycle re-opens the latent: the old rule stopped this run at its third validation
+    schedule = CyclicalKLAnnealing(n_cycle=2, ratio=0.25)
+    monitor, model = LatentMonitor(patience=3, on_collapse=on_collapse), Scripted(lambda step: step < 10)  # type: ignore[arg-type]
+    trainer = _dense(tmp_path, schedule, monitor)
+    assert fit_quietly(trainer, model) == []
+    assert model.train_steps == 16 and monitor.alert_step is None and monitor.collapsed_count == 0
+    assert schedule.phase_at(7) == "plateau" and schedule.phase_at(9) == "ramp" and schedule.phase_at(10) == "final"
+
+
+def test_b_dense_and_collapsed_for_good_acts_at_the_first_validation_with_no_ramp_left(tmp_path: Path) -> None:
+    schedule = CyclicalKLAnnealing(n_cycle=2, ratio=0.25)
+    monitor, model = LatentMonitor(patience=3, on_collapse="stop"), Latent("prior")
+    trainer = _dense(tmp_path, schedule, monitor, logger=CSVLogger(tmp_path))
+    (message,) = fit_quietly(trainer, model)
+    assert monitor.alert_step == 10 and model.train_steps == 11  # validations 2..7 counted, 8-9 skipped, 10 final
+    assert monitor.collapsed_count == 7 and "7 consecutive validations" in message
+    assert _logged_steps(trainer)[-1] == 10
+
+
+def test_b_warn_says_at_once_that_a_later_cycle_may_help(tmp_path: Path) -> None:
+    monitor = LatentMonitor(patience=3, on_collapse="warn")
+    (message,) = fit_quietly(_dense(tmp_path, CyclicalKLAnnealing(n_cycle=2, ratio=0.25), monitor), Latent("prior"))
+    assert monitor.alert_step == 4 and "A later cycle may still re-open the latent" in message
+
+
+def test_b_endless_schedule_acts_after_patience_plateau_validations(tmp_path: Path) -> None:
+    schedule = CyclicalKLAnnealing(n_cycle=None, period=8, ratio=0.25)  # never "final"
+    monitor, model = LatentMonitor(patience=3, on_collapse="stop"), Latent("prior")
+    (message,) = fit_quietly(_dense(tmp_path, schedule, monitor), model)
+    assert monitor.alert_step == 4 and model.train_steps == 5  # plateau validations after steps 2, 3, 4
+    assert "A later cycle may still" not in message
+
+
+def test_a_ramp_that_ends_before_the_run_leaves_a_plateau_whose_validations_count(tmp_path: Path) -> None:
+    schedule = CyclicalKLAnnealing(start=0, stop=25, n_cycle=1, ratio=0.75)  # steps 12-15 of 16: "final"
+    monitor, model = LatentMonitor(patience=3, on_collapse="stop"), Latent("prior")
+    fit_quietly(_dense(tmp_path, schedule, monitor), model)
+    assert monitor.alert_step == 14 and model.train_steps == 15 and monitor.counted_validations == 3
+
+
+def test_capacity_recipe_never_stops_during_the_ramp(tmp_path: Path) -> None:
+    # ratio=1.0: C (here β) rises until the last step; no validation during the ramp counts
+    schedule = CyclicalKLAnnealing(start=0, stop=25, n_cycle=1, ratio=1.0)
+    monitor, model = LatentMonitor(patience=3, on_collapse="stop"), Latent("prior")
+    messages = fit_quietly(_dense(tmp_path, schedule, monitor), model)
+    assert model.train_steps == 16  # never stopped early
+    if schedule.phase_at(15) in ("final", "plateau"):  # the last step of a ramp-to-the-end schedule: its plateau
+        assert monitor.alert_step == 15 and len(messages) == 1 and "Alerted at the end of the fit" in messages[0]
+    else:
+        assert monitor.alert_step is None and messages == [] and monitor.counted_validations == 0
+
+
+# ---------------------------------------------------------------- a diverged posterior, two monitors, the wording
+
+
+class Diverged(Latent):
+    def validation_step(self, batch: Any, batch_idx: int) -> Any:
+        if self.current_epoch not in (1, 2):
+            return super().validation_step(batch, batch_idx)  # collapsed ("prior") at epochs 0, 3, 4
+        return {"mu": torch.full((len(batch[0]), D), math.nan), "logvar": torch.zeros(len(batch[0]), D)}
+
+
+def test_a_nan_posterior_is_reported_as_not_finite_never_as_collapse(tmp_path: Path) -> None:
+    monitor = LatentMonitor(patience=2)
+    trainer = make_trainer(tmp_path, [monitor], logger=CSVLogger(tmp_path), max_epochs=5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(Diverged())  # collapsed, NaN, NaN, collapsed, collapsed
+    messages = [str(w.message) for w in caught if "LatentMonitor" in str(w.message)]
+    assert len(messages) == 2 and messages[0].startswith("LatentMonitor: the posterior is not finite at step 7")
+    assert "ActiveUnits: the posterior" not in str([str(w.message) for w in caught])  # one warning, the monitor's
+    # the NaN validations neither counted (alert at 7 before) nor reset (alert at 19): collapsed at 3 and 15
+    assert "2 consecutive validations were collapsed, the last at step 15" in messages[1]
+    assert monitor.alert_step == 15 and monitor.counted_validations == 2
+    with open(os.path.join(trainer.logger.log_dir, "metrics.csv")) as f:  # type: ignore[union-attr]
+        rows = [r for r in csv.DictReader(f) if r.get("latent/kl")]
+    assert [r["latent/active_units"] for r in rows] == ["0.0", "nan", "nan", "0.0", "0.0"]  # NaN is not 0
+
+
+class TwoLatents(Latent):
+    def validation_step(self, batch: Any, batch_idx: int) -> Any:
+        return {**super().validation_step(batch, batch_idx), "mu2": 3 * batch[0]}
+
+
+def test_two_monitors_with_one_log_prefix_are_refused_before_the_first_step(tmp_path: Path) -> None:
+    model = TwoLatents("informative")
+    monitors = [LatentMonitor(), LatentMonitor(mu_key="mu2")]  # were averaged: active_units logged as the mean
+    with pytest.raises(MisconfigurationException, match=r"Two LatentMonitor callbacks log under `log_prefix`='latent'"):
+        make_trainer(tmp_path, monitors, num_sanity_val_steps=2).fit(model)
+    assert model.train_steps == 0
+    with pytest.raises(MisconfigurationException, match="`log_prefix`"):
+        make_trainer(tmp_path, monitors).validate(model, verbose=False)
+    # two identical monitors share a checkpoint key too: Lightning refuses them when the Trainer is built
+    with pytest.raises(RuntimeError, match="more than one stateful callback of type `LatentMonitor`"):
+        make_trainer(tmp_path, [LatentMonitor(), LatentMonitor()])
+
+
+def test_two_monitors_with_their_own_prefixes_log_each_its_own(tmp_path: Path) -> None:
+    one, two = LatentMonitor(), LatentMonitor(log_prefix="latent2", patience=1)
+    trainer = make_trainer(tmp_path, [one, two], max_epochs=1)
+    trainer.fit(Latent("informative"))
+    assert trainer.callback_metrics["latent/active_units"] == trainer.callback_metrics["latent2/active_units"] == D
+
+
+def test_alert_step_is_the_step_the_validation_is_logged_under(tmp_path: Path) -> None:
+    monitor = LatentMonitor(patience=2)
+    trainer = make_trainer(tmp_path, [monitor], logger=CSVLogger(tmp_path), max_epochs=3)
+    (message,) = fit_quietly(trainer, Latent("prior"))
+    assert _logged_steps(trainer) == [3, 7, 11] and monitor.alert_step == 7
+    assert "the last at step 7" in message
+
+
+def test_with_a_cyclical_schedule_in_place_the_remedies_do_not_start_with_one(tmp_path: Path) -> None:
+    monitor = LatentMonitor(patience=2)
+    schedule = CyclicalKLAnnealing(n_cycle=3, ratio=0.5)
+    (message,) = fit_quietly(make_trainer(tmp_path, [schedule, monitor]), Latent("prior"))
+    remedies = message[message.index("Remedies") :]
+    assert remedies.startswith("Remedies, with `beta` already scheduled: free bits")
+    assert "cyclical" not in remedies and "n_cycle" not in remedies  # it already cycles
+    # a monotonic schedule (one cycle) gets "more cycles" as its last remedy
+    monitor = LatentMonitor(patience=2)
+    (message,) = fit_quietly(make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=1), monitor]), Latent("prior"))
+    assert message.endswith("a cyclical schedule, `CyclicalKLAnnealing(n_cycle=4)` (Fu et al. 2019).")
 
 
 def test_validate_alone_logs_but_does_not_count(tmp_path: Path) -> None:
@@ -388,8 +593,10 @@ def test_with_the_general_scheduled_attribute(tmp_path: Path) -> None:
     schedule = ScheduledAttribute(lambda step, total: min(1.0, step / 8))  # a user's function: phase unknown
     assert schedule.phase_at(3) is None
     monitor = LatentMonitor(patience=3)
-    fit_quietly(make_trainer(tmp_path, [schedule, monitor]), Latent("prior"))
-    assert monitor.alert_step == 12  # every validation counts
+    (message,) = fit_quietly(make_trainer(tmp_path, [schedule, monitor]), Latent("prior"))
+    assert monitor.alert_step == 11  # every validation counts
+    assert "plateau" not in message and "3 consecutive validations were collapsed" in message  # it has none
+    assert "Remedies, with `beta` already scheduled: free bits" in message
 
 
 def test_missing_prior_key_names_it(tmp_path: Path) -> None:
@@ -431,7 +638,7 @@ def test_keyword_only_after_the_keys() -> None:
 def test_alert_state_resumes_from_a_checkpoint(tmp_path: Path) -> None:
     reference = LatentMonitor(patience=3)
     fit_quietly(make_trainer(tmp_path / "ref", [reference]), Latent("prior"))
-    assert reference.alert_step == 12
+    assert reference.alert_step == 11
 
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1)
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -440,15 +647,39 @@ def test_alert_state_resumes_from_a_checkpoint(tmp_path: Path) -> None:
         )
     last = str(tmp_path / "ckpt" / "epoch=1-step=8.ckpt")
     state = torch.load(last, weights_only=True)["callbacks"]
-    assert state["LatentMonitor{'mu_key': 'mu', 'log_prefix': 'latent'}"] == {"collapsed_count": 2, "alert_step": None}
+    saved = state["LatentMonitor{'mu_key': 'mu', 'log_prefix': 'latent'}"]
+    assert saved == {
+        "collapsed_count": 2,
+        "counted_validations": 2,
+        "alert_step": None,
+        "streak_end": {"step": 7.0, "kl": 0.0, "active_units": 0.0, "mi": saved["streak_end"]["mi"]},
+        "seen_plateau": False,
+        "d": D,
+    }
 
     resumed = LatentMonitor(patience=3)
     messages = fit_quietly(make_trainer(tmp_path, [resumed]), Latent("prior"), ckpt_path=last)
-    assert resumed.alert_step == 12 and len(messages) == 1  # the first validation after resuming
+    assert resumed.alert_step == 11 and len(messages) == 1  # the first validation after resuming
 
     # an alert that already fired is not repeated after resuming, and a fresh fit starts clean
     make_trainer(tmp_path, [resumed], max_epochs=1).fit(Latent("informative"))
     assert resumed.alert_step is None and resumed.collapsed_count == 0
+
+
+@pytest.mark.parametrize("patience", [3, 5])  # 5: alerted at the end of the fit, from the state resumed
+def test_a_resumed_cyclical_fit_alerts_where_an_uninterrupted_one_does(tmp_path: Path, patience: int) -> None:
+    def run(root: Path, model: Latent, **fit_kwargs: Any) -> tuple[LatentMonitor, list[str]]:
+        monitor = LatentMonitor(patience=patience)
+        ckpt = ModelCheckpoint(dirpath=root / "ckpt", save_top_k=-1, every_n_epochs=1)
+        trainer = make_trainer(root, [CyclicalKLAnnealing(n_cycle=3), monitor, ckpt], enable_checkpointing=True)
+        return monitor, fit_quietly(trainer, model, **fit_kwargs)
+
+    reference, expected = run(tmp_path / "ref", Latent("prior"))
+    assert reference.alert_step == 23 and len(expected) == 1
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(tmp_path, Latent("prior", crash_at_epoch=4))  # plateau validations after steps 7 and 15 so far
+    resumed, messages = run(tmp_path, Latent("prior"), ckpt_path=str(tmp_path / "ckpt" / "epoch=3-step=16.ckpt"))
+    assert resumed.alert_step == 23 and messages == expected
 
 
 # ---------------------------------------------------------------- DDP
