@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `examples` for the text VAE row
 
-from lightning_kl_anneal import CyclicalKLAnnealing, cyclical_beta  # noqa: E402
+from lightning_kl_anneal import CyclicalKLAnnealing, cyclical_beta
 
 
 class Loss(nn.Module):

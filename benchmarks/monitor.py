@@ -77,8 +77,6 @@ class LoopTimer(L.Callback):
 class TimedMonitor(LatentMonitor):
     """LatentMonitor that also adds up the wall time spent in its own hooks (less noisy than a difference of loops)."""
 
-    hook_seconds: list[float] = []
-
     def _timed(self, hook: Any, *args: Any, **kwargs: Any) -> None:
         t0 = time.perf_counter()
         hook(*args, **kwargs)
@@ -97,7 +95,7 @@ class TimedMonitor(LatentMonitor):
 
 
 VARIANTS = {
-    "without": lambda: [],
+    "without": list,
     "with LatentMonitor": lambda: [TimedMonitor()],
     "with it, MI off": lambda: [LatentMonitor(mi_max_samples=0)],
 }

@@ -15,13 +15,14 @@ import sys
 import time
 import timeit
 import tracemalloc
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from reference_frange import reference_frange  # noqa: E402
+from reference_frange import reference_frange
 
-from lightning_kl_anneal import cyclical_beta, cyclical_schedule  # noqa: E402
+from lightning_kl_anneal import cyclical_beta, cyclical_schedule
 
 
 def measure(fn: Callable[[], object]) -> tuple[float, float]:
@@ -45,10 +46,10 @@ def main() -> None:
     )
     for exp in range(4, args.max_exp + 1):
         total = 10**exp
-        ref_s, ref_mib = measure(lambda: reference_frange(total, 0.0, 1.0, 4, 0.5, "linear"))
-        sch_s, sch_mib = measure(lambda: cyclical_schedule(total, 4, 0.5))
+        ref_s, ref_mib = measure(partial(reference_frange, total, 0.0, 1.0, 4, 0.5, "linear"))
+        sch_s, sch_mib = measure(partial(cyclical_schedule, total, 4, 0.5))
         n = 20_000
-        one_us = 1e6 * timeit.timeit(lambda: cyclical_beta(total // 3, total, 4, 0.5), number=n) / n
+        one_us = 1e6 * timeit.timeit(partial(cyclical_beta, total // 3, total, 4, 0.5), number=n) / n
         print(
             f"{total:>10}{ref_s:>13.4f}{ref_mib:>9.1f}{sch_s:>12.4f}{sch_mib:>11.1f}{ref_s / sch_s:>10.0f}{one_us:>11.2f}"
         )

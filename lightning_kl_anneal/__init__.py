@@ -34,7 +34,7 @@ from lightning_kl_anneal.schedules import (
 )
 from lightning_kl_anneal.selection import PlateauEarlyStopping, PlateauModelCheckpoint
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "FREE_BITS_MODES",

@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         curves = [schedule.values(args.total_steps) for schedule in schedules]
     except (TypeError, ValueError) as err:
         # Name the flag the user typed, not the Python argument.
-        flag = lambda m: "--" + m.group(1).replace("_", "-") + (" " + m.group(2).lower() if m.group(2) else "")  # noqa: E731
+        flag = lambda m: "--" + m.group(1).replace("_", "-") + (" " + m.group(2).lower() if m.group(2) else "")
         parser.error(re.sub(r"`(\w+)=?(\w*)`", flag, str(err)))
     if args.command == "print":
         if args.every < 1:

@@ -205,7 +205,7 @@ class ScheduledAttribute(Callback):
     @property
     def unit(self) -> Unit:
         """``"step"`` or ``"epoch"``."""
-        return self._unit  # type: ignore[return-value]
+        return self._unit
 
     @property
     def eval_value(self) -> float | None:
@@ -229,7 +229,7 @@ class ScheduledAttribute(Callback):
         if getattr(self._schedule, "__self__", None) is not self:
             try:
                 pickle.dumps(self._schedule)
-            except Exception as err:  # noqa: BLE001 - pickle raises several types
+            except Exception as err:  # pickle raises several types
                 raise pickle.PicklingError(
                     f"{type(self).__name__}(`{self._attribute}`): its schedule {self._schedule!r} cannot be pickled, "
                     "which spawning strategies such as `ddp_spawn` need: define it with `def` at module level (or "
@@ -307,7 +307,7 @@ class ScheduledAttribute(Callback):
                 f"{type(self).__name__}: `delay`={cyc.delay} must be smaller than {where}: no cycle would run. "
                 "Use a shorter delay or a longer run."
             )
-            if not trainer.fast_dev_run:
+            if not trainer.fast_dev_run:  # type: ignore[attr-defined]  # set at runtime by a connector
                 raise misconfiguration(message)
             if not self._warned_cycles:  # a debug run: say it, and let it run at `start`
                 self._warned_cycles = True
@@ -436,7 +436,7 @@ class ScheduledAttribute(Callback):
             return self._cyclical._value(0, total)  # validated at construction; `_check_total` has judged T
         try:
             value = self._schedule(0, total)
-        except Exception as err:  # noqa: BLE001 - any failure of the user's function is reported the same way
+        except Exception as err:  # any failure of the user's function is reported the same way
             hint = (
                 f" This run's length is not known (the Trainer gives no number of {self._unit}s), so the schedule "
                 "gets `total_steps=None`: pass `total_steps=` to the callback, bound the run, or make the "
@@ -584,7 +584,7 @@ class ScheduledAttribute(Callback):
         self._ahead, self._ahead_start, self._ahead_len = [], 0, 0  # T may differ from the last fit's
         self._logged_step = -1
         self._log_between_changes = self._unit == "epoch"  # the value changes per epoch; logging steps don't
-        self._log_every = trainer.log_every_n_steps
+        self._log_every = trainer.log_every_n_steps  # type: ignore[attr-defined]  # set at runtime by a connector
         self._loggers = list(trainer.loggers) if self._log_name is not None and self._log_every else []
         self._epoch_loop = trainer.fit_loop.epoch_loop
 

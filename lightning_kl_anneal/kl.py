@@ -157,10 +157,13 @@ def free_bits_kl(kl_per_dim: Tensor, threshold: float | Tensor, mode: FreeBitsMo
 
 
 def _floor(x: Tensor, lam: float | Tensor) -> Tensor:
-    """``max(lam, x)`` with ``clamp``'s gradient for a number or a 0-d tensor alike: all of it to x where x > lam."""
-    if isinstance(lam, Tensor):  # as clamp(min=number): a tie (x == lam) gives x no gradient
-        return torch.where(x > lam, x, lam.to(x.dtype))
-    return x.clamp(min=lam)
+    """``max(lam, x)`` for a number or a 0-d tensor alike, its gradient all to x where x > lam and none at a tie.
+
+    ``torch.where`` rather than ``clamp``: ``clamp(min=number)`` gives a tie (x == lam) the gradient in torch 2.2
+    and none in later releases, so the same loss would train differently by version.
+    """
+    floor = lam.to(x.dtype) if isinstance(lam, Tensor) else torch.tensor(lam, dtype=x.dtype, device=x.device)
+    return torch.where(x > floor, x, floor)
 
 
 def capacity_kl(kl: Tensor, capacity: float | Tensor, gamma: float) -> Tensor:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 from torchmetrics import Metric
-from torchmetrics.utilities import dim_zero_cat
+from torchmetrics.utilities.data import dim_zero_cat  # where torchmetrics 1.0 has it too
 
 from lightning_kl_anneal._checks import check_int, check_rows
 from lightning_kl_anneal.diagnostics import (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 __all__ = ["plot_schedules"]
 
 
-def _pyplot():  # noqa: ANN202
+def _pyplot() -> ModuleType:
     try:
         import matplotlib
 

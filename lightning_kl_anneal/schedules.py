@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -38,11 +38,11 @@ import numpy.typing as npt
 from lightning_kl_anneal._checks import check_choice, check_int, check_real
 
 __all__ = [
+    "PHASES",
+    "SHAPES",
     "CyclicalSchedule",
     "Phase",
-    "PHASES",
     "Shape",
-    "SHAPES",
     "cycle_length",
     "cycle_position",
     "cyclical_beta",
@@ -332,7 +332,7 @@ def cyclical_beta(
 
     Raises:
         TypeError, ValueError: see :func:`validate_schedule_args`; also a negative ``step``,
-        neither or both of ``total_steps`` and ``period``, and ``n_cycle >= T - delay``.
+            neither or both of ``total_steps`` and ``period``, and ``n_cycle >= T - delay``.
 
     Example:
         >>> [cyclical_beta(t, 20, n_cycle=4, ratio=0.5) for t in range(6)]
@@ -495,9 +495,10 @@ def cyclical_schedule(
     if rest == 0:
         return out
     if period is None:
-        length = _period(rest, n_cycle)  # type: ignore[arg-type]
+        cycles = cast(int, n_cycle)  # validated above: an int whenever `period` is None
+        length = _period(rest, cycles)
         tau = np.arange(length, dtype=np.float64)  # exact integers: length < 2**53
-        tau *= n_cycle
+        tau *= cycles
         tau /= rest
     else:
         tau = np.arange(period, dtype=np.float64)
@@ -621,7 +622,7 @@ class CyclicalSchedule:
             return None if total_steps is None else check_int("total_steps", total_steps, 1)
         return None if self.n_cycle is None else self.delay + self.n_cycle * self.period
 
-    def _parameters(self) -> dict[str, object]:
+    def _parameters(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("period", "delay")}
 
 

@@ -136,7 +136,8 @@ class PlateauEarlyStopping(_FollowsSchedule, EarlyStopping):
     Args:
         schedule_attribute: the annealed attribute whose callback to follow.
         when: ``"plateau"`` or ``"final"``.
-        \*args, \*\*kwargs: ``EarlyStopping``'s (``monitor``, ``patience``, ``mode``, ...).
+        *args: ``EarlyStopping``'s positional arguments.
+        **kwargs: ``EarlyStopping``'s keyword arguments (``monitor``, ``patience``, ``mode``, ...).
 
     Example:
         >>> from lightning_kl_anneal import CyclicalKLAnnealing, PlateauEarlyStopping
@@ -184,7 +185,8 @@ class PlateauModelCheckpoint(_FollowsSchedule, ModelCheckpoint):
     Args:
         schedule_attribute: the annealed attribute whose callback to follow.
         when: ``"plateau"`` or ``"final"``.
-        \*args, \*\*kwargs: ``ModelCheckpoint``'s (``monitor``, ``mode``, ``save_top_k``, ...).
+        *args: ``ModelCheckpoint``'s positional arguments.
+        **kwargs: ``ModelCheckpoint``'s keyword arguments (``monitor``, ``mode``, ``save_top_k``, ...).
 
     Example:
         >>> from lightning_kl_anneal import PlateauModelCheckpoint

@@ -337,7 +337,7 @@ def test_crash_and_resume_continues_exactly(tmp_path: Path, crash_at: int, accum
 
 
 def test_checkpoint_loads_with_weights_only_and_keeps_total_steps(tmp_path: Path) -> None:
-    before, last = _fit_with_crash(tmp_path, crash_at=12, accumulate=1)
+    _, last = _fit_with_crash(tmp_path, crash_at=12, accumulate=1)
     state = torch.load(last, weights_only=True)
     keys = [k for k in state["callbacks"] if k.startswith("CyclicalKLAnnealing")]
     assert keys == ["CyclicalKLAnnealing{'attribute': 'beta'}"]

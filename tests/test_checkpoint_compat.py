@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from resume_module import CHECKPOINT, N_CYCLE, RATIO, START, STOPPED_AT, T, ResumeVAE, trainer
+from resume_module import CHECKPOINT, N_CYCLE, RATIO, START, STOPPED_AT, ResumeVAE, T, trainer
 
 from lightning_kl_anneal import CyclicalKLAnnealing, cyclical_beta
 

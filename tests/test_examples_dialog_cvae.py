@@ -17,12 +17,11 @@ from torch.distributions import Normal, kl_divergence
 if str(Path(__file__).resolve().parents[1]) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from examples.dialog_cvae import compare, train  # noqa: E402
+from examples.dialog_cvae import compare, train
 from examples.dialog_cvae.corpus import ACTS, generate_corpus, split_keys
 from examples.dialog_cvae.data import (
     EOS,
     DialogDataModule,
-    EvalDistributedSampler,
     Vocab,
     collate,
     read_dailydialog,

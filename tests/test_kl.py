@@ -238,3 +238,11 @@ def test_free_bits_with_a_buffer_threshold_compiles_to_one_graph_that_follows_th
         buffer.fill_(value)
         assert torch.equal(loss(kl), free_bits_kl(kl, value, "example_dim"))
     assert len(graphs) == 1
+
+
+@pytest.mark.parametrize("threshold", [0.3, torch.tensor(0.3, dtype=torch.float64)])
+def test_free_bits_tie_gets_no_gradient_on_every_torch_version(threshold: float | torch.Tensor) -> None:
+    # clamp(min=number) gave a tie the gradient in torch 2.2 (the oldest supported) and none later
+    kl = torch.tensor([[0.3, 0.5]], dtype=torch.float64, requires_grad=True)
+    free_bits_kl(kl, threshold, "example_dim").backward()
+    assert kl.grad is not None and kl.grad.tolist() == [[0.0, 1.0]]

@@ -476,7 +476,8 @@ def test_metrics_land_in_csv_logger_at_the_validation_step(tmp_path: Path) -> No
     model = Latent("informative")
     logger = CSVLogger(tmp_path)
     make_trainer(tmp_path, [LatentMonitor()], max_epochs=2, logger=logger).fit(model)
-    rows = list(csv.DictReader(open(Path(logger.log_dir) / "metrics.csv")))
+    with open(Path(logger.log_dir) / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
     logged = [r for r in rows if r.get("latent/kl")]
     assert len(logged) == 2
     expected = _expected(model)
@@ -596,8 +597,8 @@ def test_no_work_on_training_steps() -> None:
 @pytest.mark.parametrize(
     ("model", "match"),
     [
-        (ReturnsNothing(), r"LatentMonitor reads \['mu', 'logvar'\] from the dict that `validation_step` returns, "
-                           r"but it returned None\. End `validation_step` with `return \{'mu': mu, 'logvar': logvar\}`"),
+        (ReturnsNothing(), (r"LatentMonitor reads \['mu', 'logvar'\] from the dict that `validation_step` returns, "
+                            r"but it returned None\. End `validation_step` with `return \{'mu': mu, 'logvar': logvar\}`")),
         (WrongKeys(), r"reads \['mu'\] .* returned a dict with keys \['logvar', 'mean'\].*or pass `mu_key=`"),
     ],
     ids=["none", "wrong-key"],

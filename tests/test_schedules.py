@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+import reference_frange
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import reference_frange
 from lightning_kl_anneal import (
     CyclicalSchedule,
     cycle_length,

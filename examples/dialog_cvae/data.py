@@ -146,7 +146,7 @@ def read_jsonl(path: str | Path, context_turns: int = 10) -> list[DialogExample]
             except json.JSONDecodeError as err:
                 raise ValueError(f"{where}: invalid JSON ({err.msg}); expected one object per line") from None
             if not isinstance(record, dict):
-                raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+                raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")  # noqa: TRY004 - a bad file, like the checks below
             context, response = record.get("context"), record.get("response")
             if not isinstance(context, list) or not context or not all(isinstance(u, str) for u in context):
                 raise ValueError(f"{where}: `context` must be a non-empty list of strings, got {context!r}")

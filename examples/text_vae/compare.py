@@ -874,7 +874,7 @@ def plot_curves(curves: dict[str, list[tuple[int, float, float, float]]], path: 
         if len(a) == 0:
             continue
         w = max(1, len(a) // 100)  # per-step KL and Rec are noisy; a moving mean shows the trend
-        smooth = lambda x: np.convolve(x, np.ones(w) / w, mode="valid")  # noqa: E731
+        smooth = lambda x, w=w: np.convolve(x, np.ones(w) / w, mode="valid")
         axes[0].plot(a[:, 0], a[:, 1], label=name)
         axes[1].plot(a[w - 1 :, 0], smooth(a[:, 2]), label=name)
         axes[2].plot(a[w - 1 :, 0], smooth(a[:, 3]), label=name)

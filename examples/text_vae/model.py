@@ -21,9 +21,8 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import Tensor, nn
-from typing_extensions import override
-
 from torchmetrics.aggregation import SumMetric
+from typing_extensions import override
 
 from examples.text_vae.metrics import perplexity
 from lightning_kl_anneal import (

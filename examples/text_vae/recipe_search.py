@@ -27,10 +27,11 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make `examples` and `lightning_kl_anneal` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -100,7 +101,7 @@ def threshold_schedule(r: Recipe) -> Schedule:
 def callbacks(r: Recipe, total_steps: int) -> list[Callback]:
     """The library's callbacks for one recipe: the β schedule and, if λ decays, the λ schedule."""
     out: list[Callback] = [CyclicalKLAnnealing(n_cycle=r.n_cycle, ratio=r.ratio, start=r.start, stop=r.stop,
-                                               delay=int(round(r.delay * total_steps)))]  # fmt: skip
+                                               delay=round(r.delay * total_steps))]  # fmt: skip
     if r.fb > 0 and r.fb_hold < 1.0:
         out.append(ScheduledAttribute(threshold_schedule(r), "free_bits", log_name="free_bits"))
     return out

@@ -22,7 +22,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 FIGURES = Path(__file__).resolve().parent / "figures"
-READMES = (ROOT / "README.md", ROOT / "examples" / "text_vae" / "README.md")
+READMES = (ROOT / "docs" / "examples.md", ROOT / "examples" / "text_vae" / "README.md")
 
 
 def load(name: str) -> dict[str, Any]:
@@ -85,7 +85,7 @@ def demo_table() -> str:
 
 
 def demo_table_short() -> str:
-    """The demo's table without the probes (the top-level README)."""
+    """The demo's table without the probes (docs/examples.md)."""
     return metric_table(load("results.json"), ["constant", "monotonic", "cyclical"])
 
 
