@@ -155,9 +155,10 @@ def test_bleu_precision_recall_protocol() -> None:
     # One sample equal to the first reference, one unrelated: precision averages over samples,
     # recall over references.
     out = bleu_precision_recall([[1, 2, 3, 4], [9, 9, 9, 9]], refs, max_n=2)
-    assert out["bleu1_p"] == pytest.approx((1.0 + sentence_bleu([9, 9, 9, 9], refs[0], 1)) / 2)
+    exact1 = sentence_bleu(refs[0], refs[0], 1)  # above 1 under the paper's weights (method7)
+    assert out["bleu1_p"] == pytest.approx((exact1 + sentence_bleu([9, 9, 9, 9], refs[0], 1)) / 2)
     assert out["bleu1_r"] == pytest.approx(
-        (1.0 + max(sentence_bleu(h, refs[1], 1) for h in ([1, 2, 3, 4], [9, 9, 9, 9]))) / 2
+        (exact1 + max(sentence_bleu(h, refs[1], 1) for h in ([1, 2, 3, 4], [9, 9, 9, 9]))) / 2
     )
     assert out["bleu2_f1"] == pytest.approx(2 * out["bleu2_p"] * out["bleu2_r"] / (out["bleu2_p"] + out["bleu2_r"]))
     # Covering both references with two samples gives the best recall; repeating one sample does not.
