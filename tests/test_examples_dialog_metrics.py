@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from nltk.translate.bleu_score import SmoothingFunction
@@ -46,9 +48,7 @@ def test_sentence_bleu_hand_computed_paper_and_unpadded() -> None:
     p1' = (1.75 + 0.75 + 1/3) / 3 and p2' = (p1' + 1/3 + ln 4 / 20) / 3.
     Unpadded (weights of length n): the neighbour after the last order is p5 = 0.
     """
-    import math
-
-    h, r = "a b c d".split(), "a b x d".split()
+    h, r = ["a", "b", "c", "d"], ["a", "b", "x", "d"]
     p1 = (1.75 + 0.75 + 1 / 3) / 3
     assert sentence_bleu(h, r, 1) == pytest.approx(p1, abs=1e-12)
     assert sentence_bleu(h, r, 2) == pytest.approx(math.sqrt(p1 * (p1 + 1 / 3 + math.log(4) / 20) / 3), abs=1e-12)
