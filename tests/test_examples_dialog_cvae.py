@@ -90,6 +90,16 @@ def test_shapes_and_losses_on_a_tiny_batch(tiny_dm: DialogDataModule) -> None:
     assert all(len(h) <= 6 and EOS not in h for s in samples for h in s)
 
 
+def test_one_encoder_call_for_context_and_response_equals_two(tiny_dm: DialogDataModule) -> None:
+    torch.manual_seed(0)
+    model = DialogCVAE(vocab_size=tiny_dm.vocab_size, **TINY)
+    for batch in [next(iter(tiny_dm.train_dataloader())), next(iter(tiny_dm.val_dataloader()))]:
+        c, x = model._encode(batch, with_response=True)
+        torch.testing.assert_close(c, model.encode_context(batch))
+        torch.testing.assert_close(x, model.encode_utterances(batch["response"], batch["response_lens"]))
+        torch.testing.assert_close(model.posterior_params(c, batch, x), model.posterior_params(c, batch))
+
+
 def test_bow_weight_zero_gives_the_plain_cvae(tiny_dm: DialogDataModule) -> None:
     model = DialogCVAE(vocab_size=tiny_dm.vocab_size, bow_weight=0.0, beta=1.0, **TINY)
     batch = next(iter(tiny_dm.train_dataloader()))
