@@ -162,6 +162,27 @@ def test_lr_restarts_follow_a_cosine_per_cycle(tiny_dm: DialogDataModule) -> Non
     assert rec.lrs == pytest.approx([0.01 * c for c in cosine * 2])
 
 
+def test_lr_restarts_every_period(tiny_dm: DialogDataModule) -> None:
+    model = DialogCVAE(vocab_size=tiny_dm.vocab_size, lr=0.01, lr_restart_period=3, **TINY)
+    rec = _RecordLR()
+    trainer = L.Trainer(
+        max_steps=7,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[rec],
+    )
+    trainer.fit(model, datamodule=tiny_dm)
+    cosine = [0.5 * (1 + math.cos(math.pi * t / 3)) for t in range(3)]
+    assert rec.lrs == pytest.approx([0.01 * c for c in (cosine * 3)[:7]])
+    with pytest.raises(ValueError, match="both set the restarts"):
+        DialogCVAE(vocab_size=tiny_dm.vocab_size, lr_restart_cycles=2, lr_restart_period=3, **TINY)
+    with pytest.raises(ValueError, match="`lr_restart_period` must be an int >= 2"):
+        DialogCVAE(vocab_size=tiny_dm.vocab_size, lr_restart_period=1, **TINY)
+
+
 # ------------------------------------------------------------------------------------------ metrics
 def test_bleu_precision_recall_protocol() -> None:
     refs = [[1, 2, 3, 4], [5, 6, 7, 8]]
@@ -420,45 +441,78 @@ def test_train_cli_fast_dev_run(tmp_path) -> None:
 
 
 def test_compare_fast_dev_run_writes_results(tmp_path) -> None:
-    results = compare.main(["--fast-dev-run", "--seeds", "0", "--out", str(tmp_path)])
+    results = compare.main(
+        [
+            "--fast-dev-run",
+            "--seeds",
+            "0",
+            "1",
+            "--schedules",
+            "constant",
+            "monotonic",
+            "cyclical",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     saved = json.loads((tmp_path / "results.json").read_text())
     for name in ("constant", "monotonic", "cyclical"):
-        assert set(saved[name]) == {"seeds", "val", "mean", "std"}
+        assert set(saved[name]) == {"seeds", "best", "val", "mean", "std", "best_mean", "best_std"}
         for key in ("elbo", "rec", "kl", "bow", "bleu4_r", "distinct2", "factor_acc", "emb_avg_r"):
             assert key in saved[name]["mean"] and key in saved[name]["seeds"]["0"] and key in saved[name]["val"]["0"]
+            assert key in saved[name]["best"]["1"]
+        assert "step" in saved[name]["best"]["0"]
         assert saved[name]["mean"] == results[name]["mean"]
-    assert saved["config"]["std"] == "sample (ddof=1)"
-    assert saved["config"]["schedules"]["monotonic"]["ratio"] == pytest.approx(10000 / 20592)
-    assert saved["config"]["lr_restart_cycles"] == {"constant": 0, "monotonic": 0, "cyclical": 0}
+    config = saved["config"]
+    assert config["std"] == "sample (ddof=1)" and config["seeds"] == [0, 1] and config["steps"] == compare.DEFAULT_STEPS
+    assert config["commit"] != "unknown" and "command" in config and config["bow_weight"] == 1.0  # CVAE + BoW
+    assert config["completed"] == {"constant": [0, 1], "monotonic": [0, 1], "cyclical": [0, 1]}
+    assert config["schedules"]["monotonic"] == {
+        "n_cycle": 1,
+        "ratio": 1.0,
+        "total_steps": compare.DEFAULT_MONOTONIC_STEPS,
+    }
+    assert config["schedules"]["cyclical"]["period"] == compare.DEFAULT_PERIOD
+    assert config["schedules"]["cyclical"]["n_cycle"] is None and config["schedules"]["cyclical"]["ratio"] == 2 / 3
+    assert all(v == {"lr_restart_cycles": 0, "lr_restart_period": None} for v in config["lr"].values())
+    # Paired per-seed differences with a sign test and a bootstrap interval; yes/no outcomes with Wilson intervals.
+    pair = saved["comparison"]["pairs"]["cyclical - monotonic"]["seeds"]["kl"]
+    kl = {s: saved["cyclical"]["seeds"][s]["kl"] - saved["monotonic"]["seeds"][s]["kl"] for s in ("0", "1")}
+    assert pair["per_seed"] == pytest.approx(kl) and pair["mean"] == pytest.approx(sum(kl.values()) / 2)
+    assert {"bootstrap95", "p_two_sided", "wins", "losses", "ties", "std"} <= set(pair)
+    outcome = saved["comparison"]["act_from_z"]["cyclical"]["best"]
+    assert outcome["n"] == 2 and len(outcome["wilson95"]) == 2
     # LatentMonitor is attached with the CVAE's prior keys: its values are in the validation record.
     assert {"latent/kl", "latent/active_units", "collapse_alert_step"} <= set(saved["cyclical"]["val"]["0"])
     assert "latent/mi" not in saved["cyclical"]["val"]["0"]  # MI is for the unconditional prior only
     assert (tmp_path / "samples.txt").read_text().count("context:") == 3
 
 
-def test_compare_console_has_progress_lines_and_no_lightning_banners(tmp_path, capsys) -> None:
-    compare.main(
-        [
-            "--fast-dev-run",
-            "--seeds",
-            "0",
-            "--schedules",
-            "constant",
-            "cyclical",
-            "--table",
-            "paper",
-            "--out",
-            str(tmp_path),
-        ]
-    )
-    out = capsys.readouterr()
-    console = out.out + out.err
-    assert "[1/2] constant" in console and "[2/2] cyclical" in console
-    for banner in ("GPU available", "TPU available", "litlogger", "fast_dev_run", "Epoch 0"):
-        assert banner not in console
-    assert "GPU available" in (tmp_path / "logs" / "lightning.log").read_text()  # kept, in the log
-    saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["config"]["lr_restart_cycles"] == {"constant": 0, "cyclical": 4}  # the paper's: cyclical only
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["--steps", "1500", "--period", "1000"], "ends cyclical's last cycle of --period 1000 while beta still rises"),
+        (["--steps", "1000", "--monotonic-steps", "2000"], "--monotonic-steps 2000 must be at most --steps 1000"),
+        (["--period", "1"], "--period must be an int >= 2, got 1"),
+        (["--seeds", "1", "1"], "--seeds must be distinct"),
+        (["--jobs", "0"], "--jobs must be a positive int, got 0"),
+        (["--bow-weight", "-1"], "--bow-weight must be >= 0"),
+    ],
+)
+def test_compare_rejects_bad_settings_before_training(argv: list[str], match: str, capsys) -> None:
+    with pytest.raises(SystemExit):
+        compare.parse_args(argv)
+    assert match in capsys.readouterr().err
+
+
+def test_compare_runs_that_end_on_a_plateau_are_accepted() -> None:
+    assert compare.parse_args(["--steps", "1700", "--period", "1000"]).steps == 1700  # 700 >= 2/3 of 1000
+    assert compare.parse_args(["--steps", "2000", "--period", "1000"]).period == 1000
+    args = compare.parse_args(["--table", "paper"])
+    assert compare.lr_restarts("cyclical", args) == {"lr_restart_cycles": 0, "lr_restart_period": args.period}
+    assert compare.lr_restarts("monotonic", args) == {"lr_restart_cycles": 0, "lr_restart_period": None}
+    args = compare.parse_args(["--lr-policy", "restart"])
+    assert compare.lr_restarts("monotonic", args) == {"lr_restart_cycles": 1, "lr_restart_period": None}
 
 
 def test_std_is_the_sample_std() -> None:

@@ -3,8 +3,8 @@
     python examples/dialog_cvae/probe.py --betas 0 0.05 0.15 1 --seeds 0 1 --out runs/dialog_probe
 
 Each run trains the compare model (small preset, built-in corpus, the table's optimiser and BoW weight)
-at β = 1 for ``--collapse-steps`` steps (a first cycle's plateau: the latent collapses, or not), then holds
-β at one fixed value for ``--hold-steps`` steps, validating every ``--val-every`` steps at β = 1. The
+at β = 1 for ``--collapse-steps`` steps (a first cycle's plateau: the latent collapses, or not; 0 starts from
+the untrained model, whose latent carries nothing), then holds β at one fixed value for ``--hold-steps`` steps, validating every ``--val-every`` steps at β = 1. The
 *re-open time* of a run is the number of steps after the switch until the validation KL first exceeds
 ``--threshold`` nats (None: it never did). A cyclical schedule gives the latent a chance to re-open only
 if its low-β window lasts well beyond that time; ``compare.py --period`` is chosen from it.
@@ -101,7 +101,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
-    for name in ("collapse_steps", "hold_steps", "val_every", "threads"):
+    if args.collapse_steps < 0:
+        p.error(f"--collapse-steps must be >= 0 (0: hold beta from the start), got {args.collapse_steps}")
+    for name in ("hold_steps", "val_every", "threads"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be a positive int, got {getattr(args, name)}")
     if not all(0 <= b <= 1 for b in args.betas):
