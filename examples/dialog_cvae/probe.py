@@ -113,23 +113,28 @@ def main(argv: list[str] | None = None) -> dict:
     (out / "logs").mkdir(parents=True, exist_ok=True)
     dm = DialogDataModule(batch_size=args.batch_size, num_test=200)
     runs, t0 = [], time.perf_counter()
+
+    def write() -> dict:  # after every run: an interrupted probe keeps what finished
+        config = dict(vars(args), steps=args.collapse_steps + args.hold_steps, commit=git_commit(),
+                      wall_seconds=round(time.perf_counter() - t0, 1),
+                      command="python examples/dialog_cvae/probe.py " + " ".join(sys.argv[1:]) if argv is None else None)  # fmt: skip
+        result = {"config": config, "runs": runs}
+        (out / "probe.json").write_text(json.dumps(result, indent=2) + "\n")
+        return result
+
     with lightning_output_to(out / "logs" / "lightning.log"):
         for beta in args.betas:
             for seed in args.seeds:
                 t = time.perf_counter()
                 run = probe_one(beta, seed, args, dm, out)
                 runs.append(run)
+                result = write()
                 print(
                     f"beta {beta:g} seed {seed}: val KL {run['val_kl_at_switch']:.3f} at the switch, "
                     f"{run['val_kl_end']:.3f} at the end; re-opened (> {args.threshold} nats) after "
                     f"{run['reopen_steps']} steps ({time.perf_counter() - t:.0f} s)",
                     flush=True,
                 )
-    config = dict(vars(args), steps=args.collapse_steps + args.hold_steps, commit=git_commit(),
-                  wall_seconds=round(time.perf_counter() - t0, 1),
-                  command="python examples/dialog_cvae/probe.py " + " ".join(sys.argv[1:]) if argv is None else None)  # fmt: skip
-    result = {"config": config, "runs": runs}
-    (out / "probe.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
