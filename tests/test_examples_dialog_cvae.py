@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -570,3 +571,39 @@ def test_prepare_chitchat_writes_dailydialog_files(tmp_path) -> None:
     assert all(ex.context not in train_ctx for ex in splits["test"])
     with pytest.raises(SystemExit):
         prepare_chitchat.main(["--json", str(tmp_path / "dataset.json"), "--out", str(tmp_path / "x"), "--train", "9"])
+
+
+# ------------------------------------------------------------------------------------------ README vs results
+_GENERATED = re.compile(r"<!-- generated from (?P<file>\S+) by (?P<func>\w+\.\w+) -->\n(?P<body>.*?)\n<!-- end -->", re.S)
+
+
+def _generated_blocks(readme: Path) -> list[re.Match]:
+    return list(_GENERATED.finditer(readme.read_text()))
+
+
+@pytest.mark.parametrize("readme", ["examples/dialog_cvae/README.md", "README.md"])
+def test_readme_tables_are_generated_from_the_committed_results(readme: str) -> None:
+    """Every results table of the dialog example sits between markers naming its JSON and generator; a cell that
+    disagrees with its file fails here. The example's README must hold the probe's and the comparison's."""
+    from examples.dialog_cvae import probe
+
+    root = Path(__file__).resolve().parents[1]
+    generators = {"probe.probe_table": probe.probe_table, "compare.readme_tables": compare.readme_tables}
+    blocks = _generated_blocks(root / readme)
+    for block in blocks:
+        saved = json.loads((EXAMPLE_DIR / block["file"]).read_text())
+        assert block["body"] == generators[block["func"]](saved), f"{readme}: table from {block['file']} is stale"
+        config = saved["config"]
+        assert {"steps", "seeds", "command", "commit"} <= set(config) and config["command"]
+        assert not config["commit"].endswith("+dirty") and config["commit"] != "unknown"
+    if readme.startswith("examples"):
+        assert {b["func"] for b in blocks} >= {"probe.probe_table"}
+
+
+def test_readme_table_generator_detects_a_changed_cell(tmp_path) -> None:
+    results = json.loads((EXAMPLE_DIR / "figures" / "probe.json").read_text())
+    from examples.dialog_cvae import probe
+
+    table = probe.probe_table(results)
+    results["runs"][0]["val_kl_end"] += 0.01
+    assert probe.probe_table(results) != table

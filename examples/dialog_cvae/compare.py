@@ -346,25 +346,28 @@ def _run_job(schedule: str, seed: int, args: argparse.Namespace, out: str) -> tu
     return metrics, best, val, state, dict(model.hparams), csv, time.perf_counter() - t
 
 
-def git_commit() -> str:
-    """The code's commit, with ``+dirty`` when tracked files differ from it ("unknown" outside git)."""
+def _git_commit_now() -> str:
+    """The checkout's commit, with ``+dirty`` when tracked files differ from it ("unknown" outside git)."""
     import subprocess
 
     root = Path(__file__).resolve().parents[2]
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        run = {"cwd": root, "capture_output": True, "text": True, "check": True}
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], **run).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], **run).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("+dirty" if dirty else "")
+
+
+# Taken when the code is imported: the commit of the code this process runs, whatever happens to the checkout
+# while a long table trains.
+_COMMIT_AT_IMPORT = _git_commit_now()
+
+
+def git_commit() -> str:
+    """The commit of the code this process imported (``+dirty`` if the checkout had uncommitted changes)."""
+    return _COMMIT_AT_IMPORT
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -423,6 +426,72 @@ def compare_schedules(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         }
     out["act_from_z_threshold"] = ACT_FROM_Z_THRESHOLD
     return out
+
+
+#: Columns of the README's table: (results.json key, header, decimals).
+README_COLUMNS = (
+    ("elbo", "ELBO ↑", 3),
+    ("rec", "Rec ↓", 3),
+    ("kl", "KL", 3),
+    ("bow", "BoW ↓", 2),
+    ("bleu1_r", "BLEU-1 R", 3),
+    ("bleu4_r", "BLEU-4 R", 3),
+    ("bleu4_p", "BLEU-4 P", 3),
+    ("distinct2", "distinct-2", 3),
+    ("factor_acc", "act from z", 3),
+)
+
+
+def readme_tables(saved: dict[str, Any]) -> str:
+    """The README's markdown for a ``results.json``: means ± sample std of the final models and the
+    best-validation-ELBO checkpoints, the per-seed KL, the paired differences and the yes/no outcome.
+    The README holds this text verbatim and a test regenerates it from the committed file."""
+    names = [n for n in SCHEDULES if n in saved and saved[n]["seeds"]]
+    lines = ["| schedule | model | seeds | " + " | ".join(h for _, h, _ in README_COLUMNS) + " |"]
+    lines.append("|---|---|---:|" + "---:|" * len(README_COLUMNS))
+    for name in names:
+        for which, label in (("seeds", "final"), ("best", "best val. ELBO")):
+            per_seed = list(saved[name][which].values())
+            cells = []
+            for key, _, digits in README_COLUMNS:
+                mean, std = mean_std([m[key] for m in per_seed])
+                cells.append(f"{mean:.{digits}f} ± {std:.{digits}f}" if len(per_seed) > 1 else f"{mean:.{digits}f}")
+            lines.append(f"| {name} | {label} | {len(per_seed)} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for name in names:
+        for which, label in (("seeds", "final"), ("best", "best")):
+            kls = ", ".join(f"{s}: {m['kl']:.3f}" for s, m in saved[name][which].items())
+            extra = ""
+            if which == "best":
+                extra = "; best step " + ", ".join(f"{s}: {m['step']}" for s, m in saved[name]["best"].items())
+            lines.append(f"- {name}, {label}: test KL per seed {kls}{extra}")
+    comparison = saved.get("comparison") or {}
+    for pair, by_which in comparison.get("pairs", {}).items():
+        lines.append("")
+        lines.append(f"| {pair} (paired by seed) | model | mean | bootstrap 95 % | wins / losses | sign test p |")
+        lines.append("|---|---|---:|---|---:|---:|")
+        for key in ("kl", "elbo", "bleu4_r", "factor_acc"):
+            for which, label in (("seeds", "final"), ("best", "best val. ELBO")):
+                d = by_which[which].get(key)
+                if d is None:
+                    continue
+                lo, hi = d["bootstrap95"]
+                lines.append(
+                    f"| {key} | {label} | {d['mean']:+.3f} | [{lo:+.3f}, {hi:+.3f}] | {d['wins']} / {d['losses']} | "
+                    f"{d['p_two_sided']:.3g} |"
+                )
+    if comparison.get("act_from_z"):
+        lines.append("")
+        threshold = comparison["act_from_z_threshold"]
+        lines.append(f"| z carries the act (act from z > {threshold}) | final | best val. ELBO |")
+        lines.append("|---|---|---|")
+        for name, by_which in comparison["act_from_z"].items():
+            cells = [
+                f"{o['yes']}/{o['n']} (Wilson 95 % [{o['wilson95'][0]:.2f}, {o['wilson95'][1]:.2f}])"
+                for o in (by_which["seeds"], by_which["best"])
+            ]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def plot_curves(csvs: dict[str, Path], path: Path) -> None:

@@ -87,6 +87,21 @@ def probe_one(beta: float, seed: int, args: argparse.Namespace, dm: DialogDataMo
     }
 
 
+def probe_table(saved: dict) -> str:
+    """The README's markdown for a ``probe.json`` (a test regenerates it from the committed file)."""
+    cfg = saved["config"]
+    header = (
+        f"| β held after {cfg['collapse_steps']} steps at β = 1 | seed | validation KL at the first check | "
+        f"steps until validation KL > {cfg['threshold']:g} nats | validation KL after {cfg['hold_steps']} steps |"
+    )
+    lines = [header, "|---:|---:|---:|---:|---:|"]
+    for run in saved["runs"]:
+        first = run["curve"][0][1] if cfg["collapse_steps"] == 0 else run["val_kl_at_switch"]
+        reopen = "not within the run" if run["reopen_steps"] is None else f"≤ {run['reopen_steps']}"
+        lines.append(f"| {run['beta']:g} | {run['seed']} | {first:.3f} | {reopen} | {run['val_kl_end']:.3f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/dialog_probe")
