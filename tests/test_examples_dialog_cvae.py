@@ -601,7 +601,7 @@ def test_readme_tables_are_generated_from_the_committed_results(readme: str) -> 
 
 
 def test_readme_table_generator_detects_a_changed_cell(tmp_path) -> None:
-    results = json.loads((EXAMPLE_DIR / "figures" / "probe.json").read_text())
+    results = json.loads((EXAMPLE_DIR / "figures" / "probe_low_beta.json").read_text())
     from examples.dialog_cvae import probe
 
     table = probe.probe_table(results)
