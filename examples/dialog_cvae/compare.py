@@ -68,9 +68,9 @@ CYCLICAL_RATIO = 2 / 3
 SCHEDULES = ("constant", "monotonic", "cyclical")
 
 # The committed table's budget (README: how the period was chosen from probe.py's re-open times).
-DEFAULT_STEPS = 3000
+DEFAULT_STEPS = 2000
 DEFAULT_PERIOD = 1000
-DEFAULT_MONOTONIC_STEPS = 1500
+DEFAULT_MONOTONIC_STEPS = 1000
 
 #: Yes/no outcome per run: the decoded response has the true response's act when z is the posterior mean
 #: in more than half of the test pairs (chance: 1 in 4). A latent that does not carry the act cannot do it.
