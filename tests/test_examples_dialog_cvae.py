@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -595,9 +596,19 @@ def test_readme_tables_are_generated_from_the_committed_results(readme: str) -> 
         assert block["body"] == generators[block["func"]](saved), f"{readme}: table from {block['file']} is stale"
         config = saved["config"]
         assert {"steps", "seeds", "command", "commit"} <= set(config) and config["command"]
-        assert not config["commit"].endswith("+dirty") and config["commit"] != "unknown"
+        commit = config["commit"].removesuffix("+dirty")
+        assert re.fullmatch("[0-9a-f]{40}", commit), config["commit"]
+        git = subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=root, capture_output=True)
+        assert git.returncode == 0, f"{block['file']}: commit {commit} is not in this repository's history"
     if readme.startswith("examples"):
         assert {b["func"] for b in blocks} >= {"probe.probe_table"}
+
+
+def test_provenance_commit_ignores_documentation_edits(tmp_path) -> None:
+    from examples.dialog_cvae import provenance
+
+    assert re.fullmatch("[0-9a-f]{40}(\\+dirty)?", provenance.git_commit())
+    assert provenance._CODE == ("*.py", "*.yaml", "*.toml")
 
 
 def test_readme_table_generator_detects_a_changed_cell(tmp_path) -> None:

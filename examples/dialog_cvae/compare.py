@@ -50,6 +50,8 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `examples.dialog_cvae` and `lightning_kl_anneal` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from examples.dialog_cvae.provenance import git_commit  # noqa: I001  (first: the commit at start)
+
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -344,32 +346,6 @@ def _run_job(schedule: str, seed: int, args: argparse.Namespace, out: str) -> tu
         metrics, best, val, model, csv = run_one(schedule, seed, args, make_datamodule(args), Path(out))
     state = {k: v.cpu() for k, v in model.state_dict().items()}
     return metrics, best, val, state, dict(model.hparams), csv, time.perf_counter() - t
-
-
-def _git_commit_now() -> str:
-    """The checkout's commit, with ``+dirty`` when tracked files differ from it ("unknown" outside git)."""
-    import subprocess
-
-    root = Path(__file__).resolve().parents[2]
-    try:
-
-        def git(*cmd: str) -> str:
-            return subprocess.run(["git", *cmd], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-
-        commit, dirty = git("rev-parse", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return commit + ("+dirty" if dirty else "")
-
-
-# Taken when the code is imported: the commit of the code this process runs, whatever happens to the checkout
-# while a long table trains.
-_COMMIT_AT_IMPORT = _git_commit_now()
-
-
-def git_commit() -> str:
-    """The commit of the code this process imported (``+dirty`` if the checkout had uncommitted changes)."""
-    return _COMMIT_AT_IMPORT
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

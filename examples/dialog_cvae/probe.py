@@ -24,11 +24,13 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `examples.dialog_cvae` and `lightning_kl_anneal` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from examples.dialog_cvae.provenance import git_commit  # noqa: I001  (first: the commit at start)
+
 import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from examples.dialog_cvae.compare import git_commit, lightning_output_to
+from examples.dialog_cvae.compare import lightning_output_to
 from examples.dialog_cvae.data import DialogDataModule
 from examples.dialog_cvae.model import SMALL_PRESET, DialogCVAE
 from lightning_kl_anneal import ScheduledAttribute
