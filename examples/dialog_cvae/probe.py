@@ -92,8 +92,11 @@ def probe_one(beta: float, seed: int, args: argparse.Namespace, dm: DialogDataMo
 def probe_table(saved: dict) -> str:
     """The README's markdown for a ``probe.json`` (a test regenerates it from the committed file)."""
     cfg = saved["config"]
+    held = (
+        "β held from step 0" if cfg["collapse_steps"] == 0 else f"β held after {cfg['collapse_steps']} steps at β = 1"
+    )
     header = (
-        f"| β held after {cfg['collapse_steps']} steps at β = 1 | seed | validation KL at the first check | "
+        f"| {held} | seed | validation KL at the {'first check' if cfg['collapse_steps'] == 0 else 'switch'} | "
         f"steps until validation KL > {cfg['threshold']:g} nats | validation KL after {cfg['hold_steps']} steps |"
     )
     lines = [header, "|---:|---:|---:|---:|---:|"]
