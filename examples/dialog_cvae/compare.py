@@ -1,6 +1,6 @@
 """Monotonic vs cyclical KL annealing for the dialog CVAE + BoW (Fu et al., NAACL 2019, Table 2).
 
-    python examples/dialog_cvae/compare.py --jobs 2            # the committed table: 10 seeds x 2 schedules
+    python examples/dialog_cvae/compare.py --jobs 2            # monotonic vs cyclical, seeds 0-9 (README: what ran)
     python examples/dialog_cvae/compare.py --schedules constant monotonic cyclical --seeds 0 1 2
     python examples/dialog_cvae/compare.py --bow-weight 0      # the plain CVAE (no bag-of-words loss)
     python examples/dialog_cvae/compare.py --table paper       # the paper's cosine lr restart per cycle, cyclical only
