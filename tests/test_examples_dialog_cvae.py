@@ -489,6 +489,29 @@ def test_compare_fast_dev_run_writes_results(tmp_path) -> None:
     assert "latent/mi" not in saved["cyclical"]["val"]["0"]  # MI is for the unconditional prior only
     assert (tmp_path / "samples.txt").read_text().count("context:") == 3
 
+    # Two tables of one seed each, merged, give the two-seed table's statistics (and refuse other settings).
+    for seed in ("0", "1"):
+        part = json.loads(json.dumps(saved))
+        part["config"].update(seeds=[int(seed)], out=str(tmp_path / seed))
+        for name in part["config"]["schedules"]:
+            for which in ("seeds", "best", "val"):
+                part[name][which] = {seed: part[name][which][seed]}
+        part["config"]["completed"] = {name: [int(seed)] for name in part["config"]["schedules"]}
+        (tmp_path / seed).mkdir()
+        (tmp_path / seed / "results.json").write_text(json.dumps(part))
+    merged = compare.merge_results([str(tmp_path / "0"), str(tmp_path / "1")], tmp_path / "merged", "cmd")
+    assert merged["config"]["seeds"] == [0, 1] and merged["config"]["command"] == "cmd"
+    assert [m["seeds"] for m in merged["config"]["merged_from"]] == [[0], [1]]
+    for name in ("constant", "monotonic", "cyclical"):
+        assert merged[name]["mean"] == pytest.approx(saved[name]["mean"])
+        assert merged[name]["best_std"] == pytest.approx(saved[name]["best_std"])
+    assert merged["comparison"] == json.loads(json.dumps(saved["comparison"]))
+    other = json.loads((tmp_path / "1" / "results.json").read_text())
+    other["config"]["period"] = 7
+    (tmp_path / "1" / "results.json").write_text(json.dumps(other))
+    with pytest.raises(ValueError, match="`period` differs"):
+        compare.merge_results([str(tmp_path / "0"), str(tmp_path / "1")], tmp_path / "merged2")
+
 
 @pytest.mark.parametrize(
     ("argv", "match"),
@@ -575,7 +598,9 @@ def test_prepare_chitchat_writes_dailydialog_files(tmp_path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ README vs results
-_GENERATED = re.compile(r"<!-- generated from (?P<file>\S+) by (?P<func>\w+\.\w+) -->\n(?P<body>.*?)\n<!-- end -->", re.S)
+_GENERATED = re.compile(
+    r"<!-- generated from (?P<file>\S+) by (?P<func>\w+\.\w+) -->\n(?P<body>.*?)\n<!-- end -->", re.S
+)
 
 
 def _generated_blocks(readme: Path) -> list[re.Match]:

@@ -190,6 +190,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--jobs", type=int, default=1, help="runs at a time, in separate processes (default: %(default)s)")
     p.add_argument("--fast-dev-run", action="store_true", help="a few batches per schedule, to check the wiring")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="DIR",
+        help="combine the results.json of these --out directories (same settings, other seeds) into --out; "
+        "trains nothing",
+    )
     args = p.parse_args(argv)
     for name in ("steps", "monotonic_steps", "threads", "jobs", "val_every", "batch_size"):
         if getattr(args, name) < 1:
@@ -526,6 +534,11 @@ def sample_examples(models: dict[str, DialogCVAE], dm: DialogDataModule, num_con
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.merge:
+        command = "python examples/dialog_cvae/compare.py " + " ".join(sys.argv[1:]) if argv is None else None
+        saved = merge_results(args.merge, Path(args.out), command)
+        print(readme_tables(saved))
+        return saved
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
@@ -537,24 +550,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def write_results(
     results: dict[str, dict[str, Any]], args: argparse.Namespace, dm: DialogDataModule, out: Path, wall: float
 ) -> None:
-    """``results.json`` from the runs finished so far: means and standard deviations over each schedule's
-    finished seeds (in the order asked), the comparison over the seeds every schedule finished."""
-    for res in results.values():
-        done = [str(s) for s in args.seeds if str(s) in res["seeds"]]
-        for which in ("seeds", "best", "val"):
-            res[which] = {s: res[which][s] for s in done}
-        for which, prefix in (("seeds", ""), ("best", "best_")):
-            per_seed = list(res[which].values())
-            stats = {k: mean_std([s[k] for s in per_seed]) for k in per_seed[0]} if per_seed else {}
-            res[f"{prefix}mean"] = {k: m for k, (m, _) in stats.items()}
-            res[f"{prefix}std"] = {k: sd for k, (_, sd) in stats.items()}
-    common = [str(s) for s in args.seeds if all(str(s) in r["seeds"] for r in results.values())]
-    paired = {n: {w: {s: r[w][s] for s in common} for w in ("seeds", "best")} for n, r in results.items()}
+    """``results.json`` from the runs finished so far (see :func:`finish_results`)."""
     config = dict(vars(args))
     config.update(
         commit=git_commit(),
         wall_seconds=round(wall, 1),
-        completed={n: [int(s) for s in r["seeds"]] for n, r in results.items()},
         std="sample (ddof=1)",
         schedules={n: schedule_kwargs(n, args) for n in args.schedules},
         lr={n: lr_restarts(n, args) for n in args.schedules},
@@ -564,11 +564,84 @@ def write_results(
         split_sizes={k: len(v) for k, v in dm.splits.items()},
         command="python examples/dialog_cvae/compare.py " + " ".join(sys.argv[1:]) if __name__ == "__main__" else None,
     )
+    finish_results(results, config, out)
+
+
+def finish_results(results: dict[str, dict[str, Any]], config: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Means and standard deviations over each schedule's finished seeds (in ``config["seeds"]``' order), the
+    comparison over the seeds every schedule finished, ``config["completed"]``; written to ``out/results.json``."""
+    seeds = [str(s) for s in config["seeds"]]
+    for res in results.values():
+        done = [s for s in seeds if s in res["seeds"]]
+        for which in ("seeds", "best", "val"):
+            res[which] = {s: res[which][s] for s in done}
+        for which, prefix in (("seeds", ""), ("best", "best_")):
+            per_seed = list(res[which].values())
+            stats = {k: mean_std([s[k] for s in per_seed]) for k in per_seed[0]} if per_seed else {}
+            res[f"{prefix}mean"] = {k: m for k, (m, _) in stats.items()}
+            res[f"{prefix}std"] = {k: sd for k, (_, sd) in stats.items()}
+    config["completed"] = {n: [int(s) for s in r["seeds"]] for n, r in results.items()}
+    common = [s for s in seeds if all(s in r["seeds"] for r in results.values())]
+    paired = {n: {w: {s: r[w][s] for s in common} for w in ("seeds", "best")} for n, r in results.items()}
     comparison = compare_schedules(paired) if common else {}
     payload = {"config": config, **results, "comparison": comparison}
+    out.mkdir(parents=True, exist_ok=True)
     tmp = out / "results.json.tmp"
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
     tmp.replace(out / "results.json")
+    return payload
+
+
+#: Settings that may differ between the tables :func:`merge_results` combines (everything else must agree).
+_MERGE_FREE = {"seeds", "out", "jobs", "command", "commit", "wall_seconds", "completed", "merge", "threads"}
+
+
+def merge_results(dirs: list[str], out: Path, command: str | None = None) -> dict[str, Any]:
+    """Combine the ``results.json`` of tables run with the same settings on different seeds (e.g. at the same
+    time, or on different machines) into one, with the statistics recomputed over all seeds.
+
+    Raises:
+        ValueError: if a setting other than the seeds differs, or two tables share a seed.
+    """
+    loaded = [json.loads((Path(d) / "results.json").read_text()) for d in dirs]
+    first = loaded[0]["config"]
+    for d, saved in zip(dirs[1:], loaded[1:]):
+        for key in sorted((set(first) | set(saved["config"])) - _MERGE_FREE):
+            if first.get(key) != saved["config"].get(key):
+                raise ValueError(
+                    f"cannot merge {dirs[0]} and {d}: `{key}` differs ({first.get(key)!r} vs {saved['config'].get(key)!r})"
+                )
+    names = list(first["schedules"])
+    # Seeds that every schedule finished (a table stopped early may hold one schedule's run of a seed).
+    seeds = [
+        s
+        for saved in loaded
+        for s in saved["config"]["seeds"]
+        if all(s in saved["config"]["completed"][n] for n in names)
+    ]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"cannot merge: a seed occurs in two tables ({seeds})")
+    results: dict[str, dict[str, Any]] = {n: {"seeds": {}, "best": {}, "val": {}} for n in names}
+    for saved in loaded:
+        for n in names:
+            for which in ("seeds", "best", "val"):
+                results[n][which].update(saved[n][which])
+    config = {k: v for k, v in first.items() if k not in _MERGE_FREE}
+    config.update(
+        seeds=seeds,
+        out=str(out),
+        commit=git_commit(),
+        wall_seconds=round(sum(saved["config"]["wall_seconds"] for saved in loaded), 1),
+        command=command,
+        merged_from=[
+            {
+                k: saved["config"].get(k)
+                for k in ("out", "command", "commit", "seeds", "completed", "wall_seconds", "jobs")
+            }
+            for saved in loaded
+        ],
+    )
+    return finish_results(results, config, out)
 
 
 def _compare(args: argparse.Namespace) -> dict[str, Any]:
