@@ -20,10 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from examples.dialog_cvae.data import DialogDataModule  # noqa: E402
-from examples.dialog_cvae.model import SMALL_PRESET, DialogCVAE  # noqa: E402
+from examples.dialog_cvae.data import DialogDataModule
+from examples.dialog_cvae.model import SMALL_PRESET, DialogCVAE, _select
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -73,8 +73,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             model._shared_step(batch, "val")
             rows = torch.arange(len(batch["label"]))[batch["index"] < args.val_gen_contexts]
             if len(rows):
-                from examples.dialog_cvae.model import _select
-
                 sub = _select(batch, rows)
                 c = model.encode_context(sub)
                 model.generation_metrics(c, sub, "val")
