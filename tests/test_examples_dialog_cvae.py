@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,7 +20,8 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from examples.dialog_cvae import compare, train
-from examples.dialog_cvae.corpus import ACTS, generate_corpus, split_keys
+from examples.dialog_cvae import corpus as corpus_module
+from examples.dialog_cvae.corpus import ACTS, generate_corpus, response_entropy, split_keys
 from examples.dialog_cvae.data import (
     EOS,
     DialogDataModule,
@@ -37,6 +40,8 @@ from examples.dialog_cvae.metrics import (
     sentence_bleu,
 )
 from examples.dialog_cvae.model import DialogCVAE, bow_loss
+
+EXAMPLE_DIR = Path(__file__).resolve().parents[1] / "examples" / "dialog_cvae"
 
 TINY = dict(
     embed_dim=8,
@@ -84,6 +89,16 @@ def test_shapes_and_losses_on_a_tiny_batch(tiny_dm: DialogDataModule) -> None:
     samples = model.sample_responses(c)
     assert len(samples) == 4 and all(len(s) == 3 for s in samples)
     assert all(len(h) <= 6 and EOS not in h for s in samples for h in s)
+
+
+def test_one_encoder_call_for_context_and_response_equals_two(tiny_dm: DialogDataModule) -> None:
+    torch.manual_seed(0)
+    model = DialogCVAE(vocab_size=tiny_dm.vocab_size, **TINY)
+    for batch in [next(iter(tiny_dm.train_dataloader())), next(iter(tiny_dm.val_dataloader()))]:
+        c, x = model._encode(batch, with_response=True)
+        torch.testing.assert_close(c, model.encode_context(batch))
+        torch.testing.assert_close(x, model.encode_utterances(batch["response"], batch["response_lens"]))
+        torch.testing.assert_close(model.posterior_params(c, batch, x), model.posterior_params(c, batch))
 
 
 def test_bow_weight_zero_gives_the_plain_cvae(tiny_dm: DialogDataModule) -> None:
@@ -148,15 +163,37 @@ def test_lr_restarts_follow_a_cosine_per_cycle(tiny_dm: DialogDataModule) -> Non
     assert rec.lrs == pytest.approx([0.01 * c for c in cosine * 2])
 
 
+def test_lr_restarts_every_period(tiny_dm: DialogDataModule) -> None:
+    model = DialogCVAE(vocab_size=tiny_dm.vocab_size, lr=0.01, lr_restart_period=3, **TINY)
+    rec = _RecordLR()
+    trainer = L.Trainer(
+        max_steps=7,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[rec],
+    )
+    trainer.fit(model, datamodule=tiny_dm)
+    cosine = [0.5 * (1 + math.cos(math.pi * t / 3)) for t in range(3)]
+    assert rec.lrs == pytest.approx([0.01 * c for c in (cosine * 3)[:7]])
+    with pytest.raises(ValueError, match="both set the restarts"):
+        DialogCVAE(vocab_size=tiny_dm.vocab_size, lr_restart_cycles=2, lr_restart_period=3, **TINY)
+    with pytest.raises(ValueError, match="`lr_restart_period` must be an int >= 2"):
+        DialogCVAE(vocab_size=tiny_dm.vocab_size, lr_restart_period=1, **TINY)
+
+
 # ------------------------------------------------------------------------------------------ metrics
 def test_bleu_precision_recall_protocol() -> None:
     refs = [[1, 2, 3, 4], [5, 6, 7, 8]]
     # One sample equal to the first reference, one unrelated: precision averages over samples,
     # recall over references.
     out = bleu_precision_recall([[1, 2, 3, 4], [9, 9, 9, 9]], refs, max_n=2)
-    assert out["bleu1_p"] == pytest.approx((1.0 + sentence_bleu([9, 9, 9, 9], refs[0], 1)) / 2)
+    exact1 = sentence_bleu(refs[0], refs[0], 1)  # above 1 under the paper's weights (method7)
+    assert out["bleu1_p"] == pytest.approx((exact1 + sentence_bleu([9, 9, 9, 9], refs[0], 1)) / 2)
     assert out["bleu1_r"] == pytest.approx(
-        (1.0 + max(sentence_bleu(h, refs[1], 1) for h in ([1, 2, 3, 4], [9, 9, 9, 9]))) / 2
+        (exact1 + max(sentence_bleu(h, refs[1], 1) for h in ([1, 2, 3, 4], [9, 9, 9, 9]))) / 2
     )
     assert out["bleu2_f1"] == pytest.approx(2 * out["bleu2_p"] * out["bleu2_r"] / (out["bleu2_p"] + out["bleu2_r"]))
     # Covering both references with two samples gives the best recall; repeating one sample does not.
@@ -210,11 +247,11 @@ def test_nearest_label() -> None:
 def test_references_are_a_function_of_the_visible_context() -> None:
     corpus = generate_corpus(3000, 300, 200, seed=1234)
     refs: dict[tuple[str, ...], set] = {}
-    for examples in corpus.values():
+    for split, examples in corpus.items():
         for ex in examples:
             refs.setdefault(ex.context, set()).add(ex.references)
-            # Every slot word a reference uses is visible in the context (or is common wording).
-            assert ex.response in ex.references
+            # Evaluation responses are references; training responses are fresh draws of the distribution.
+            assert split == "train" or ex.response in ex.references
     assert all(len(r) == 1 for r in refs.values())
 
 
@@ -255,6 +292,70 @@ def test_corpus_is_deterministic_with_multiple_labelled_references() -> None:
     assert {ex.label for ex in a["train"]} == set(range(len(ACTS)))
     with pytest.raises(ValueError, match="num_train"):
         generate_corpus(num_train=-1)
+
+
+def _scenario_responses(scenario: int, key_index: int = 0):
+    keys = corpus_module._SCENARIOS[scenario][0]()
+    return corpus_module._SCENARIOS[scenario][1](keys[key_index], __import__("random").Random(0))[1]
+
+
+def test_corpus_stats_json_matches_the_corpus_and_leaves_z_something_to_carry() -> None:
+    stats = json.loads((EXAMPLE_DIR / "figures" / "corpus_stats.json").read_text())
+    # The issue's target: at least 4 nats of the response left after its first two tokens.
+    assert stats["h_after_2_tokens_nats"] >= 4.0 and stats["h_after_2_tokens_min_nats"] >= 4.0
+    # Recomputed exactly on test contexts of every scenario (the committed file averages all 300).
+    data = corpus_module._generate(0, 0, 24, seed=stats["corpus"]["seed"])
+    for _, responses in data["test"]:
+        h, h2 = response_entropy(responses, after_tokens=2)
+        assert h == pytest.approx(stats["h_response_given_context_nats"], abs=1e-3)
+        assert h2 == pytest.approx(stats["h_after_2_tokens_nats"], abs=1e-3)
+    # Every response is a distinct string: H(x | c) is the sum of the factors' and the noise's entropies.
+    assert stats["h_response_given_context_nats"] == pytest.approx(sum(stats["factor_entropy_nats"].values()), abs=1e-3)
+    assert stats["h_after_2_tokens_nats"] == pytest.approx(
+        stats["h_response_given_context_nats"] - stats["factor_entropy_nats"]["noise: opener (the first two tokens)"],
+        abs=1e-3,
+    )
+    for scenario in range(len(corpus_module._SCENARIOS)):
+        h, h2 = response_entropy(_scenario_responses(scenario), after_tokens=2)
+        assert h2 == pytest.approx(stats["h_after_2_tokens_nats"], abs=1e-3)
+
+
+def test_responses_are_12_to_21_tokens() -> None:
+    stats = json.loads((EXAMPLE_DIR / "figures" / "corpus_stats.json").read_text())
+    corpus = generate_corpus(2000, 100, 100, seed=1234)
+    lengths = [len(r.split()) for exs in corpus.values() for ex in exs for r in (ex.response, *ex.references)]
+    assert 12 <= min(lengths) and max(lengths) <= 21
+    assert 14 <= sum(lengths) / len(lengths) <= 20
+    assert stats["response_tokens"]["min"] >= 12 and stats["response_tokens"]["max"] <= 21
+    for scenario in range(len(corpus_module._SCENARIOS)):
+        all_lengths = [len(t.split()) for t in corpus_module.response_distribution(_scenario_responses(scenario))]
+        assert 12 <= min(all_lengths) and max(all_lengths) <= 21
+
+
+def _differing_positions(a: str, b: str) -> list[int]:
+    x, y = a.split(), b.split()
+    assert len(x) == len(y), (a, b)
+    return [i for i, (u, v) in enumerate(zip(x, y)) if u != v]
+
+
+@pytest.mark.parametrize("scenario", range(4))
+def test_factors_are_said_at_several_positions_and_the_wording_varies_by_token(scenario: int) -> None:
+    r = _scenario_responses(scenario)
+    compose = corpus_module._compose
+    base = (0, 0, 0, 0, 0, 0, 0)  # opener, filler 1, act, phrasing, detail 1, filler 2, detail 2
+    # Detail 1 (same length for every value): its phrase and its echo in the closing tag, far apart.
+    for d1 in range(1, len(r.detail1)):
+        pos = _differing_positions(compose(r, base), compose(r, (0, 0, 0, 0, d1, 0, 0)))
+        assert len(pos) >= 2 and pos[-1] - pos[0] >= 3
+    # The act changes the clause (right after the opener) and the closing tag (the last tokens).
+    for act in range(1, len(ACTS)):
+        a, b = compose(r, base).split(), compose(r, (0, 0, act, 0, 0, 0, 0)).split()
+        assert a[2:4] != b[2:4] and a[-4:] != b[-4:]  # the tag is the last 3-4 tokens
+    # Noise: the first two tokens are the opener alone, and the fillers add a token each.
+    for opener in range(1, len(corpus_module.OPENERS)):
+        assert _differing_positions(compose(r, base), compose(r, (opener, 0, 0, 0, 0, 0, 0))) == [0]
+    assert len(compose(r, (0, 1, 0, 0, 0, 1, 0)).split()) == len(compose(r, base).split()) + 2
+    # (That the first two tokens say nothing else: H(x | c, x_1, x_2) = H(x | c) - ln 5, tested above.)
 
 
 # ------------------------------------------------------------------------------------------ readers
@@ -341,45 +442,101 @@ def test_train_cli_fast_dev_run(tmp_path) -> None:
 
 
 def test_compare_fast_dev_run_writes_results(tmp_path) -> None:
-    results = compare.main(["--fast-dev-run", "--seeds", "0", "--out", str(tmp_path)])
+    results = compare.main(
+        [
+            "--fast-dev-run",
+            "--seeds",
+            "0",
+            "1",
+            "--schedules",
+            "constant",
+            "monotonic",
+            "cyclical",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     saved = json.loads((tmp_path / "results.json").read_text())
     for name in ("constant", "monotonic", "cyclical"):
-        assert set(saved[name]) == {"seeds", "val", "mean", "std"}
+        assert set(saved[name]) == {"seeds", "best", "val", "mean", "std", "best_mean", "best_std"}
         for key in ("elbo", "rec", "kl", "bow", "bleu4_r", "distinct2", "factor_acc", "emb_avg_r"):
             assert key in saved[name]["mean"] and key in saved[name]["seeds"]["0"] and key in saved[name]["val"]["0"]
+            assert key in saved[name]["best"]["1"]
+        assert "step" in saved[name]["best"]["0"]
         assert saved[name]["mean"] == results[name]["mean"]
-    assert saved["config"]["std"] == "sample (ddof=1)"
-    assert saved["config"]["schedules"]["monotonic"]["ratio"] == pytest.approx(10000 / 20592)
-    assert saved["config"]["lr_restart_cycles"] == {"constant": 0, "monotonic": 0, "cyclical": 0}
+    config = saved["config"]
+    assert config["std"] == "sample (ddof=1)" and config["seeds"] == [0, 1] and config["steps"] == compare.DEFAULT_STEPS
+    assert config["commit"] != "unknown" and "command" in config and config["bow_weight"] == 1.0  # CVAE + BoW
+    assert config["completed"] == {"constant": [0, 1], "monotonic": [0, 1], "cyclical": [0, 1]}
+    assert config["schedules"]["monotonic"] == {
+        "n_cycle": 1,
+        "ratio": 1.0,
+        "total_steps": compare.DEFAULT_MONOTONIC_STEPS,
+    }
+    assert config["schedules"]["cyclical"]["period"] == compare.DEFAULT_PERIOD
+    assert config["schedules"]["cyclical"]["n_cycle"] is None and config["schedules"]["cyclical"]["ratio"] == 2 / 3
+    assert all(v == {"lr_restart_cycles": 0, "lr_restart_period": None} for v in config["lr"].values())
+    # Paired per-seed differences with a sign test and a bootstrap interval; yes/no outcomes with Wilson intervals.
+    pair = saved["comparison"]["pairs"]["cyclical - monotonic"]["seeds"]["kl"]
+    kl = {s: saved["cyclical"]["seeds"][s]["kl"] - saved["monotonic"]["seeds"][s]["kl"] for s in ("0", "1")}
+    assert pair["per_seed"] == pytest.approx(kl) and pair["mean"] == pytest.approx(sum(kl.values()) / 2)
+    assert {"bootstrap95", "p_two_sided", "wins", "losses", "ties", "std"} <= set(pair)
+    outcome = saved["comparison"]["act_from_z"]["cyclical"]["best"]
+    assert outcome["n"] == 2 and len(outcome["wilson95"]) == 2
     # LatentMonitor is attached with the CVAE's prior keys: its values are in the validation record.
     assert {"latent/kl", "latent/active_units", "collapse_alert_step"} <= set(saved["cyclical"]["val"]["0"])
     assert "latent/mi" not in saved["cyclical"]["val"]["0"]  # MI is for the unconditional prior only
     assert (tmp_path / "samples.txt").read_text().count("context:") == 3
 
+    # Two tables of one seed each, merged, give the two-seed table's statistics (and refuse other settings).
+    for seed in ("0", "1"):
+        part = json.loads(json.dumps(saved))
+        part["config"].update(seeds=[int(seed)], out=str(tmp_path / seed))
+        for name in part["config"]["schedules"]:
+            for which in ("seeds", "best", "val"):
+                part[name][which] = {seed: part[name][which][seed]}
+        part["config"]["completed"] = {name: [int(seed)] for name in part["config"]["schedules"]}
+        (tmp_path / seed).mkdir()
+        (tmp_path / seed / "results.json").write_text(json.dumps(part))
+    merged = compare.merge_results([str(tmp_path / "0"), str(tmp_path / "1")], tmp_path / "merged", "cmd")
+    assert merged["config"]["seeds"] == [0, 1] and merged["config"]["command"] == "cmd"
+    assert [m["seeds"] for m in merged["config"]["merged_from"]] == [[0], [1]]
+    for name in ("constant", "monotonic", "cyclical"):
+        assert merged[name]["mean"] == pytest.approx(saved[name]["mean"])
+        assert merged[name]["best_std"] == pytest.approx(saved[name]["best_std"])
+    assert merged["comparison"] == json.loads(json.dumps(saved["comparison"]))
+    other = json.loads((tmp_path / "1" / "results.json").read_text())
+    other["config"]["period"] = 7
+    (tmp_path / "1" / "results.json").write_text(json.dumps(other))
+    with pytest.raises(ValueError, match="`period` differs"):
+        compare.merge_results([str(tmp_path / "0"), str(tmp_path / "1")], tmp_path / "merged2")
 
-def test_compare_console_has_progress_lines_and_no_lightning_banners(tmp_path, capsys) -> None:
-    compare.main(
-        [
-            "--fast-dev-run",
-            "--seeds",
-            "0",
-            "--schedules",
-            "constant",
-            "cyclical",
-            "--table",
-            "paper",
-            "--out",
-            str(tmp_path),
-        ]
-    )
-    out = capsys.readouterr()
-    console = out.out + out.err
-    assert "[1/2] constant" in console and "[2/2] cyclical" in console
-    for banner in ("GPU available", "TPU available", "litlogger", "fast_dev_run", "Epoch 0"):
-        assert banner not in console
-    assert "GPU available" in (tmp_path / "logs" / "lightning.log").read_text()  # kept, in the log
-    saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["config"]["lr_restart_cycles"] == {"constant": 0, "cyclical": 4}  # the paper's: cyclical only
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["--steps", "1500", "--period", "1000"], "ends cyclical's last cycle of --period 1000 while beta still rises"),
+        (["--steps", "1000", "--monotonic-steps", "2000"], "--monotonic-steps 2000 must be at most --steps 1000"),
+        (["--period", "1"], "--period must be an int >= 2, got 1"),
+        (["--seeds", "1", "1"], "--seeds must be distinct"),
+        (["--jobs", "0"], "--jobs must be a positive int, got 0"),
+        (["--bow-weight", "-1"], "--bow-weight must be >= 0"),
+    ],
+)
+def test_compare_rejects_bad_settings_before_training(argv: list[str], match: str, capsys) -> None:
+    with pytest.raises(SystemExit):
+        compare.parse_args(argv)
+    assert match in capsys.readouterr().err
+
+
+def test_compare_runs_that_end_on_a_plateau_are_accepted() -> None:
+    assert compare.parse_args(["--steps", "1700", "--period", "1000"]).steps == 1700  # 700 >= 2/3 of 1000
+    assert compare.parse_args(["--steps", "2000", "--period", "1000"]).period == 1000
+    args = compare.parse_args(["--table", "paper"])
+    assert compare.lr_restarts("cyclical", args) == {"lr_restart_cycles": 0, "lr_restart_period": args.period}
+    assert compare.lr_restarts("monotonic", args) == {"lr_restart_cycles": 0, "lr_restart_period": None}
+    args = compare.parse_args(["--lr-policy", "restart"])
+    assert compare.lr_restarts("monotonic", args) == {"lr_restart_cycles": 1, "lr_restart_period": None}
 
 
 def test_std_is_the_sample_std() -> None:
@@ -437,3 +594,51 @@ def test_prepare_chitchat_writes_dailydialog_files(tmp_path) -> None:
     assert all(ex.context not in train_ctx for ex in splits["test"])
     with pytest.raises(SystemExit):
         prepare_chitchat.main(["--json", str(tmp_path / "dataset.json"), "--out", str(tmp_path / "x"), "--train", "9"])
+
+
+# ------------------------------------------------------------------------------------------ README vs results
+_GENERATED = re.compile(
+    r"<!-- generated from (?P<file>\S+) by (?P<func>\w+\.\w+) -->\n(?P<body>.*?)\n<!-- end -->", re.DOTALL
+)
+
+
+def _generated_blocks(readme: Path) -> list[re.Match]:
+    return list(_GENERATED.finditer(readme.read_text()))
+
+
+@pytest.mark.parametrize("readme", ["examples/dialog_cvae/README.md", "docs/examples.md"])
+def test_readme_tables_are_generated_from_the_committed_results(readme: str) -> None:
+    """Every results table of the dialog example sits between markers naming its JSON and generator; a cell that
+    disagrees with its file fails here. The example's README must hold the probe's and the comparison's."""
+    from examples.dialog_cvae import probe
+
+    root = Path(__file__).resolve().parents[1]
+    generators = {"probe.probe_table": probe.probe_table, "compare.readme_tables": compare.readme_tables}
+    blocks = _generated_blocks(root / readme)
+    for block in blocks:
+        saved = json.loads((EXAMPLE_DIR / block["file"]).read_text())
+        assert block["body"] == generators[block["func"]](saved), f"{readme}: table from {block['file']} is stale"
+        config = saved["config"]
+        assert {"steps", "seeds", "command", "commit"} <= set(config) and config["command"]
+        commit = config["commit"].removesuffix("+dirty")
+        assert re.fullmatch("[0-9a-f]{40}", commit), config["commit"]
+        git = subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=root, capture_output=True)
+        assert git.returncode == 0, f"{block['file']}: commit {commit} is not in this repository's history"
+    if readme.startswith("examples"):
+        assert {b["func"] for b in blocks} >= {"probe.probe_table"}
+
+
+def test_provenance_commit_ignores_documentation_edits(tmp_path) -> None:
+    from examples.dialog_cvae import provenance
+
+    assert re.fullmatch("[0-9a-f]{40}(\\+dirty)?", provenance.git_commit())
+    assert provenance._CODE == ("*.py", "*.yaml", "*.toml")
+
+
+def test_readme_table_generator_detects_a_changed_cell(tmp_path) -> None:
+    results = json.loads((EXAMPLE_DIR / "figures" / "probe_low_beta.json").read_text())
+    from examples.dialog_cvae import probe
+
+    table = probe.probe_table(results)
+    results["runs"][0]["val_kl_end"] += 0.01
+    assert probe.probe_table(results) != table

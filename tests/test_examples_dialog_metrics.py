@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from nltk.translate.bleu_score import SmoothingFunction
@@ -12,8 +14,10 @@ from examples.dialog_cvae.embeddings import load_word_vectors, ppmi_svd_vectors
 from examples.dialog_cvae.metrics import bleu_precision_recall, sentence_bleu
 
 
-def _nltk(hyp: list, ref: list, n: int) -> float:
-    return nltk_bleu([ref], hyp, weights=[1.0 / n] * n, smoothing_function=SmoothingFunction().method7)
+def _nltk(hyp: list, ref: list, n: int, pad: bool = True) -> float:
+    """NLTK's method7 BLEU-n; ``pad``: weights padded with zeros to four orders, as Fu et al.'s evaluation."""
+    weights = [1.0 / n] * n + ([0.0] * (4 - n) if pad else [])
+    return nltk_bleu([ref], hyp, weights=weights, smoothing_function=SmoothingFunction().method7)
 
 
 HARD_CASES = [
@@ -32,6 +36,38 @@ HARD_CASES = [
 def test_sentence_bleu_equals_nltk_method7(hyp: str, ref: str, n: int) -> None:
     h, r = hyp.split(), ref.split()
     assert sentence_bleu(h, r, n) == pytest.approx(_nltk(h, r, n), abs=1e-12)
+    assert sentence_bleu(h, r, n, convention="unpadded") == pytest.approx(_nltk(h, r, n, pad=False), abs=1e-12)
+
+
+def test_sentence_bleu_hand_computed_paper_and_unpadded() -> None:
+    """method7 = method4 (a zero precision p_k gets ln(len) / (2^i * 5) / count) then method5 (p_k -> the mean
+    of p_{k-1}, p_k, p_{k+1}, with p_0 = p_1 + 1 and the 5-gram precision after the weights' last order).
+
+    hyp "a b c d", ref "a b x d" (brevity penalty 1): p1 = 3/4, p2 = 1/3, p3 = 0/2, p4 = 0/1, p5 = 0.
+    Paper (weights padded to 4 orders): method4 sets p3 = ln 4 / 10 / 2 and p4 = ln 4 / 20 / 1; then
+    p1' = (1.75 + 0.75 + 1/3) / 3 and p2' = (p1' + 1/3 + ln 4 / 20) / 3.
+    Unpadded (weights of length n): the neighbour after the last order is p5 = 0.
+    """
+    h, r = ["a", "b", "c", "d"], ["a", "b", "x", "d"]
+    p1 = (1.75 + 0.75 + 1 / 3) / 3
+    assert sentence_bleu(h, r, 1) == pytest.approx(p1, abs=1e-12)
+    assert sentence_bleu(h, r, 2) == pytest.approx(math.sqrt(p1 * (p1 + 1 / 3 + math.log(4) / 20) / 3), abs=1e-12)
+    assert sentence_bleu(h, r, 1, convention="unpadded") == pytest.approx((1.75 + 0.75 + 0) / 3, abs=1e-12)
+    assert sentence_bleu(h, r, 2, convention="unpadded") == pytest.approx(math.sqrt(p1 * (p1 + 1 / 3 + 0) / 3))
+    # Identical 3-token sentences: p1 = p2 = p3 = 1, so the paper's BLEU-1 is (2 + 1 + 1) / 3, the unpadded 1.
+    assert sentence_bleu([5, 6, 7], [5, 6, 7], 1) == pytest.approx(4 / 3, abs=1e-12)
+    assert sentence_bleu([5, 6, 7], [5, 6, 7], 1, convention="unpadded") == pytest.approx(1.0, abs=1e-12)
+    # BLEU-4 has nothing to pad: the conventions agree.
+    assert sentence_bleu(h, r, 4) == sentence_bleu(h, r, 4, convention="unpadded")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"n_gram": 0}, "`n_gram` must be a positive int, got 0"), ({"convention": "nltk"}, "`convention` must be")],
+)
+def test_sentence_bleu_bad_arguments(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        sentence_bleu([1], [1], **{"n_gram": 1, **kwargs})
 
 
 def test_the_hard_cases_are_not_zero() -> None:

@@ -4,9 +4,13 @@ For one context with hypotheses ``H`` (the responses sampled from the prior) and
 
 * BLEU-n **precision** = mean over h in H of max over r in R of BLEU-n(h, r) (are the samples valid?);
   **recall** = mean over r in R of max over h in H (are all valid responses covered?). Sentence BLEU
-  itself is NLTK's ``sentence_bleu`` with cumulative uniform weights up to n and Chen & Cherry's
-  smoothing ``SmoothingFunction().method7``, exactly as the reference code of Zhao et al. and Fu et al.;
-  this module only adds the multi-reference protocol.
+  itself is NLTK's ``sentence_bleu`` with Chen & Cherry's smoothing ``SmoothingFunction().method7`` and,
+  as Fu et al.'s multi-reference evaluation (``test_mul_ref`` of the reference code) computed it, the
+  uniform weights of BLEU-n *padded with zeros to four orders*: BLEU-1 uses ``(1, 0, 0, 0)``, BLEU-2
+  ``(1/2, 1/2, 0, 0)``. The padding matters: ``method7`` smooths every precision with its neighbours',
+  so BLEU-1 with the 1-long weights ``(1,)`` is smoothed against the 5-gram precision (usually 0) and
+  comes out lower. ``convention="unpadded"`` gives the weights of length n instead; BLEU-4 is the
+  same under both. This module only adds the multi-reference protocol.
 * Bag-of-words embedding similarity in one fixed word-vector space per corpus (see ``embeddings.py``; never
   a model's own embeddings, so that every model is scored in the same space): (cos + 1) / 2 of the
   **average** vectors, and of the **extrema** vectors (per dimension the value of largest magnitude),
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from nltk.translate.bleu_score import SmoothingFunction
@@ -32,22 +37,42 @@ Tokens = Sequence[int]
 _SMOOTHING = SmoothingFunction().method7
 
 
-def sentence_bleu(hyp: Tokens, ref: Tokens, n_gram: int) -> float:
+#: Weight conventions of :func:`sentence_bleu`: the paper's (padded to four orders) and the unpadded one.
+BleuConvention = Literal["paper", "unpadded"]
+_CONVENTIONS = ("paper", "unpadded")
+
+
+def sentence_bleu(hyp: Tokens, ref: Tokens, n_gram: int, convention: BleuConvention = "paper") -> float:
     """Sentence BLEU-``n_gram`` of one hypothesis against one reference, as the paper computed it.
 
-    NLTK's ``sentence_bleu`` with cumulative uniform weights ``(1/n, ..., 1/n)`` and Chen & Cherry's
-    ``method7`` smoothing, so a hypothesis with no matching 4-gram, or shorter than 4 tokens, still
+    NLTK's ``sentence_bleu`` with cumulative uniform weights over the first ``n_gram`` orders and Chen &
+    Cherry's ``method7`` smoothing, so a hypothesis with no matching 4-gram, or shorter than 4 tokens, still
     scores above 0. An empty hypothesis or reference scores 0 (the reference code's ``except: 0.0``).
-    ``method7`` applies ``method5``, which averages each n-gram precision with its neighbours', so a
-    hypothesis equal to its reference scores slightly *above* 1 (1.117 for BLEU-4 on 5 tokens): a quirk
-    of the metric the paper reported, kept so that the numbers mean the same thing.
+
+    ``method7`` applies ``method4`` (a zero n-gram precision gets a small count) and then ``method5``, which
+    replaces each precision p_k by the mean of (p_{k-1}, p_k, p_{k+1}), with p_0 := p_1 + 1 and, past the
+    last order of the weights, the 5-gram precision. Hence the two conventions:
+
+    * ``"paper"`` (Fu et al.'s multi-reference evaluation): weights ``(1/n,) * n`` padded with zeros to four
+      orders, so p_n is smoothed with the real p_{n+1}; a hypothesis equal to its reference scores above 1
+      (BLEU-1 of 3 identical tokens: (2 + 1 + 1) / 3 = 4/3).
+    * ``"unpadded"``: weights ``(1/n,) * n``; p_n is smoothed with the 5-gram precision instead (BLEU-1 of
+      3 identical tokens: (2 + 1 + 0) / 3 = 1).
+
+    For ``n_gram >= 4`` the two are the same.
 
     Args:
         hyp: the hypothesis' tokens (ids or strings).
         ref: the reference's tokens.
         n_gram: the highest n-gram order, >= 1.
+        convention: ``"paper"`` (default) or ``"unpadded"``, see above.
 
-    >>> sentence_bleu([5, 6, 7], [5, 6, 7], n_gram=1)
+    Raises:
+        ValueError: if ``n_gram`` is not a positive int or ``convention`` is unknown.
+
+    >>> round(sentence_bleu([5, 6, 7], [5, 6, 7], n_gram=1), 4)
+    1.3333
+    >>> sentence_bleu([5, 6, 7], [5, 6, 7], n_gram=1, convention="unpadded")
     1.0
     >>> round(sentence_bleu([5, 6, 7, 8, 9], [5, 6, 7, 8, 9], n_gram=4), 4)
     1.1167
@@ -56,11 +81,15 @@ def sentence_bleu(hyp: Tokens, ref: Tokens, n_gram: int) -> float:
     >>> round(sentence_bleu([5, 6], [5, 6], n_gram=4), 4)  # shorter than 4 tokens, identical: not 0
     0.4359
     """
-    if not isinstance(n_gram, int) or n_gram < 1:
+    if not isinstance(n_gram, int) or isinstance(n_gram, bool) or n_gram < 1:
         raise ValueError(f"`n_gram` must be a positive int, got {n_gram!r}")
+    if convention not in _CONVENTIONS:
+        raise ValueError(f"`convention` must be one of {_CONVENTIONS}, got {convention!r}")
     if not hyp or not ref:
         return 0.0
     weights = (1.0 / n_gram,) * n_gram
+    if convention == "paper" and n_gram < 4:
+        weights += (0.0,) * (4 - n_gram)
     return float(_nltk_sentence_bleu([list(ref)], list(hyp), weights=weights, smoothing_function=_SMOOTHING))
 
 
@@ -76,7 +105,11 @@ def precision_recall(scores: torch.Tensor) -> tuple[float, float]:
 
 
 def bleu_precision_recall(
-    hyps: Sequence[Tokens], refs: Sequence[Tokens], max_n: int = 4, cache: dict | None = None
+    hyps: Sequence[Tokens],
+    refs: Sequence[Tokens],
+    max_n: int = 4,
+    cache: dict | None = None,
+    convention: BleuConvention = "paper",
 ) -> dict[str, float]:
     """BLEU-1..``max_n`` precision, recall and F1 of several hypotheses against several references.
 
@@ -86,11 +119,12 @@ def bleu_precision_recall(
         max_n: highest n-gram order.
         cache: optional dict reused across calls; identical (hyp, ref) pairs, common when samples
             repeat, are then scored once.
+        convention: the weights of :func:`sentence_bleu`; ``"paper"`` is Fu et al.'s.
 
     Returns:
         ``{"bleu1_p", "bleu1_r", "bleu1_f1", ..., f"bleu{max_n}_f1"}``.
 
-    >>> out = bleu_precision_recall([[1, 2, 3]], [[1, 2, 3], [7, 8, 9]], max_n=1)
+    >>> out = bleu_precision_recall([[1, 2, 3]], [[1, 2, 3], [7, 8, 9]], max_n=1, convention="unpadded")
     >>> out["bleu1_p"], out["bleu1_r"]
     (1.0, 0.5)
     """
@@ -102,9 +136,9 @@ def bleu_precision_recall(
         scores = torch.zeros(len(hyps), len(refs))
         for i, h in enumerate(hyps):
             for j, r in enumerate(refs):
-                key = (tuple(h), tuple(r), n)
+                key = (tuple(h), tuple(r), n, convention)
                 if key not in cache:
-                    cache[key] = sentence_bleu(h, r, n)
+                    cache[key] = sentence_bleu(h, r, n, convention)
                 scores[i, j] = cache[key]
         p, r = precision_recall(scores)
         out[f"bleu{n}_p"], out[f"bleu{n}_r"] = p, r

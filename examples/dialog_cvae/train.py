@@ -1,7 +1,7 @@
 """Train the dialog CVAE with LightningCLI; every hyperparameter is a flag or a YAML key.
 
     python examples/dialog_cvae/train.py fit                  # small model, built-in corpus, cyclical beta (config.yaml)
-    python examples/dialog_cvae/train.py fit --model.bow_weight 1 --trainer.max_steps 5000
+    python examples/dialog_cvae/train.py fit --model.bow_weight 0 --trainer.max_steps 5000   # the plain CVAE
     python examples/dialog_cvae/train.py fit --config examples/dialog_cvae/paper.yaml --data.data_dir ~/data/dailydialog
     python examples/dialog_cvae/train.py fit --print_config   # everything, as YAML
 
