@@ -622,7 +622,9 @@ def test_readme_tables_are_generated_from_the_committed_results(readme: str) -> 
         assert {"steps", "seeds", "command", "commit"} <= set(config) and config["command"]
         commit = config["commit"].removesuffix("+dirty")
         assert re.fullmatch("[0-9a-f]{40}", commit), config["commit"]
-        git = subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=root, capture_output=True)
+        git = subprocess.run(
+            ["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=root, capture_output=True, check=False
+        )
         assert git.returncode == 0, f"{block['file']}: commit {commit} is not in this repository's history"
     if readme.startswith("examples"):
         assert {b["func"] for b in blocks} >= {"probe.probe_table"}
