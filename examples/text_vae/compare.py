@@ -849,7 +849,10 @@ def format_table(results: dict[str, Any]) -> str:
 def format_alerts(results: dict[str, Any]) -> str:
     """Where LatentMonitor's collapse alert fired, per row, and how much of the run "stop" would save."""
     lines = [
-        "LatentMonitor collapse alert (defaults: KL < 0.05 nats or no active unit, 3 validations in a row at β's plateau):"
+        (
+            "LatentMonitor collapse alert (defaults: KL < 0.05 nats or no active unit, 3 counted validations in a "
+            "row, counted on a plateau or after the last ramp):"
+        )
     ]
     for name, r in results.items():
         fired = {s: a for s, a in r.get("alert", {}).items() if a["step"] is not None}
