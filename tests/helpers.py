@@ -137,3 +137,17 @@ def _fit_with_crash(tmp_path: Path, crash_at: int, accumulate: int, **trainer_kw
         trainer.fit(model)
     last = max((tmp_path / "ckpt").glob("step=*.ckpt"), key=lambda p: int(p.stem.split("=")[1]))
     return model.seen, str(last)
+
+
+#: The dialog example's CVAE at test size (tests/test_examples_dialog_*.py).
+DIALOG_TINY: dict[str, int] = dict(
+    embed_dim=8,
+    utt_hidden=8,
+    ctx_hidden=12,
+    dec_hidden=12,
+    latent_dim=4,
+    prior_hidden=8,
+    bow_hidden=8,
+    max_decode_len=6,
+    num_samples=3,
+)

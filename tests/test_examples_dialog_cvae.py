@@ -19,6 +19,8 @@ from torch.distributions import Normal, kl_divergence
 if str(Path(__file__).resolve().parents[1]) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from helpers import DIALOG_TINY
+
 from examples.dialog_cvae import compare, train
 from examples.dialog_cvae import corpus as corpus_module
 from examples.dialog_cvae.corpus import ACTS, generate_corpus, response_entropy, split_keys
@@ -43,17 +45,7 @@ from examples.dialog_cvae.model import DialogCVAE, bow_loss
 
 EXAMPLE_DIR = Path(__file__).resolve().parents[1] / "examples" / "dialog_cvae"
 
-TINY = dict(
-    embed_dim=8,
-    utt_hidden=8,
-    ctx_hidden=12,
-    dec_hidden=12,
-    latent_dim=4,
-    prior_hidden=8,
-    bow_hidden=8,
-    max_decode_len=6,
-    num_samples=3,
-)
+TINY = DIALOG_TINY
 
 
 @pytest.fixture(scope="module")

@@ -5,21 +5,12 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+from helpers import DIALOG_TINY
 
 from examples.dialog_cvae.data import DialogDataModule, EvalDistributedSampler
 from examples.dialog_cvae.model import DialogCVAE
 
-TINY = dict(
-    embed_dim=8,
-    utt_hidden=8,
-    ctx_hidden=12,
-    dec_hidden=12,
-    latent_dim=4,
-    prior_hidden=8,
-    bow_hidden=8,
-    max_decode_len=6,
-    num_samples=3,
-)
+TINY = DIALOG_TINY
 
 
 @pytest.mark.parametrize(("n", "world"), [(7, 2), (8, 2), (5, 3), (1, 1)])

@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import helpers
 import lightning as L
 import pytest
 import torch
@@ -106,17 +107,8 @@ class Phases(Callback):
 
 
 def make_trainer(tmp_path: Path, callbacks: list, **kwargs: Any) -> L.Trainer:
-    defaults: dict[str, Any] = dict(
-        default_root_dir=tmp_path,
-        max_epochs=6,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        num_sanity_val_steps=0,
-    )
-    defaults.update(kwargs)
-    return L.Trainer(callbacks=callbacks, **defaults)
+    """The shared factory with validation on (every batch) and six epochs: the monitor needs validations."""
+    return helpers.make_trainer(tmp_path, callbacks, **{"max_epochs": 6, "limit_val_batches": None, **kwargs})
 
 
 def fit_quietly(trainer: L.Trainer, model: L.LightningModule, **kwargs: Any) -> list[str]:
