@@ -17,6 +17,7 @@ from lightning_kl_anneal.exceptions import MisconfigurationException
 from lightning_kl_anneal.kl import FREE_BITS_MODES, FreeBitsMode, capacity_kl, free_bits_kl, gaussian_kl
 from lightning_kl_anneal.metrics import ActiveUnits, KLPerDimension, MutualInformation
 from lightning_kl_anneal.monitor import LatentCollapseError, LatentMonitor
+from lightning_kl_anneal.posterior import BatchNormPosterior
 from lightning_kl_anneal.schedules import (
     PHASES,
     SHAPES,
@@ -41,6 +42,7 @@ __all__ = [
     "PHASES",
     "SHAPES",
     "ActiveUnits",
+    "BatchNormPosterior",
     "CyclicalKLAnnealing",
     "CyclicalSchedule",
     "FreeBitsMode",

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torch import Tensor
 
-__all__ = ["check_choice", "check_int", "check_name", "check_real", "check_rows"]
+__all__ = ["check_choice", "check_flag", "check_int", "check_name", "check_positive", "check_real", "check_rows"]
 
 
 def _or_none(optional: bool) -> str:
@@ -85,6 +85,44 @@ def check_real(
     value = float(value)
     if (finite and not math.isfinite(value)) or (minimum is not None and not value >= minimum):
         raise ValueError(f"`{name}` must be {accepted}, got {value!r}")
+    return value
+
+
+def check_positive(name: str, value: Any, maximum: float | None = None) -> float:
+    """``value`` as a ``float`` that is finite and > 0 (and <= ``maximum`` when given).
+
+    Example:
+        >>> check_positive("gamma", 0.5)
+        0.5
+        >>> check_positive("gamma", 0.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: `gamma` must be a finite real number > 0, got 0.0
+        >>> check_positive("momentum", 1.5, 1.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: `momentum` must be a finite real number in (0, 1], got 1.5
+    """
+    accepted = "a finite real number " + ("> 0" if maximum is None else f"in (0, {maximum:g}]")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise _wrong_type(name, value, accepted)
+    value = float(value)
+    if not (math.isfinite(value) and value > 0.0 and (maximum is None or value <= maximum)):
+        raise ValueError(f"`{name}` must be {accepted}, got {value!r}")
+    return value
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """``value`` if it is a ``bool`` (``1`` or ``"yes"`` are a ``TypeError``: a flag is True or False).
+
+    Example:
+        >>> check_flag("learn_shift", 1)
+        Traceback (most recent call last):
+        ...
+        TypeError: `learn_shift` must be True or False, got 1 of type int
+    """
+    if not isinstance(value, bool):
+        raise _wrong_type(name, value, "True or False")
     return value
 
 

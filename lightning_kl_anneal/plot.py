@@ -49,7 +49,7 @@ def plot_schedules(
         n_cycles: the cycle counts to draw, one panel each; 1 is monotonic annealing; None
             (with ``period``) cycles forever.
         ratio, start, stop, shape, ratio_zero, delay, period: as in
-            :func:`~lightning_kl_anneal.cyclical_beta`.
+            :func:`~lightning_kl_anneal.cyclical_beta`; ``shape="log"`` draws β on a log axis.
         unit: what a step counts, for the axis label (``"step"`` or ``"epoch"``).
 
     Returns:
@@ -77,8 +77,12 @@ def plot_schedules(
         ax.set_title(f"{label}, R={ratio:g}, {shape}{extra}", fontsize=10, loc="left")
         ax.set_ylabel("β")
         lo, hi = min(start, stop), max(start, stop)
-        pad = 0.05 * (hi - lo or 1.0)
-        ax.set_ylim(lo - pad, hi + pad)
+        if shape == "log":  # a ramp in log space is a straight line on a log axis
+            ax.set_yscale("log")
+            ax.set_ylim(lo / 1.5, hi * 1.5)
+        else:
+            pad = 0.05 * (hi - lo or 1.0)
+            ax.set_ylim(lo - pad, hi + pad)
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("epoch" if unit == "epoch" else "optimizer step")
     fig.tight_layout()

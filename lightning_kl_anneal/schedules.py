@@ -8,8 +8,9 @@ steps, ``M`` cycles and ramp ratio ``R``::
     beta(t) = start + (stop - start) * f(tau / R)     if tau < R
             = stop                                    otherwise, and for every t >= T
 
-``f`` is the ramp's shape (``"linear"``, ``"sigmoid"`` or ``"cosine"``). ``M = 1``
-is the classic monotonic warm-up. With ``ratio_zero > 0`` (Optimus, Li et al.
+``f`` is the ramp's shape (``"linear"``, ``"sigmoid"`` or ``"cosine"``). ``shape="log"`` ramps in
+log space instead, for β that spans orders of magnitude: ``beta = start * (stop / start) ** u`` with
+``u = tau / R`` (``start`` and ``stop`` > 0). ``M = 1`` is the classic monotonic warm-up. With ``ratio_zero > 0`` (Optimus, Li et al.
 2020) β holds ``start`` for ``tau < ratio_zero`` and the ramp runs from
 ``ratio_zero`` to ``ratio``.
 
@@ -54,7 +55,7 @@ __all__ = [
     "validate_schedule_args",
 ]
 
-Shape = Literal["linear", "sigmoid", "cosine"]
+Shape = Literal["linear", "sigmoid", "cosine", "log"]
 SHAPES: tuple[str, ...] = get_args(Shape)
 
 Phase = Literal["delay", "ramp", "plateau", "final"]
@@ -88,7 +89,7 @@ def validate_schedule_args(
         ratio: fraction ``R`` of each cycle spent rising, in (0, 1].
         start: β at the beginning of each cycle, finite.
         stop: β on the plateau and after the last step, finite.
-        shape: one of ``"linear"``, ``"sigmoid"``, ``"cosine"``.
+        shape: one of ``"linear"``, ``"sigmoid"``, ``"cosine"``, ``"log"`` (then ``start`` and ``stop`` must be > 0).
         ratio_zero: leading fraction of each cycle held at ``start``, in [0, ratio).
         total_steps: ``T``, an int >= 1, or None when not known yet. When given (and no
             ``period``), ``delay < T`` and ``n_cycle < T - delay`` are checked too: with as
@@ -119,9 +120,10 @@ def validate_schedule_args(
     ratio = check_real("ratio", ratio, finite=False)
     if not 0.0 < ratio <= 1.0:
         raise ValueError(f"`ratio` must be in (0, 1], got {ratio!r}")
-    check_real("start", start)
-    check_real("stop", stop)
-    check_choice("shape", shape, SHAPES)
+    start = check_real("start", start)
+    stop = check_real("stop", stop)
+    if check_choice("shape", shape, SHAPES) == "log":
+        _check_log_range(start, stop)
     ratio_zero = check_real("ratio_zero", ratio_zero, finite=False)
     if not 0.0 <= ratio_zero < ratio:
         raise ValueError(f"`ratio_zero` must be in [0, ratio) = [0, {ratio}), got {ratio_zero!r}")
@@ -132,6 +134,16 @@ def validate_schedule_args(
         total_steps = check_int("total_steps", total_steps, 1)
         if period is None:
             _check_span(total_steps, n_cycle, delay)  # type: ignore[arg-type]
+
+
+def _check_log_range(start: float, stop: float) -> None:
+    for name, value in (("start", start), ("stop", stop)):
+        if not value > 0.0:
+            raise ValueError(
+                f"`shape`='log' ramps in log space, β = start·(stop/start)^u, so `start` and `stop` must be > 0 "
+                f"(the log of a non-positive value is undefined), got `{name}`={value!r}; "
+                f"use a small positive value instead, e.g. `{name}`=1e-4"
+            )
 
 
 def _check_span(total_steps: int, n_cycle: int, delay: int) -> None:
@@ -321,7 +333,9 @@ def cyclical_beta(
         start: β at the beginning of each cycle (and during the delay).
         stop: β on the plateau (the true ELBO weight is 1.0).
         shape: ``"linear"`` (``f(u) = u``), ``"sigmoid"`` (``1 / (1 + exp(-(12u - 6)))``,
-            never exactly 0) or ``"cosine"`` (``0.5 - 0.5 cos(pi u)``).
+            never exactly 0), ``"cosine"`` (``0.5 - 0.5 cos(pi u)``) or ``"log"``: a ramp in log
+            space, ``β = start · (stop / start) ** u``, which needs ``start > 0`` and ``stop > 0``
+            (with ``start=1e-4, stop=1``: 1e-3, 1e-2, 1e-1 at u = 1/4, 1/2, 3/4).
         ratio_zero: leading fraction of each cycle held at ``start`` (Optimus), in [0, ratio).
         delay: ``D``, steps held at ``start`` before the first cycle (Li et al. 2019's
             autoencoder phase with ``start=0``); ``D < T``.
@@ -343,6 +357,8 @@ def cyclical_beta(
         0.3455
         >>> [cyclical_beta(t, n_cycle=None, period=4, delay=2) for t in range(8)]
         [0.0, 0.0, 0.0, 0.5, 1.0, 1.0, 0.0, 0.5]
+        >>> [cyclical_beta(t, 4, n_cycle=1, ratio=1.0, start=1e-4, shape="log") for t in range(5)]
+        [0.0001, 0.001, 0.01, 0.1, 1.0]
     """
     validate_schedule_args(n_cycle, ratio, start, stop, shape, ratio_zero, total_steps, delay=delay, period=period)
     _check_step_args(step, total_steps, period)
@@ -373,6 +389,8 @@ def _beta(
     if tau < ratio_zero:
         return start
     u = (tau - ratio_zero) / (ratio - ratio_zero)
+    if shape == "log":
+        return start * (stop / start) ** u
     return start + (stop - start) * _ramp(u, shape)
 
 
@@ -446,9 +464,13 @@ def _cycle_values(
     beta = tau - ratio_zero
     beta /= ratio - ratio_zero
     np.clip(beta, 0.0, 1.0, out=beta)
-    _ramp_array_(beta, shape)
-    beta *= stop - start
-    beta += start
+    if shape == "log":
+        np.power(stop / start, beta, out=beta)
+        beta *= start
+    else:
+        _ramp_array_(beta, shape)
+        beta *= stop - start
+        beta += start
     beta[tau >= ratio] = stop
     beta[tau < ratio_zero] = start
     return beta
@@ -527,7 +549,8 @@ class CyclicalSchedule:
         ratio: ``R``, fraction of each cycle spent rising, in (0, 1].
         start: β at the start of each cycle and during the delay, finite.
         stop: β on the plateau and after the last step, finite.
-        shape: ``"linear"``, ``"sigmoid"`` or ``"cosine"`` ramp.
+        shape: ``"linear"``, ``"sigmoid"`` or ``"cosine"`` ramp, or ``"log"``: ``start · (stop / start) ** u``
+            (``start`` and ``stop`` > 0; ``start=1e-4, stop=1`` passes 1e-2 halfway up the ramp).
         ratio_zero: leading fraction of each cycle held at ``start`` (Optimus), in [0, ratio).
         period: ``P``, steps per cycle (an int >= 2), for runs of unknown length; then ``total_steps``
             is ignored.
@@ -545,6 +568,8 @@ class CyclicalSchedule:
         ('plateau', 20)
         >>> CyclicalSchedule(n_cycle=2, period=4, delay=1).values(10).tolist()
         [0.0, 0.0, 0.5, 1.0, 1.0, 0.0, 0.5, 1.0, 1.0, 1.0]
+        >>> CyclicalSchedule(n_cycle=1, ratio=1.0, start=1e-4, shape="log")(2, 4)
+        0.01
     """
 
     n_cycle: int | None = 4

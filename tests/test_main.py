@@ -102,3 +102,25 @@ def test_bad_cycle_count_names_the_flag(capsys: pytest.CaptureFixture[str]) -> N
     with pytest.raises(SystemExit):
         main(["print", "--total-steps", "10", "--n-cycle", "none"])
     assert "--n-cycle none (cycles forever) needs --period, the length of one cycle" in capsys.readouterr().err
+
+
+def test_print_a_log_ramp(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["print", "--total-steps", "8", "--n-cycle", "1", "--ratio", "1.0", "--shape", "log", "--start", "1e-4"]
+    assert main(argv) == 0
+    rows = capsys.readouterr().out.strip().splitlines()
+    assert [float(r.split(",")[1]) for r in rows[1::2]] == pytest.approx([1e-4, 1e-3, 1e-2, 1e-1])  # a decade a row
+
+
+def test_a_log_ramp_from_zero_names_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["print", "--total-steps", "8", "--shape", "log"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--shape='log' ramps in log space" in err and "got --start=0.0; use a small positive value" in err
+    assert "e.g. --start=1e-4" in err
+
+
+def test_plot_a_log_ramp(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "log.png"
+    assert main(["plot", "--total-steps", "100", "--shape", "log", "--start", "1e-4", "-o", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG" and f"wrote {out}" in capsys.readouterr().out

@@ -38,3 +38,20 @@ def test_the_delay_is_drawn() -> None:
     np.testing.assert_array_equal(ys, cyclical_schedule(30, 2, start=0.1, delay=10))
     assert ys[10:20].tolist() == pytest.approx([0.1 + 0.9 * k / 5 for k in range(5)] + [1.0] * 5)  # by hand
     assert "delay=10" in fig.axes[0].get_title(loc="left")
+
+
+def test_a_log_ramp_is_drawn_on_a_log_axis() -> None:
+    fig = plot_schedules(40, n_cycles=(1, 2), ratio=1.0, start=1e-4, shape="log")
+    for ax, m in zip(fig.axes, (1, 2)):
+        assert ax.get_yscale() == "log"
+        (line,) = ax.get_lines()
+        np.testing.assert_array_equal(line.get_ydata(), cyclical_schedule(40, m, 1.0, 1e-4, 1.0, "log"))
+        lo, hi = ax.get_ylim()
+        assert lo == pytest.approx(1e-4 / 1.5) and hi == pytest.approx(1.5)  # both ends in view, with a margin
+    assert fig.axes[0].get_lines()[0].get_ydata()[20] == pytest.approx(1e-2)  # halfway up: the geometric mean
+    assert plot_schedules(40, n_cycles=(1,)).axes[0].get_yscale() == "linear"
+
+
+def test_a_log_ramp_from_zero_is_refused_before_drawing() -> None:
+    with pytest.raises(ValueError, match=r"`shape`='log' ramps in log space.*got `start`=0.0"):
+        plot_schedules(40, shape="log")

@@ -167,7 +167,7 @@ def test_curves_match_reference_where_well_defined(n_iter: int, n_cycle: int, ra
 # ---------------------------------------------------------------- scalar and vector agree
 
 
-@pytest.mark.parametrize("shape", ["linear", "sigmoid", "cosine"])
+@pytest.mark.parametrize("shape", ["linear", "sigmoid", "cosine", "log"])
 @pytest.mark.parametrize(
     ("total", "n_cycle", "ratio", "ratio_zero"),
     [(2, 1, 0.5, 0.0), (7, 3, 0.9, 0.1), (1000, 4, 0.5, 0.0), (997, 5, 1.0, 0.25)],
@@ -254,7 +254,11 @@ def test_periodic(cfg: dict) -> None:
         ({"ratio": "0.5"}, TypeError, r"`ratio` must be a real number, got '0.5'"),
         ({"start": float("inf")}, ValueError, r"`start` must be a finite real number, got inf"),
         ({"stop": float("nan")}, ValueError, r"`stop` must be a finite real number, got nan"),
-        ({"shape": "cubic"}, ValueError, r"`shape` must be one of \('linear', 'sigmoid', 'cosine'\), got 'cubic'"),
+        (
+            {"shape": "cubic"},
+            ValueError,
+            r"`shape` must be one of \('linear', 'sigmoid', 'cosine', 'log'\), got 'cubic'",
+        ),
         ({"ratio_zero": 0.5}, ValueError, r"`ratio_zero` must be in \[0, ratio\) = \[0, 0.5\), got 0.5"),
         ({"ratio_zero": -0.1}, ValueError, r"`ratio_zero` must be in \[0, ratio\)"),
         ({"total_steps": 0}, ValueError, r"`total_steps` must be an int >= 1, got 0"),
@@ -552,3 +556,75 @@ def test_cycle_position_during_and_after_a_delay() -> None:
     assert [cycle_position(t, 20, 4, delay=4) for t in range(10)] == [0.0] * 4 + [0.0, 0.25, 0.5, 0.75, 0.0, 0.25]
     assert cycle_position(20, 20, 4, delay=4) == 1.0
     assert cycle_length(20, 4, delay=4) == 4
+
+
+# ---------------------------------------------------------------- the log-space ramp
+
+
+def test_log_ramp_hand_computed_values() -> None:
+    # One cycle of 4 steps, ramp over all of it: u = t / 4, β = 1e-4 · (1 / 1e-4)^u = 10^(4u - 4).
+    kwargs = dict(n_cycle=1, ratio=1.0, start=1e-4, stop=1.0, shape="log")
+    assert [cyclical_beta(t, 4, **kwargs) for t in range(6)] == pytest.approx([1e-4, 1e-3, 1e-2, 1e-1, 1.0, 1.0])
+    assert cyclical_beta(4, 4, **kwargs) == 1.0  # the plateau is exactly `stop`
+    np.testing.assert_allclose(cyclical_schedule(4, **kwargs), [1e-4, 1e-3, 1e-2, 1e-1], rtol=1e-15)
+    assert CyclicalSchedule(**kwargs)(2, 4) == pytest.approx(1e-2)  # the geometric mean halfway up
+    # Two cycles of 10 steps, ramp over 5, with a hold: ratio_zero 0.2 holds 2 steps, then u = (tau - 0.2) / 0.3.
+    kw2 = dict(n_cycle=2, ratio=0.5, start=0.01, stop=0.64, shape="log", ratio_zero=0.2)
+    assert [cyclical_beta(t, 20, **kw2) for t in range(6)] == pytest.approx(
+        [0.01, 0.01, 0.01, 0.01 * 64 ** (1 / 3), 0.01 * 64 ** (2 / 3), 0.64]  # 0.04, 0.16
+    )
+    assert cyclical_beta(10, 20, **kw2) == 0.01  # the next cycle starts over
+
+
+def test_log_ramp_falls_too_and_keeps_the_phases() -> None:
+    kwargs = dict(n_cycle=2, ratio=0.5, start=1.0, stop=1e-2, shape="log")
+    assert [cyclical_beta(t, 8, **kwargs) for t in range(9)] == pytest.approx([1.0, 0.1, 0.01, 0.01] * 2 + [0.01])
+    assert [cyclical_phase(t, 8, 2, 0.5) for t in range(4)] == ["ramp", "ramp", "plateau", "plateau"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(13, 3000),
+    st.integers(1, 12),
+    st.floats(0.01, 1.0),
+    st.floats(1e-8, 10.0),
+    st.floats(1e-8, 10.0),
+)
+def test_log_ramp_is_bounded_monotonic_and_geometric(
+    total: int, n_cycle: int, ratio: float, a: float, b: float
+) -> None:
+    lo, hi = min(a, b), max(a, b)
+    sched = cyclical_schedule(total, n_cycle, ratio, lo, hi, "log")
+    assert np.all(np.isfinite(sched)) and np.all((sched >= lo * (1 - 1e-12)) & (sched <= hi * (1 + 1e-12)))
+    period = cycle_length(total, n_cycle)
+    for c in range(0, total, period):
+        assert np.all(np.diff(sched[c : c + period]) >= -1e-12 * hi)
+    # log β is linear in the ramp position: log β(t) = log lo + (log hi - log lo) · u, u = tau / ratio.
+    tau = np.array([cycle_position(t, total, n_cycle) for t in range(total)])
+    ramp = tau < ratio
+    expected = np.exp(np.log(lo) + (np.log(hi) - np.log(lo)) * tau[ramp] / ratio)
+    np.testing.assert_allclose(sched[ramp], expected, rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (
+            {},
+            r"`shape`='log' ramps in log space.*got `start`=0.0; use a small positive value instead, e.g. `start`=1e-4",
+        ),
+        (
+            {"start": -1e-3},
+            r"`start` and `stop` must be > 0 \(the log of a non-positive value is undefined\), got `start`",
+        ),
+        ({"start": 1e-4, "stop": 0.0}, r"got `stop`=0.0; use a small positive value instead, e.g. `stop`=1e-4$"),
+        ({"start": 1.0, "stop": -1.0}, r"got `stop`=-1.0"),
+    ],
+)
+def test_log_ramp_refuses_non_positive_ends(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        cyclical_beta(0, 100, shape="log", **kwargs)
+    with pytest.raises(ValueError, match=match):
+        cyclical_schedule(100, shape="log", **kwargs)
+    with pytest.raises(ValueError, match=match):
+        CyclicalSchedule(shape="log", **kwargs)  # at construction, before any step
