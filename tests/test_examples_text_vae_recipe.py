@@ -320,3 +320,42 @@ def test_search_records_each_run_as_it_ends_and_respects_its_deadline(tmp_path: 
     log.write_text(json.dumps([*records, {**records[0], "name": "monotonic"}, {**records[0], "name": "cyclical"}]))
     recipe_search.main(["--log", str(log), "--select", str(choice_path)])
     assert json.loads(choice_path.read_text())["name"] == "cyc+bn0.5"
+
+
+def test_device_driver_commands_and_test_summary() -> None:
+    from examples.text_vae import recipe_device
+
+    args = recipe_device.parse_args(["--data-dir", "d", "--out", "o"])
+    assert (args.budget, args.test_seeds, args.search_seeds, args.configs) == (480.0, [0, 1, 2], [0, 1], ["search"])
+    flags = recipe_search.compare_flags(recipe_search.search_configs()["cyc+bn0.5"])
+    chosen = recipe_device.compare_command(args, "gpu", "recipe_chosen", 2, flags, Path("x"))
+    cfg = parse_args(chosen[2:])  # what compare.py will run
+    assert (cfg.rows, cfg.seeds, cfg.accelerator, cfg.recipe_bn_gamma, cfg.train_sentences) == (
+        ["recipe"],
+        [2],
+        "gpu",
+        0.5,
+        4000,
+    )
+    assert parse_args(recipe_device.compare_command(args, "cpu", "monotonic", 0, flags, Path("x"))[2:]).rows == [
+        "monotonic"
+    ]
+
+    def run(elbo: float, mi: float, au: float) -> dict[str, Any]:
+        return {"metrics": {"elbo": elbo, "mi": mi, "au": au, "dim90": 3, "kl": mi}}
+
+    results = {
+        "constant": {0: run(-48.0, 0.0, 0), 1: run(-48.2, 0.0, 0)},
+        "monotonic": {0: run(-47.0, 0.0, 0), 1: run(-47.4, 0.0, 0)},
+        "cyclical": {0: run(-47.1, 0.0, 1), 1: run(-47.35, 0.0, 1)},
+        "recipe_current": {0: run(-47.3, 0.6, 3), 1: run(-47.5, 0.7, 2)},
+        "recipe_chosen": {0: run(-47.4, 1.2, 16), 1: run(-47.6, 1.4, 16)},
+    }
+    summary = recipe_device.summarize_test_runs(results)
+    assert summary["reference"] == {"row": "monotonic", "elbo": -47.2, "seeds": [0, 1]}
+    assert summary["recipe_chosen"]["gap"] == pytest.approx(0.3 / 47.2)
+    assert summary["recipe_chosen"]["met"] == {"mi": True, "au": True, "elbo": True}
+    assert summary["recipe_current"]["met"] == {"mi": False, "au": False, "elbo": True}
+    # per seed against that seed's best plain row: seed 1's is cyclical (-47.35)
+    assert summary["recipe_chosen"]["gap_per_seed_vs_best_plain_of_seed"]["1"] == pytest.approx(0.25 / 47.35)
+    assert summary["rows"]["constant"]["mean"]["elbo"] == pytest.approx(-48.1)
