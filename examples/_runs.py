@@ -331,7 +331,7 @@ def jobs_arg(text: str) -> int:
     return jobs
 
 
-Work = Callable[..., Any]  # work(*task, progress=RunProgress | None) -> a picklable result
+Work = Callable[..., Any]  # work(*task[, progress=RunProgress]) -> a result torch.save can write
 
 _worker: dict[str, Any] = {}  # one worker process's state: the parent's progress queue
 
@@ -352,7 +352,7 @@ def _in_worker(work: Work, task: tuple, run: int, label: str, progress: bool) ->
     bar = RunProgress(label, _worker["events"], run) if progress else None
     RUN_LABEL.label = " ".join(label.split())  # the console's label without its column padding
     try:
-        result = work(*task, progress=bar)
+        result = work(*task, progress=bar) if bar is not None else work(*task)
     finally:
         RUN_LABEL.label = "-"
     buffer = io.BytesIO()
@@ -364,12 +364,12 @@ def run_all(
     work: Work, tasks: Sequence[tuple], labels: Sequence[str], *, jobs: int, threads: int, log_path: Path,
     progress: bool = True,
 ) -> Iterator[tuple[int, Any]]:  # fmt: skip
-    """``work(*task, progress=...)`` for every task, yielding ``(index, result)`` as each run finishes.
+    """``work(*task, progress=RunProgress(...))`` for every task, yielding ``(index, result)`` as each run finishes.
 
     With ``jobs == 1`` the runs go one after the other in this process (``progress``: each draws its own
     bar, ``[k/n] label``); otherwise in ``jobs`` spawned worker processes, whose Lightning messages go to
-    ``log_path`` and whose progress the parent draws (:class:`ProgressBoard`). ``progress=False`` passes
-    ``progress=None``: the caller prints its own line per run. Run the serial case inside
+    ``log_path`` and whose progress the parent draws (:class:`ProgressBoard`). With ``progress=False`` it
+    calls ``work(*task)``: the caller prints its own line per run. Run the serial case inside
     :func:`lightning_to_file`; the workers set it up themselves.
 
     Raises:
@@ -381,7 +381,7 @@ def run_all(
         for k, task in enumerate(tasks):
             RUN_LABEL.label = " ".join(labels[k].split())
             try:
-                yield k, work(*task, progress=RunProgress(f"[{k + 1}/{n}] {labels[k]}") if progress else None)
+                yield k, work(*task, progress=RunProgress(f"[{k + 1}/{n}] {labels[k]}")) if progress else work(*task)
             finally:
                 RUN_LABEL.label = "-"
         return
