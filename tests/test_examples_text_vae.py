@@ -35,6 +35,7 @@ from examples.text_vae.model import TextVAE
 from examples.text_vae.train import main as train_main
 from lightning_kl_anneal import (
     CyclicalKLAnnealing,
+    LatentMonitor,
     MisconfigurationException,
     active_units,
     gaussian_kl,
@@ -749,3 +750,21 @@ def test_compare_cli_rejects_bad_jobs(value: str, capsys: pytest.CaptureFixture[
         f"`jobs` must be an int >= 0 (runs trained at once; 0 = as many as the CPU cores allow), got '{value}'"
         in capsys.readouterr().err
     )
+
+
+def test_model_diagnostics_equal_latent_monitor_configured_alike() -> None:
+    """The model's val/kl, val/au, val/mi are LatentMonitor's latent/* with the model's MI settings (4 draws, all rows).
+
+    compare.py reports the model's values on the test split, where LatentMonitor (validation only) does not run;
+    this pins that the two are one computation, so the table's numbers do not depend on which one reports them.
+    """
+    dm = TextVAEDataModule(corpus_size=200, batch_size=8)
+    torch.manual_seed(0)
+    model = TextVAE(vocab_size=dm.vocab_size, **TINY)
+    _deterministic_posterior(model)  # separated posteriors: MI near log N, not a sampling-noise zero
+    monitor = LatentMonitor(mi_samples=4, mi_outer_rows=None)
+    trainer = L.Trainer(callbacks=[monitor], logger=False, enable_progress_bar=False, enable_model_summary=False)
+    got = {k: float(v) for k, v in trainer.validate(model, dm, verbose=False)[0].items()}
+    assert got["latent/kl"] == pytest.approx(got["val/kl"], rel=1e-12) and got["val/kl"] > 0
+    assert got["latent/active_units"] == got["val/au"]
+    assert got["latent/mi"] == pytest.approx(got["val/mi"], rel=1e-12) and got["val/mi"] > 1.0
