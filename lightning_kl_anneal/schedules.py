@@ -29,8 +29,13 @@ correct for free in :class:`~lightning_kl_anneal.CyclicalKLAnnealing`.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import functools
+import itertools
 import math
+import numbers
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, cast, get_args
 
 import numpy as np
@@ -41,7 +46,9 @@ from lightning_kl_anneal._checks import check_choice, check_int, check_real
 __all__ = [
     "PHASES",
     "SHAPES",
+    "ConstantSchedule",
     "CyclicalSchedule",
+    "JoinedSchedule",
     "Phase",
     "Shape",
     "cycle_length",
@@ -52,6 +59,7 @@ __all__ = [
     "frange_cycle_cosine",
     "frange_cycle_linear",
     "frange_cycle_sigmoid",
+    "join_schedules",
     "validate_schedule_args",
 ]
 
@@ -649,6 +657,213 @@ class CyclicalSchedule:
 
     def _parameters(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("period", "delay")}
+
+
+# ----------------------------------------------------------------------------- schedules that compose
+
+ScheduleFn = Callable[[int, "int | None"], float]
+
+
+@dataclasses.dataclass(frozen=True)
+class ConstantSchedule:
+    """One value at every step, with a declared phase: a tail or a hold to join with other schedules.
+
+    optax's ``constant_schedule``, with the phase that the plateau-aware callbacks and
+    :class:`~lightning_kl_anneal.LatentMonitor` read: ``"final"`` by default (nothing left to rise; inside
+    :func:`join_schedules`, before another part, it reads ``"plateau"``), ``"delay"`` for a hold that
+    selection should not count (β = 0 before a warm-up).
+
+    Args:
+        value: the value, finite.
+        phase_name: the phase of every step, one of :data:`PHASES`.
+
+    Example:
+        >>> tail = ConstantSchedule(1.0)
+        >>> tail(0, 100), tail(10**6, None), tail.phase(5, None)
+        (1.0, 1.0, 'final')
+        >>> ConstantSchedule(0.0, phase_name="delay").values(3).tolist()
+        [0.0, 0.0, 0.0]
+    """
+
+    value: float
+    phase_name: Phase = "final"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "value", check_real("value", self.value))
+        check_choice("phase_name", self.phase_name, PHASES)
+
+    needs_total = False  #: the value does not depend on ``T``
+
+    def __call__(self, step: int, total_steps: int | None = None) -> float:
+        """``value``, whatever the step."""
+        return self.value
+
+    def phase(self, step: int, total_steps: int | None = None) -> Phase:
+        """``phase_name``, whatever the step."""
+        return self.phase_name
+
+    def values(self, total_steps: int) -> npt.NDArray[np.float64]:
+        """``value`` at steps ``0 .. total_steps - 1``."""
+        return np.full(check_int("total_steps", total_steps, 1), self.value)
+
+
+@functools.lru_cache(maxsize=64)
+def _resolve_edges(boundaries: tuple[float, ...], total_steps: int | None) -> tuple[int, ...]:
+    """Boundaries as steps: ints as they are; fractions of ``T`` rounded to the nearest step, checked against ``T``."""
+    fractions = isinstance(boundaries[0], float)
+    if fractions:
+        if total_steps is None:
+            raise ValueError(
+                f"`boundaries`={list(boundaries)} are fractions of the run, so `total_steps` is needed; "
+                "pass steps (ints) to join schedules in a run of unknown length"
+            )
+        edges = tuple(int(b * total_steps + 0.5) for b in boundaries)
+    else:
+        edges = cast("tuple[int, ...]", boundaries)
+    if total_steps is not None:
+        parts = [edges[0], *(b - a for a, b in itertools.pairwise(edges)), total_steps - edges[-1]]
+        if (min(parts) if fractions else parts[-1]) < 1:  # int boundaries may start at 0, as optax's
+            raise ValueError(
+                f"`boundaries`={list(boundaries)} fall on steps {list(edges)} of a run of `total_steps`={total_steps}, "
+                "which leaves a schedule no step; use fewer parts, boundaries further apart, or a longer run"
+            )
+    return edges
+
+
+@dataclasses.dataclass(frozen=True)
+class JoinedSchedule:
+    """Schedules one after another, each seeing the step counted from its own start: see :func:`join_schedules`."""
+
+    schedules: tuple[ScheduleFn, ...]
+    boundaries: tuple[int, ...] | tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        schedules, boundaries = tuple(self.schedules), tuple(self.boundaries)
+        if not schedules:
+            raise ValueError("`schedules` must name at least one schedule, got none")
+        for i, part in enumerate(schedules):
+            if not callable(part):
+                raise TypeError(
+                    f"`schedules[{i}]` must be callable as schedule(step, total_steps), "
+                    f"got {part!r} of type {type(part).__name__}"
+                )
+        if len(boundaries) != len(schedules) - 1:
+            raise ValueError(
+                f"`boundaries` must hold one step per schedule after the first ({len(schedules) - 1} for "
+                f"{len(schedules)} schedules), got {len(boundaries)}: {list(boundaries)}"
+            )
+        object.__setattr__(self, "schedules", schedules)
+        object.__setattr__(self, "boundaries", _check_boundaries(boundaries))
+
+    @property
+    def needs_total(self) -> bool:
+        """Whether ``T`` is needed: for fractions of the run, or when the last part needs it."""
+        return bool(self._fractions or getattr(self.schedules[-1], "needs_total", False))
+
+    @property
+    def _fractions(self) -> bool:
+        return bool(self.boundaries) and isinstance(self.boundaries[0], float)
+
+    def _locate(self, step: Any, total_steps: Any) -> tuple[int, int, int | None]:
+        """``(part index, step within the part, the part's total)``."""
+        step = check_int("step", step, 0)
+        total = check_int("total_steps", total_steps, 1, optional=True)
+        if not self.boundaries:
+            return 0, step, total
+        edges = _resolve_edges(self.boundaries, total)
+        i = bisect.bisect_right(edges, step)
+        begin = edges[i - 1] if i else 0
+        if i < len(edges):
+            return i, step - begin, edges[i] - begin
+        return i, step - begin, None if total is None else total - begin
+
+    def __call__(self, step: int, total_steps: int | None = None) -> float:
+        """The active part's value at the step counted from its start, with the part's own length as its ``T``."""
+        i, local, total = self._locate(step, total_steps)
+        return float(self.schedules[i](local, total))
+
+    def phase(self, step: int, total_steps: int | None = None) -> Phase | None:
+        """The active part's phase (None if it has none); a part's ``"final"`` reads ``"plateau"`` before the last part."""
+        i, local, total = self._locate(step, total_steps)
+        phase_of = getattr(self.schedules[i], "phase", None)
+        if not callable(phase_of):
+            return None
+        phase: Phase | None = phase_of(local, total)
+        return "plateau" if phase == "final" and i < len(self.schedules) - 1 else phase
+
+    def values(self, total_steps: int) -> npt.NDArray[np.float64]:
+        """The value at steps ``0 .. total_steps - 1``; parts with a ``values`` method are asked for their stretch."""
+        total = check_int("total_steps", total_steps, 1)
+        edges = _resolve_edges(self.boundaries, total) if self.boundaries else ()
+        out = np.empty(total, dtype=np.float64)
+        for part, begin, end in zip(self.schedules, (0, *edges), (*edges, total)):
+            span = end - begin
+            if span > 0:
+                values_of = getattr(part, "values", None)
+                out[begin:end] = values_of(span) if callable(values_of) else [part(s, span) for s in range(span)]
+        return out
+
+
+def _check_boundaries(boundaries: tuple[Any, ...]) -> tuple[int, ...] | tuple[float, ...]:
+    accepted = "steps (ints >= 0) or fractions of the run (floats in (0, 1)), strictly increasing"
+    if all(isinstance(b, numbers.Integral) and not isinstance(b, bool) for b in boundaries):
+        steps = tuple(int(b) for b in boundaries)
+        if any(b < 0 for b in steps) or any(b >= c for b, c in itertools.pairwise(steps)):
+            raise ValueError(f"`boundaries` must be {accepted}, got {list(boundaries)}")
+        return steps
+    if all(isinstance(b, numbers.Real) and not isinstance(b, (bool, numbers.Integral)) for b in boundaries):
+        fractions = tuple(float(b) for b in boundaries)
+        if any(not 0.0 < b < 1.0 for b in fractions) or any(b >= c for b, c in itertools.pairwise(fractions)):
+            raise ValueError(f"`boundaries` must be {accepted}, got {list(boundaries)}")
+        return fractions
+    raise TypeError(f"`boundaries` must be {accepted}, not a mix of both or other types, got {list(boundaries)}")
+
+
+def join_schedules(schedules: Sequence[ScheduleFn], boundaries: Sequence[int] | Sequence[float]) -> JoinedSchedule:
+    """Chain schedules: ``schedules[i]`` runs from ``boundaries[i - 1]`` to ``boundaries[i]`` (optax's semantics).
+
+    Each schedule sees the step counted from its own start, and as its ``total_steps`` the length of its
+    own stretch: ``boundaries[i] - boundaries[i - 1]`` (``boundaries[0]`` for the first), and for the last
+    one the rest of the run, ``T - boundaries[-1]`` (None while ``T`` is unknown). So a
+    :class:`CyclicalSchedule` fits its cycles into its stretch, as it fits them into a whole run alone.
+
+    ``boundaries`` are steps (ints) or, since a run's length is often not known when it is configured,
+    fractions of the run (floats in (0, 1), e.g. ``[0.25]``: the second schedule starts a quarter of the
+    way in), rounded to the nearest step once ``T`` is known; not a mix of both. With fractions every
+    part must get at least one step of the run.
+
+    Phases: :meth:`JoinedSchedule.phase` is the active part's ``phase`` when it has one (None otherwise),
+    so :class:`~lightning_kl_anneal.PlateauModelCheckpoint`, ``PlateauEarlyStopping`` and
+    :class:`~lightning_kl_anneal.LatentMonitor` follow the parts through ``ScheduledAttribute``. A part's
+    ``"final"`` reads ``"plateau"`` while another part is to come: the joined schedule may still ramp.
+
+    The result is frozen and picklable when its parts are (module-level functions, ``CyclicalSchedule``,
+    :class:`ConstantSchedule`, ``functools.partial``; not lambdas). ``needs_total`` is True when the
+    boundaries are fractions or the last part needs ``T``.
+
+    Args:
+        schedules: one or more ``schedule(step, total_steps) -> float`` callables.
+        boundaries: ``len(schedules) - 1`` strictly increasing steps (>= 0) or fractions in (0, 1).
+
+    Returns:
+        A :class:`JoinedSchedule`: ``__call__(step, total_steps)``, ``phase(step, total_steps)``,
+        ``values(total_steps)``, ``needs_total``.
+
+    Raises:
+        TypeError: a schedule that is not callable; boundaries that are neither all ints nor all floats.
+        ValueError: the wrong number of boundaries, or boundaries out of range or not increasing; when
+            called, fractions without ``T``, or a ``T`` that leaves a part no step.
+
+    Example:
+        >>> warmup_then_cycles = join_schedules([CyclicalSchedule(n_cycle=1), CyclicalSchedule(n_cycle=2)], [4])
+        >>> warmup_then_cycles.values(12).tolist()
+        [0.0, 0.5, 1.0, 1.0, 0.0, 0.5, 1.0, 1.0, 0.0, 0.5, 1.0, 1.0]
+        >>> warmup_then_cycles.phase(3, 12), warmup_then_cycles.phase(11, 12)
+        ('plateau', 'final')
+        >>> join_schedules([CyclicalSchedule(n_cycle=1), ConstantSchedule(1.0)], [0.5])(50, 100)
+        1.0
+    """
+    return JoinedSchedule(tuple(schedules), tuple(boundaries))
 
 
 # ----------------------------------------------------------------------------- drop-ins
