@@ -35,7 +35,7 @@ import functools
 import itertools
 import math
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, cast, get_args
 
 import numpy as np
@@ -120,28 +120,16 @@ def validate_schedule_args(
         ...
         ValueError: `n_cycle`=20 cycles need more than 20 steps, but the schedule has 10 (`total_steps`=10 minus `delay`=0); every cycle would be one step long and β would never leave `start`. Use fewer cycles or more steps.
     """
-    if n_cycle is None:
-        if period is None:
-            raise ValueError("`n_cycle=None` (cycles forever) needs `period=`, the length of one cycle")
-    else:
-        check_int("n_cycle", n_cycle, 1)
-    ratio = check_real("ratio", ratio, finite=False)
-    if not 0.0 < ratio <= 1.0:
-        raise ValueError(f"`ratio` must be in (0, 1], got {ratio!r}")
-    start = check_real("start", start)
-    stop = check_real("stop", stop)
-    if check_choice("shape", shape, SHAPES) == "log":
-        _check_log_range(start, stop)
-    ratio_zero = check_real("ratio_zero", ratio_zero, finite=False)
-    if not 0.0 <= ratio_zero < ratio:
-        raise ValueError(f"`ratio_zero` must be in [0, ratio) = [0, {ratio}), got {ratio_zero!r}")
-    delay = check_int("delay", delay, 0)
-    if period is not None:
-        check_int("period", period, 2)  # a cycle of one step never leaves `start`
+    _check_total(_schedule_from(locals()), total_steps)
+
+
+def _check_total(schedule: CyclicalSchedule, total_steps: int | None) -> int | None:
+    """``T`` as an int (None passes), checked against the schedule where ``T`` sets the cycles."""
     if total_steps is not None:
         total_steps = check_int("total_steps", total_steps, 1)
-        if period is None:
-            _check_span(total_steps, n_cycle, delay)  # type: ignore[arg-type]
+        if schedule.period is None:
+            _check_span(total_steps, schedule.n_cycle, schedule.delay)  # type: ignore[arg-type]
+    return total_steps
 
 
 def _check_log_range(start: float, stop: float) -> None:
@@ -229,6 +217,13 @@ def _last_cycle(total_steps: int | None, n_cycle: int | None, delay: int, period
         return None if n_cycle is None else n_cycle - 1
     span = total_steps - delay  # type: ignore[operator]
     return -(-span // _period(span, n_cycle)) - 1  # type: ignore[arg-type]
+
+
+def _functional_args(schedule: CyclicalSchedule, step: object, total_steps: int | None) -> tuple[int, int | None]:
+    """The pure functions' checks of one call: ``T`` as :func:`validate_schedule_args` checks it, then the step."""
+    total_steps = _check_total(schedule, total_steps)
+    _check_step_args(step, total_steps, schedule.period)
+    return int(step), total_steps  # type: ignore[call-overload]
 
 
 def _check_step_args(step: object, total_steps: int | None, period: int | None) -> None:
@@ -368,38 +363,8 @@ def cyclical_beta(
         >>> [cyclical_beta(t, 4, n_cycle=1, ratio=1.0, start=1e-4, shape="log") for t in range(5)]
         [0.0001, 0.001, 0.01, 0.1, 1.0]
     """
-    validate_schedule_args(n_cycle, ratio, start, stop, shape, ratio_zero, total_steps, delay=delay, period=period)
-    _check_step_args(step, total_steps, period)
-    return _beta(
-        int(step), None if total_steps is None else int(total_steps), None if n_cycle is None else int(n_cycle),
-        float(ratio), float(start), float(stop), shape, float(ratio_zero), int(delay), None if period is None else int(period),
-    )  # fmt: skip
-
-
-def _beta(
-    step: int,
-    total_steps: int | None,
-    n_cycle: int | None,
-    ratio: float,
-    start: float,
-    stop: float,
-    shape: str,
-    ratio_zero: float,
-    delay: int = 0,
-    period: int | None = None,
-) -> float:
-    """:func:`cyclical_beta` without argument checks, for callers that validated once (the callback)."""
-    if step < delay:
-        return start
-    tau = _locate(step, total_steps, n_cycle, delay, period)[1]  # 1.0 past the last cycle: the plateau
-    if tau >= ratio:
-        return stop
-    if tau < ratio_zero:
-        return start
-    u = (tau - ratio_zero) / (ratio - ratio_zero)
-    if shape == "log":
-        return start * (stop / start) ** u
-    return start + (stop - start) * _ramp(u, shape)
+    schedule = _schedule_from(locals())
+    return schedule._value(*_functional_args(schedule, step, total_steps))
 
 
 def cyclical_phase(
@@ -434,23 +399,8 @@ def cyclical_phase(
         >>> [cyclical_phase(t, 4, n_cycle=1, ratio=1.0) for t in range(5)]
         ['ramp', 'ramp', 'ramp', 'final', 'final']
     """
-    validate_schedule_args(n_cycle, ratio, 0.0, 1.0, "linear", ratio_zero, total_steps, delay=delay, period=period)
-    _check_step_args(step, total_steps, period)
-    return _phase(int(step), total_steps, n_cycle, float(ratio), delay, period)
-
-
-def _phase(
-    step: int, total_steps: int | None, n_cycle: int | None, ratio: float, delay: int, period: int | None
-) -> Phase:
-    """:func:`cyclical_phase` without argument checks."""
-    if step < delay:
-        return "delay"
-    cycle, tau = _locate(step, total_steps, n_cycle, delay, period)
-    if cycle < 0:
-        return "final"
-    if tau < ratio and not (ratio == 1.0 and _ends_full_cycle(step - delay, total_steps, n_cycle, delay, period)):
-        return "ramp"
-    return "final" if cycle == _last_cycle(total_steps, n_cycle, delay, period) else "plateau"
+    schedule = _schedule_from(locals())
+    return schedule._phase(*_functional_args(schedule, step, total_steps))
 
 
 def _ends_full_cycle(step: int, total_steps: int | None, n_cycle: int | None, delay: int, period: int | None) -> bool:
@@ -463,25 +413,6 @@ def _ends_full_cycle(step: int, total_steps: int | None, n_cycle: int | None, de
         return step % period == period - 1
     span = total_steps - delay  # type: ignore[operator]
     return (step % _period(span, n_cycle) + 1) * n_cycle >= span  # type: ignore[arg-type,operator]
-
-
-def _cycle_values(
-    tau: npt.NDArray[np.float64], ratio: float, start: float, stop: float, shape: str, ratio_zero: float
-) -> npt.NDArray[np.float64]:
-    """β at positions ``tau`` of one cycle, with the same floating-point operations as :func:`_beta`."""
-    beta = tau - ratio_zero
-    beta /= ratio - ratio_zero
-    np.clip(beta, 0.0, 1.0, out=beta)
-    if shape == "log":
-        np.power(stop / start, beta, out=beta)
-        beta *= start
-    else:
-        _ramp_array_(beta, shape)
-        beta *= stop - start
-        beta += start
-    beta[tau >= ratio] = stop
-    beta[tau < ratio_zero] = start
-    return beta
 
 
 def cyclical_schedule(
@@ -516,27 +447,7 @@ def cyclical_schedule(
         >>> cyclical_schedule(10, n_cycle=2, period=4, delay=1).tolist()
         [0.0, 0.0, 0.5, 1.0, 1.0, 0.0, 0.5, 1.0, 1.0, 1.0]
     """
-    validate_schedule_args(n_cycle, ratio, start, stop, shape, ratio_zero, total_steps, delay=delay, period=period)
-    # β depends on t only through the position in its cycle: compute one cycle, then repeat it.
-    out = np.empty(total_steps, dtype=np.float64)
-    head = min(delay, total_steps)
-    out[:head] = start
-    rest = total_steps - head
-    if rest == 0:
-        return out
-    if period is None:
-        cycles = cast(int, n_cycle)  # validated above: an int whenever `period` is None
-        length = _period(rest, cycles)
-        tau = np.arange(length, dtype=np.float64)  # exact integers: length < 2**53
-        tau *= cycles
-        tau /= rest
-    else:
-        tau = np.arange(period, dtype=np.float64)
-        tau /= period
-    out[head:] = np.resize(_cycle_values(tau, ratio, start, stop, shape, ratio_zero), rest)
-    if period is not None and n_cycle is not None:
-        out[head + n_cycle * period :] = stop
-    return out
+    return _schedule_from(locals()).values(total_steps)
 
 
 # ----------------------------------------------------------------------------- the schedule object
@@ -591,17 +502,27 @@ class CyclicalSchedule:
     delay: int = 0
 
     def __post_init__(self) -> None:
-        validate_schedule_args(
-            self.n_cycle, self.ratio, self.start, self.stop, self.shape, self.ratio_zero,
-            delay=self.delay, period=self.period,
-        )  # fmt: skip
-        # Plain Python numbers (numpy scalars in, floats out), so values and checkpoints hold plain types.
-        for name, kind in (("n_cycle", int), ("ratio", float), ("start", float), ("stop", float)):
-            if getattr(self, name) is not None:
-                object.__setattr__(self, name, kind(getattr(self, name)))
-        for name, kind in (("ratio_zero", float), ("period", int), ("delay", int)):
-            if getattr(self, name) is not None:
-                object.__setattr__(self, name, kind(getattr(self, name)))
+        # The one place the parameters are checked (every function of this module builds a schedule). Each is
+        # kept as a plain Python number (numpy scalars in, floats out), so values and checkpoints hold plain types.
+        keep = functools.partial(object.__setattr__, self)
+        if self.n_cycle is None:
+            if self.period is None:
+                raise ValueError("`n_cycle=None` (cycles forever) needs `period=`, the length of one cycle")
+        else:
+            keep("n_cycle", check_int("n_cycle", self.n_cycle, 1))
+        keep("ratio", check_real("ratio", self.ratio, finite=False))
+        if not 0.0 < self.ratio <= 1.0:
+            raise ValueError(f"`ratio` must be in (0, 1], got {self.ratio!r}")
+        keep("start", check_real("start", self.start))
+        keep("stop", check_real("stop", self.stop))
+        if check_choice("shape", self.shape, SHAPES) == "log":
+            _check_log_range(self.start, self.stop)
+        keep("ratio_zero", check_real("ratio_zero", self.ratio_zero, finite=False))
+        if not 0.0 <= self.ratio_zero < self.ratio:
+            raise ValueError(f"`ratio_zero` must be in [0, ratio) = [0, {self.ratio}), got {self.ratio_zero!r}")
+        keep("delay", check_int("delay", self.delay, 0))
+        if self.period is not None:
+            keep("period", check_int("period", self.period, 2))  # a cycle of one step never leaves `start`
 
     @property
     def needs_total(self) -> bool:
@@ -624,10 +545,17 @@ class CyclicalSchedule:
 
     def _value(self, step: int, total_steps: int | None) -> float:
         """β without argument checks, for the callback's per-step path (its checks ran once per fit)."""
-        return _beta(
-            step, total_steps, self.n_cycle, self.ratio, self.start, self.stop,
-            self.shape, self.ratio_zero, self.delay, self.period,
-        )  # fmt: skip
+        if step < self.delay:
+            return self.start
+        tau = _locate(step, total_steps, self.n_cycle, self.delay, self.period)[1]  # 1.0 past the last cycle
+        if tau >= self.ratio:
+            return self.stop
+        if tau < self.ratio_zero:
+            return self.start
+        u = (tau - self.ratio_zero) / (self.ratio - self.ratio_zero)
+        if self.shape == "log":
+            return self.start * (self.stop / self.start) ** u
+        return self.start + (self.stop - self.start) * _ramp(u, self.shape)
 
     def phase(self, step: int, total_steps: int | None = None) -> Phase | None:
         """:func:`cyclical_phase` at ``step``; None where ``T`` is needed and not given (the phase is unknown)."""
@@ -638,11 +566,65 @@ class CyclicalSchedule:
             total_steps = check_int("total_steps", total_steps, 1)
             if self.delay >= total_steps:
                 raise ValueError(f"`delay`={self.delay} must be smaller than `total_steps`={total_steps}")
-        return _phase(step, total_steps, self.n_cycle, self.ratio, self.delay, self.period)
+        return self._phase(step, total_steps)
+
+    def _phase(self, step: int, total_steps: int | None) -> Phase:
+        """:func:`cyclical_phase` without argument checks."""
+        n_cycle, delay, period = self.n_cycle, self.delay, self.period
+        if step < delay:
+            return "delay"
+        cycle, tau = _locate(step, total_steps, n_cycle, delay, period)
+        if cycle < 0:
+            return "final"
+        if tau < self.ratio and not (
+            self.ratio == 1.0 and _ends_full_cycle(step - delay, total_steps, n_cycle, delay, period)
+        ):
+            return "ramp"
+        return "final" if cycle == _last_cycle(total_steps, n_cycle, delay, period) else "plateau"
 
     def values(self, total_steps: int) -> npt.NDArray[np.float64]:
-        """β at steps ``0 .. total_steps - 1``: :func:`cyclical_schedule` with these parameters."""
-        return cyclical_schedule(total_steps, **self._parameters(), delay=self.delay, period=self.period)
+        """β at steps ``0 .. total_steps - 1``: :func:`cyclical_schedule` with these parameters.
+
+        With ``period`` set, ``total_steps`` is only the length of the array.
+        """
+        total_steps = check_int("total_steps", total_steps, 1)
+        _check_total(self, total_steps)
+        # β depends on t only through the position in its cycle: compute one cycle, then repeat it.
+        out = np.empty(total_steps, dtype=np.float64)
+        head = min(self.delay, total_steps)
+        out[:head] = self.start
+        rest = total_steps - head
+        if rest == 0:
+            return out
+        if self.period is None:
+            cycles = cast(int, self.n_cycle)  # validated: an int whenever `period` is None
+            tau = np.arange(_period(rest, cycles), dtype=np.float64)  # exact integers: length < 2**53
+            tau *= cycles
+            tau /= rest
+        else:
+            tau = np.arange(self.period, dtype=np.float64)
+            tau /= self.period
+        out[head:] = np.resize(self._cycle_values(tau), rest)
+        if self.period is not None and self.n_cycle is not None:
+            out[head + self.n_cycle * self.period :] = self.stop
+        return out
+
+    def _cycle_values(self, tau: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """β at positions ``tau`` of one cycle, with the same floating-point operations as :meth:`_value`."""
+        start, stop, ratio, ratio_zero = self.start, self.stop, self.ratio, self.ratio_zero
+        beta = tau - ratio_zero
+        beta /= ratio - ratio_zero
+        np.clip(beta, 0.0, 1.0, out=beta)
+        if self.shape == "log":
+            np.power(stop / start, beta, out=beta)
+            beta *= start
+        else:
+            _ramp_array_(beta, self.shape)
+            beta *= stop - start
+            beta += start
+        beta[tau >= ratio] = stop
+        beta[tau < ratio_zero] = start
+        return beta
 
     def length(self, total_steps: int | None = None) -> int | None:
         """Steps after which β holds ``stop`` for good: ``T``, or ``delay + n_cycle * period``; None: endless.
@@ -655,8 +637,32 @@ class CyclicalSchedule:
             return None if total_steps is None else check_int("total_steps", total_steps, 1)
         return None if self.n_cycle is None else self.delay + self.n_cycle * self.period
 
-    def _parameters(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("period", "delay")}
+
+#: The schedule's parameters, in the order of its fields; written out once, as :class:`CyclicalSchedule`'s fields.
+_PARAMETERS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(CyclicalSchedule))
+
+
+def _schedule_from(arguments: Mapping[str, Any], **override: Any) -> CyclicalSchedule:
+    """The :class:`CyclicalSchedule` of the schedule parameters found in ``arguments``, e.g. a function's own
+    arguments (``locals()`` as its first statement) or parsed command-line flags; other names are ignored.
+
+    Example:
+        >>> _schedule_from({"ratio": 0.25, "total_steps": 100, "unit": "step"}, n_cycle=2)
+        CyclicalSchedule(n_cycle=2, ratio=0.25, start=0.0, stop=1.0, shape='linear', ratio_zero=0.0, period=None, delay=0)
+    """
+    parameters = {**{name: arguments[name] for name in _PARAMETERS if name in arguments}, **override}
+    values = tuple(parameters.values())
+    try:
+        hash(values)
+    except TypeError:  # an unhashable argument: built (and refused, with the reason) without the cache
+        return CyclicalSchedule(**parameters)
+    return _built(tuple(parameters), *values)
+
+
+@functools.lru_cache(maxsize=256, typed=True)  # typed: `n_cycle=True` is not `n_cycle=1`, and fails as it should
+def _built(names: tuple[str, ...], *values: Any) -> CyclicalSchedule:
+    """One frozen schedule per configuration, so a pure function called every step validates it once."""
+    return CyclicalSchedule(**dict(zip(names, values)))
 
 
 # ----------------------------------------------------------------------------- schedules that compose

@@ -788,3 +788,21 @@ def test_constant_schedule() -> None:
         ConstantSchedule(math.nan)
     with pytest.raises(ValueError, match=r"`phase_name` must be one of \('delay', 'ramp', 'plateau', 'final'\)"):
         ConstantSchedule(0.0, "flat")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- one schedule object behind the pure functions
+
+
+def test_the_pure_functions_build_one_validated_schedule_per_configuration() -> None:
+    from lightning_kl_anneal.schedules import _PARAMETERS, _built
+
+    assert _PARAMETERS == ("n_cycle", "ratio", "start", "stop", "shape", "ratio_zero", "period", "delay")
+    assert cyclical_beta(0, 100, n_cycle=1) == 0.0  # cached with n_cycle=1 ...
+    with pytest.raises(TypeError, match=r"`n_cycle` must be an int >= 1, got True of type bool"):
+        cyclical_beta(0, 100, n_cycle=True)  # ... which must not answer for True (1 == True)
+    with pytest.raises(TypeError, match=r"`ratio` must be a real number, got \[0.5\] of type list"):
+        cyclical_beta(0, 100, ratio=[0.5])  # type: ignore[arg-type]  # unhashable: checked without the cache
+    _built.cache_clear()
+    for t in range(50):
+        cyclical_beta(t, 100, n_cycle=3, ratio=0.4)
+    assert _built.cache_info().misses == 1  # validated once, not at every step
