@@ -34,14 +34,13 @@ import dataclasses
 import functools
 import itertools
 import math
-import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, cast, get_args
 
 import numpy as np
 import numpy.typing as npt
 
-from lightning_kl_anneal._checks import check_choice, check_int, check_real
+from lightning_kl_anneal._checks import check_boundaries, check_choice, check_int, check_real
 
 __all__ = [
     "PHASES",
@@ -759,7 +758,7 @@ class JoinedSchedule:
                 f"{len(schedules)} schedules), got {len(boundaries)}: {list(boundaries)}"
             )
         object.__setattr__(self, "schedules", schedules)
-        object.__setattr__(self, "boundaries", _check_boundaries(boundaries))
+        object.__setattr__(self, "boundaries", check_boundaries("boundaries", boundaries))
 
     @property
     def needs_total(self) -> bool:
@@ -808,21 +807,6 @@ class JoinedSchedule:
                 values_of = getattr(part, "values", None)
                 out[begin:end] = values_of(span) if callable(values_of) else [part(s, span) for s in range(span)]
         return out
-
-
-def _check_boundaries(boundaries: tuple[Any, ...]) -> tuple[int, ...] | tuple[float, ...]:
-    accepted = "steps (ints >= 0) or fractions of the run (floats in (0, 1)), strictly increasing"
-    if all(isinstance(b, numbers.Integral) and not isinstance(b, bool) for b in boundaries):
-        steps = tuple(int(b) for b in boundaries)
-        if any(b < 0 for b in steps) or any(b >= c for b, c in itertools.pairwise(steps)):
-            raise ValueError(f"`boundaries` must be {accepted}, got {list(boundaries)}")
-        return steps
-    if all(isinstance(b, numbers.Real) and not isinstance(b, (bool, numbers.Integral)) for b in boundaries):
-        fractions = tuple(float(b) for b in boundaries)
-        if any(not 0.0 < b < 1.0 for b in fractions) or any(b >= c for b, c in itertools.pairwise(fractions)):
-            raise ValueError(f"`boundaries` must be {accepted}, got {list(boundaries)}")
-        return fractions
-    raise TypeError(f"`boundaries` must be {accepted}, not a mix of both or other types, got {list(boundaries)}")
 
 
 def join_schedules(schedules: Sequence[ScheduleFn], boundaries: Sequence[int] | Sequence[float]) -> JoinedSchedule:
