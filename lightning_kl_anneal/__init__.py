@@ -21,7 +21,9 @@ from lightning_kl_anneal.posterior import BatchNormPosterior
 from lightning_kl_anneal.schedules import (
     PHASES,
     SHAPES,
+    ConstantSchedule,
     CyclicalSchedule,
+    JoinedSchedule,
     Phase,
     Shape,
     cycle_length,
@@ -32,6 +34,7 @@ from lightning_kl_anneal.schedules import (
     frange_cycle_cosine,
     frange_cycle_linear,
     frange_cycle_sigmoid,
+    join_schedules,
 )
 from lightning_kl_anneal.selection import PlateauEarlyStopping, PlateauModelCheckpoint
 
@@ -43,9 +46,11 @@ __all__ = [
     "SHAPES",
     "ActiveUnits",
     "BatchNormPosterior",
+    "ConstantSchedule",
     "CyclicalKLAnnealing",
     "CyclicalSchedule",
     "FreeBitsMode",
+    "JoinedSchedule",
     "KLPerDimension",
     "LatentCollapseError",
     "LatentMonitor",
@@ -70,5 +75,6 @@ __all__ = [
     "frange_cycle_sigmoid",
     "free_bits_kl",
     "gaussian_kl",
+    "join_schedules",
     "mutual_information",
 ]

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lightning_kl_anneal.schedules import SHAPES, CyclicalSchedule
+from lightning_kl_anneal.schedules import _PARAMETERS, SHAPES, CyclicalSchedule
 
 
 def _cycles(text: str) -> int | None:
@@ -68,9 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     cycles = args.n_cycle if args.command == "plot" else [args.n_cycle]
-    options = {"shape": args.shape, "ratio_zero": args.ratio_zero, "delay": args.delay, "period": args.period}
+    # The flags' destinations are the schedule's parameter names (--ratio-zero -> ratio_zero).
+    options = {name: value for name, value in vars(args).items() if name in _PARAMETERS and name != "n_cycle"}
     try:
-        schedules = [CyclicalSchedule(m, args.ratio, args.start, args.stop, **options) for m in cycles]
+        schedules = [CyclicalSchedule(m, **options) for m in cycles]
         curves = [schedule.values(args.total_steps) for schedule in schedules]
     except (TypeError, ValueError) as err:
         # Name the flag the user typed, not the Python argument.
@@ -90,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     output = Path(args.output)
     if not output.suffix:
         output = output.with_suffix(".png")  # matplotlib would add it anyway: name the file really written
-    fig = plot_schedules(args.total_steps, args.n_cycle, args.ratio, args.start, args.stop, unit=args.unit, **options)
+    fig = plot_schedules(args.total_steps, args.n_cycle, unit=args.unit, **options)
     try:
         fig.savefig(output, dpi=120)
     except (OSError, ValueError) as err:

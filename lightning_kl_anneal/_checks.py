@@ -12,6 +12,7 @@ everywhere a number is expected.
 
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
 from collections.abc import Collection
@@ -20,7 +21,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torch import Tensor
 
-__all__ = ["check_choice", "check_flag", "check_int", "check_name", "check_positive", "check_real", "check_rows"]
+__all__ = [
+    "check_boundaries",
+    "check_choice",
+    "check_flag",
+    "check_int",
+    "check_name",
+    "check_positive",
+    "check_real",
+    "check_rows",
+]
 
 
 def _or_none(optional: bool) -> str:
@@ -124,6 +134,31 @@ def check_flag(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise _wrong_type(name, value, "True or False")
     return value
+
+
+def check_boundaries(name: str, values: tuple[Any, ...]) -> tuple[int, ...] | tuple[float, ...]:
+    """``values`` as strictly increasing steps (ints >= 0) or fractions of a run (floats in (0, 1)), not a mix.
+
+    Example:
+        >>> check_boundaries("boundaries", (0.25, 0.5))
+        (0.25, 0.5)
+        >>> check_boundaries("boundaries", (5, 3))
+        Traceback (most recent call last):
+        ...
+        ValueError: `boundaries` must be steps (ints >= 0) or fractions of the run (floats in (0, 1)), strictly increasing, got [5, 3]
+    """
+    accepted = "steps (ints >= 0) or fractions of the run (floats in (0, 1)), strictly increasing"
+    if all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in values):
+        steps = tuple(int(v) for v in values)
+        if any(v < 0 for v in steps) or any(a >= b for a, b in itertools.pairwise(steps)):
+            raise ValueError(f"`{name}` must be {accepted}, got {list(values)}")
+        return steps
+    if all(isinstance(v, numbers.Real) and not isinstance(v, (bool, numbers.Integral)) for v in values):
+        fractions = tuple(float(v) for v in values)
+        if any(not 0.0 < v < 1.0 for v in fractions) or any(a >= b for a, b in itertools.pairwise(fractions)):
+            raise ValueError(f"`{name}` must be {accepted}, got {list(values)}")
+        return fractions
+    raise TypeError(f"`{name}` must be {accepted}, not a mix of both or other types, got {list(values)}")
 
 
 def check_choice(name: str, value: Any, choices: Collection[Any]) -> Any:

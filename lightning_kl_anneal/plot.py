@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lightning_kl_anneal.schedules import CyclicalSchedule, Shape
+from lightning_kl_anneal.schedules import Shape, _schedule_from
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -60,12 +60,10 @@ def plot_schedules(
         >>> len(fig.axes)
         2
     """
+    arguments = locals()  # the schedule's parameters, as this function's signature names them
     if not n_cycles:
         raise ValueError(f"`n_cycles` must name at least one cycle count, got {n_cycles!r}")
-    schedules = [
-        CyclicalSchedule(m, ratio, start, stop, shape=shape, ratio_zero=ratio_zero, period=period, delay=delay)
-        for m in n_cycles
-    ]
+    schedules = [_schedule_from(arguments, n_cycle=m) for m in n_cycles]
     curves = [schedule.values(total_steps) for schedule in schedules]  # every error before any drawing
     plt = _pyplot()
     fig, axes = plt.subplots(len(n_cycles), 1, figsize=(7, 1.9 * len(n_cycles) + 0.4), sharex=True, squeeze=False)

@@ -29,19 +29,25 @@ correct for free in :class:`~lightning_kl_anneal.CyclicalKLAnnealing`.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import functools
+import itertools
 import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, cast, get_args
 
 import numpy as np
 import numpy.typing as npt
 
-from lightning_kl_anneal._checks import check_choice, check_int, check_real
+from lightning_kl_anneal._checks import check_boundaries, check_choice, check_int, check_real
 
 __all__ = [
     "PHASES",
     "SHAPES",
+    "ConstantSchedule",
     "CyclicalSchedule",
+    "JoinedSchedule",
     "Phase",
     "Shape",
     "cycle_length",
@@ -52,6 +58,7 @@ __all__ = [
     "frange_cycle_cosine",
     "frange_cycle_linear",
     "frange_cycle_sigmoid",
+    "join_schedules",
     "validate_schedule_args",
 ]
 
@@ -112,28 +119,16 @@ def validate_schedule_args(
         ...
         ValueError: `n_cycle`=20 cycles need more than 20 steps, but the schedule has 10 (`total_steps`=10 minus `delay`=0); every cycle would be one step long and β would never leave `start`. Use fewer cycles or more steps.
     """
-    if n_cycle is None:
-        if period is None:
-            raise ValueError("`n_cycle=None` (cycles forever) needs `period=`, the length of one cycle")
-    else:
-        check_int("n_cycle", n_cycle, 1)
-    ratio = check_real("ratio", ratio, finite=False)
-    if not 0.0 < ratio <= 1.0:
-        raise ValueError(f"`ratio` must be in (0, 1], got {ratio!r}")
-    start = check_real("start", start)
-    stop = check_real("stop", stop)
-    if check_choice("shape", shape, SHAPES) == "log":
-        _check_log_range(start, stop)
-    ratio_zero = check_real("ratio_zero", ratio_zero, finite=False)
-    if not 0.0 <= ratio_zero < ratio:
-        raise ValueError(f"`ratio_zero` must be in [0, ratio) = [0, {ratio}), got {ratio_zero!r}")
-    delay = check_int("delay", delay, 0)
-    if period is not None:
-        check_int("period", period, 2)  # a cycle of one step never leaves `start`
+    _check_total(_schedule_from(locals()), total_steps)
+
+
+def _check_total(schedule: CyclicalSchedule, total_steps: int | None) -> int | None:
+    """``T`` as an int (None passes), checked against the schedule where ``T`` sets the cycles."""
     if total_steps is not None:
         total_steps = check_int("total_steps", total_steps, 1)
-        if period is None:
-            _check_span(total_steps, n_cycle, delay)  # type: ignore[arg-type]
+        if schedule.period is None:
+            _check_span(total_steps, schedule.n_cycle, schedule.delay)  # type: ignore[arg-type]
+    return total_steps
 
 
 def _check_log_range(start: float, stop: float) -> None:
@@ -221,6 +216,13 @@ def _last_cycle(total_steps: int | None, n_cycle: int | None, delay: int, period
         return None if n_cycle is None else n_cycle - 1
     span = total_steps - delay  # type: ignore[operator]
     return -(-span // _period(span, n_cycle)) - 1  # type: ignore[arg-type]
+
+
+def _functional_args(schedule: CyclicalSchedule, step: object, total_steps: int | None) -> tuple[int, int | None]:
+    """The pure functions' checks of one call: ``T`` as :func:`validate_schedule_args` checks it, then the step."""
+    total_steps = _check_total(schedule, total_steps)
+    _check_step_args(step, total_steps, schedule.period)
+    return int(step), total_steps  # type: ignore[call-overload]
 
 
 def _check_step_args(step: object, total_steps: int | None, period: int | None) -> None:
@@ -360,38 +362,8 @@ def cyclical_beta(
         >>> [cyclical_beta(t, 4, n_cycle=1, ratio=1.0, start=1e-4, shape="log") for t in range(5)]
         [0.0001, 0.001, 0.01, 0.1, 1.0]
     """
-    validate_schedule_args(n_cycle, ratio, start, stop, shape, ratio_zero, total_steps, delay=delay, period=period)
-    _check_step_args(step, total_steps, period)
-    return _beta(
-        int(step), None if total_steps is None else int(total_steps), None if n_cycle is None else int(n_cycle),
-        float(ratio), float(start), float(stop), shape, float(ratio_zero), int(delay), None if period is None else int(period),
-    )  # fmt: skip
-
-
-def _beta(
-    step: int,
-    total_steps: int | None,
-    n_cycle: int | None,
-    ratio: float,
-    start: float,
-    stop: float,
-    shape: str,
-    ratio_zero: float,
-    delay: int = 0,
-    period: int | None = None,
-) -> float:
-    """:func:`cyclical_beta` without argument checks, for callers that validated once (the callback)."""
-    if step < delay:
-        return start
-    tau = _locate(step, total_steps, n_cycle, delay, period)[1]  # 1.0 past the last cycle: the plateau
-    if tau >= ratio:
-        return stop
-    if tau < ratio_zero:
-        return start
-    u = (tau - ratio_zero) / (ratio - ratio_zero)
-    if shape == "log":
-        return start * (stop / start) ** u
-    return start + (stop - start) * _ramp(u, shape)
+    schedule = _schedule_from(locals())
+    return schedule._value(*_functional_args(schedule, step, total_steps))
 
 
 def cyclical_phase(
@@ -426,23 +398,8 @@ def cyclical_phase(
         >>> [cyclical_phase(t, 4, n_cycle=1, ratio=1.0) for t in range(5)]
         ['ramp', 'ramp', 'ramp', 'final', 'final']
     """
-    validate_schedule_args(n_cycle, ratio, 0.0, 1.0, "linear", ratio_zero, total_steps, delay=delay, period=period)
-    _check_step_args(step, total_steps, period)
-    return _phase(int(step), total_steps, n_cycle, float(ratio), delay, period)
-
-
-def _phase(
-    step: int, total_steps: int | None, n_cycle: int | None, ratio: float, delay: int, period: int | None
-) -> Phase:
-    """:func:`cyclical_phase` without argument checks."""
-    if step < delay:
-        return "delay"
-    cycle, tau = _locate(step, total_steps, n_cycle, delay, period)
-    if cycle < 0:
-        return "final"
-    if tau < ratio and not (ratio == 1.0 and _ends_full_cycle(step - delay, total_steps, n_cycle, delay, period)):
-        return "ramp"
-    return "final" if cycle == _last_cycle(total_steps, n_cycle, delay, period) else "plateau"
+    schedule = _schedule_from(locals())
+    return schedule._phase(*_functional_args(schedule, step, total_steps))
 
 
 def _ends_full_cycle(step: int, total_steps: int | None, n_cycle: int | None, delay: int, period: int | None) -> bool:
@@ -455,25 +412,6 @@ def _ends_full_cycle(step: int, total_steps: int | None, n_cycle: int | None, de
         return step % period == period - 1
     span = total_steps - delay  # type: ignore[operator]
     return (step % _period(span, n_cycle) + 1) * n_cycle >= span  # type: ignore[arg-type,operator]
-
-
-def _cycle_values(
-    tau: npt.NDArray[np.float64], ratio: float, start: float, stop: float, shape: str, ratio_zero: float
-) -> npt.NDArray[np.float64]:
-    """β at positions ``tau`` of one cycle, with the same floating-point operations as :func:`_beta`."""
-    beta = tau - ratio_zero
-    beta /= ratio - ratio_zero
-    np.clip(beta, 0.0, 1.0, out=beta)
-    if shape == "log":
-        np.power(stop / start, beta, out=beta)
-        beta *= start
-    else:
-        _ramp_array_(beta, shape)
-        beta *= stop - start
-        beta += start
-    beta[tau >= ratio] = stop
-    beta[tau < ratio_zero] = start
-    return beta
 
 
 def cyclical_schedule(
@@ -508,27 +446,7 @@ def cyclical_schedule(
         >>> cyclical_schedule(10, n_cycle=2, period=4, delay=1).tolist()
         [0.0, 0.0, 0.5, 1.0, 1.0, 0.0, 0.5, 1.0, 1.0, 1.0]
     """
-    validate_schedule_args(n_cycle, ratio, start, stop, shape, ratio_zero, total_steps, delay=delay, period=period)
-    # β depends on t only through the position in its cycle: compute one cycle, then repeat it.
-    out = np.empty(total_steps, dtype=np.float64)
-    head = min(delay, total_steps)
-    out[:head] = start
-    rest = total_steps - head
-    if rest == 0:
-        return out
-    if period is None:
-        cycles = cast(int, n_cycle)  # validated above: an int whenever `period` is None
-        length = _period(rest, cycles)
-        tau = np.arange(length, dtype=np.float64)  # exact integers: length < 2**53
-        tau *= cycles
-        tau /= rest
-    else:
-        tau = np.arange(period, dtype=np.float64)
-        tau /= period
-    out[head:] = np.resize(_cycle_values(tau, ratio, start, stop, shape, ratio_zero), rest)
-    if period is not None and n_cycle is not None:
-        out[head + n_cycle * period :] = stop
-    return out
+    return _schedule_from(locals()).values(total_steps)
 
 
 # ----------------------------------------------------------------------------- the schedule object
@@ -583,17 +501,27 @@ class CyclicalSchedule:
     delay: int = 0
 
     def __post_init__(self) -> None:
-        validate_schedule_args(
-            self.n_cycle, self.ratio, self.start, self.stop, self.shape, self.ratio_zero,
-            delay=self.delay, period=self.period,
-        )  # fmt: skip
-        # Plain Python numbers (numpy scalars in, floats out), so values and checkpoints hold plain types.
-        for name, kind in (("n_cycle", int), ("ratio", float), ("start", float), ("stop", float)):
-            if getattr(self, name) is not None:
-                object.__setattr__(self, name, kind(getattr(self, name)))
-        for name, kind in (("ratio_zero", float), ("period", int), ("delay", int)):
-            if getattr(self, name) is not None:
-                object.__setattr__(self, name, kind(getattr(self, name)))
+        # The one place the parameters are checked (every function of this module builds a schedule). Each is
+        # kept as a plain Python number (numpy scalars in, floats out), so values and checkpoints hold plain types.
+        keep = functools.partial(object.__setattr__, self)
+        if self.n_cycle is None:
+            if self.period is None:
+                raise ValueError("`n_cycle=None` (cycles forever) needs `period=`, the length of one cycle")
+        else:
+            keep("n_cycle", check_int("n_cycle", self.n_cycle, 1))
+        keep("ratio", check_real("ratio", self.ratio, finite=False))
+        if not 0.0 < self.ratio <= 1.0:
+            raise ValueError(f"`ratio` must be in (0, 1], got {self.ratio!r}")
+        keep("start", check_real("start", self.start))
+        keep("stop", check_real("stop", self.stop))
+        if check_choice("shape", self.shape, SHAPES) == "log":
+            _check_log_range(self.start, self.stop)
+        keep("ratio_zero", check_real("ratio_zero", self.ratio_zero, finite=False))
+        if not 0.0 <= self.ratio_zero < self.ratio:
+            raise ValueError(f"`ratio_zero` must be in [0, ratio) = [0, {self.ratio}), got {self.ratio_zero!r}")
+        keep("delay", check_int("delay", self.delay, 0))
+        if self.period is not None:
+            keep("period", check_int("period", self.period, 2))  # a cycle of one step never leaves `start`
 
     @property
     def needs_total(self) -> bool:
@@ -616,10 +544,17 @@ class CyclicalSchedule:
 
     def _value(self, step: int, total_steps: int | None) -> float:
         """β without argument checks, for the callback's per-step path (its checks ran once per fit)."""
-        return _beta(
-            step, total_steps, self.n_cycle, self.ratio, self.start, self.stop,
-            self.shape, self.ratio_zero, self.delay, self.period,
-        )  # fmt: skip
+        if step < self.delay:
+            return self.start
+        tau = _locate(step, total_steps, self.n_cycle, self.delay, self.period)[1]  # 1.0 past the last cycle
+        if tau >= self.ratio:
+            return self.stop
+        if tau < self.ratio_zero:
+            return self.start
+        u = (tau - self.ratio_zero) / (self.ratio - self.ratio_zero)
+        if self.shape == "log":
+            return self.start * (self.stop / self.start) ** u
+        return self.start + (self.stop - self.start) * _ramp(u, self.shape)
 
     def phase(self, step: int, total_steps: int | None = None) -> Phase | None:
         """:func:`cyclical_phase` at ``step``; None where ``T`` is needed and not given (the phase is unknown)."""
@@ -630,11 +565,65 @@ class CyclicalSchedule:
             total_steps = check_int("total_steps", total_steps, 1)
             if self.delay >= total_steps:
                 raise ValueError(f"`delay`={self.delay} must be smaller than `total_steps`={total_steps}")
-        return _phase(step, total_steps, self.n_cycle, self.ratio, self.delay, self.period)
+        return self._phase(step, total_steps)
+
+    def _phase(self, step: int, total_steps: int | None) -> Phase:
+        """:func:`cyclical_phase` without argument checks."""
+        n_cycle, delay, period = self.n_cycle, self.delay, self.period
+        if step < delay:
+            return "delay"
+        cycle, tau = _locate(step, total_steps, n_cycle, delay, period)
+        if cycle < 0:
+            return "final"
+        if tau < self.ratio and not (
+            self.ratio == 1.0 and _ends_full_cycle(step - delay, total_steps, n_cycle, delay, period)
+        ):
+            return "ramp"
+        return "final" if cycle == _last_cycle(total_steps, n_cycle, delay, period) else "plateau"
 
     def values(self, total_steps: int) -> npt.NDArray[np.float64]:
-        """β at steps ``0 .. total_steps - 1``: :func:`cyclical_schedule` with these parameters."""
-        return cyclical_schedule(total_steps, **self._parameters(), delay=self.delay, period=self.period)
+        """β at steps ``0 .. total_steps - 1``: :func:`cyclical_schedule` with these parameters.
+
+        With ``period`` set, ``total_steps`` is only the length of the array.
+        """
+        total_steps = check_int("total_steps", total_steps, 1)
+        _check_total(self, total_steps)
+        # β depends on t only through the position in its cycle: compute one cycle, then repeat it.
+        out = np.empty(total_steps, dtype=np.float64)
+        head = min(self.delay, total_steps)
+        out[:head] = self.start
+        rest = total_steps - head
+        if rest == 0:
+            return out
+        if self.period is None:
+            cycles = cast(int, self.n_cycle)  # validated: an int whenever `period` is None
+            tau = np.arange(_period(rest, cycles), dtype=np.float64)  # exact integers: length < 2**53
+            tau *= cycles
+            tau /= rest
+        else:
+            tau = np.arange(self.period, dtype=np.float64)
+            tau /= self.period
+        out[head:] = np.resize(self._cycle_values(tau), rest)
+        if self.period is not None and self.n_cycle is not None:
+            out[head + self.n_cycle * self.period :] = self.stop
+        return out
+
+    def _cycle_values(self, tau: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """β at positions ``tau`` of one cycle, with the same floating-point operations as :meth:`_value`."""
+        start, stop, ratio, ratio_zero = self.start, self.stop, self.ratio, self.ratio_zero
+        beta = tau - ratio_zero
+        beta /= ratio - ratio_zero
+        np.clip(beta, 0.0, 1.0, out=beta)
+        if self.shape == "log":
+            np.power(stop / start, beta, out=beta)
+            beta *= start
+        else:
+            _ramp_array_(beta, self.shape)
+            beta *= stop - start
+            beta += start
+        beta[tau >= ratio] = stop
+        beta[tau < ratio_zero] = start
+        return beta
 
     def length(self, total_steps: int | None = None) -> int | None:
         """Steps after which β holds ``stop`` for good: ``T``, or ``delay + n_cycle * period``; None: endless.
@@ -647,8 +636,224 @@ class CyclicalSchedule:
             return None if total_steps is None else check_int("total_steps", total_steps, 1)
         return None if self.n_cycle is None else self.delay + self.n_cycle * self.period
 
-    def _parameters(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("period", "delay")}
+
+#: The schedule's parameters, in the order of its fields; written out once, as :class:`CyclicalSchedule`'s fields.
+_PARAMETERS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(CyclicalSchedule))
+
+
+def _schedule_from(arguments: Mapping[str, Any], **override: Any) -> CyclicalSchedule:
+    """The :class:`CyclicalSchedule` of the schedule parameters found in ``arguments``, e.g. a function's own
+    arguments (``locals()`` as its first statement) or parsed command-line flags; other names are ignored.
+
+    Example:
+        >>> _schedule_from({"ratio": 0.25, "total_steps": 100, "unit": "step"}, n_cycle=2)
+        CyclicalSchedule(n_cycle=2, ratio=0.25, start=0.0, stop=1.0, shape='linear', ratio_zero=0.0, period=None, delay=0)
+    """
+    parameters = {**{name: arguments[name] for name in _PARAMETERS if name in arguments}, **override}
+    values = tuple(parameters.values())
+    try:
+        hash(values)
+    except TypeError:  # an unhashable argument: built (and refused, with the reason) without the cache
+        return CyclicalSchedule(**parameters)
+    return _built(tuple(parameters), *values)
+
+
+@functools.lru_cache(maxsize=256, typed=True)  # typed: `n_cycle=True` is not `n_cycle=1`, and fails as it should
+def _built(names: tuple[str, ...], *values: Any) -> CyclicalSchedule:
+    """One frozen schedule per configuration, so a pure function called every step validates it once."""
+    return CyclicalSchedule(**dict(zip(names, values)))
+
+
+# ----------------------------------------------------------------------------- schedules that compose
+
+ScheduleFn = Callable[[int, "int | None"], float]
+
+
+@dataclasses.dataclass(frozen=True)
+class ConstantSchedule:
+    """One value at every step, with a declared phase: a tail or a hold to join with other schedules.
+
+    optax's ``constant_schedule``, with the phase that the plateau-aware callbacks and
+    :class:`~lightning_kl_anneal.LatentMonitor` read: ``"final"`` by default (nothing left to rise; inside
+    :func:`join_schedules`, before another part, it reads ``"plateau"``), ``"delay"`` for a hold that
+    selection should not count (β = 0 before a warm-up).
+
+    Args:
+        value: the value, finite.
+        phase_name: the phase of every step, one of :data:`PHASES`.
+
+    Example:
+        >>> tail = ConstantSchedule(1.0)
+        >>> tail(0, 100), tail(10**6, None), tail.phase(5, None)
+        (1.0, 1.0, 'final')
+        >>> ConstantSchedule(0.0, phase_name="delay").values(3).tolist()
+        [0.0, 0.0, 0.0]
+    """
+
+    value: float
+    phase_name: Phase = "final"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "value", check_real("value", self.value))
+        check_choice("phase_name", self.phase_name, PHASES)
+
+    needs_total = False  #: the value does not depend on ``T``
+
+    def __call__(self, step: int, total_steps: int | None = None) -> float:
+        """``value``, whatever the step."""
+        return self.value
+
+    def phase(self, step: int, total_steps: int | None = None) -> Phase:
+        """``phase_name``, whatever the step."""
+        return self.phase_name
+
+    def values(self, total_steps: int) -> npt.NDArray[np.float64]:
+        """``value`` at steps ``0 .. total_steps - 1``."""
+        return np.full(check_int("total_steps", total_steps, 1), self.value)
+
+
+@functools.lru_cache(maxsize=64)
+def _resolve_edges(boundaries: tuple[float, ...], total_steps: int | None) -> tuple[int, ...]:
+    """Boundaries as steps: ints as they are; fractions of ``T`` rounded to the nearest step, checked against ``T``."""
+    fractions = isinstance(boundaries[0], float)
+    if fractions:
+        if total_steps is None:
+            raise ValueError(
+                f"`boundaries`={list(boundaries)} are fractions of the run, so `total_steps` is needed; "
+                "pass steps (ints) to join schedules in a run of unknown length"
+            )
+        edges = tuple(int(b * total_steps + 0.5) for b in boundaries)
+    else:
+        edges = cast("tuple[int, ...]", boundaries)
+    if total_steps is not None:
+        parts = [edges[0], *(b - a for a, b in itertools.pairwise(edges)), total_steps - edges[-1]]
+        if (min(parts) if fractions else parts[-1]) < 1:  # int boundaries may start at 0, as optax's
+            raise ValueError(
+                f"`boundaries`={list(boundaries)} fall on steps {list(edges)} of a run of `total_steps`={total_steps}, "
+                "which leaves a schedule no step; use fewer parts, boundaries further apart, or a longer run"
+            )
+    return edges
+
+
+@dataclasses.dataclass(frozen=True)
+class JoinedSchedule:
+    """Schedules one after another, each seeing the step counted from its own start: see :func:`join_schedules`."""
+
+    schedules: tuple[ScheduleFn, ...]
+    boundaries: tuple[int, ...] | tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        schedules, boundaries = tuple(self.schedules), tuple(self.boundaries)
+        if not schedules:
+            raise ValueError("`schedules` must name at least one schedule, got none")
+        for i, part in enumerate(schedules):
+            if not callable(part):
+                raise TypeError(
+                    f"`schedules[{i}]` must be callable as schedule(step, total_steps), "
+                    f"got {part!r} of type {type(part).__name__}"
+                )
+        if len(boundaries) != len(schedules) - 1:
+            raise ValueError(
+                f"`boundaries` must hold one step per schedule after the first ({len(schedules) - 1} for "
+                f"{len(schedules)} schedules), got {len(boundaries)}: {list(boundaries)}"
+            )
+        object.__setattr__(self, "schedules", schedules)
+        object.__setattr__(self, "boundaries", check_boundaries("boundaries", boundaries))
+
+    @property
+    def needs_total(self) -> bool:
+        """Whether ``T`` is needed: for fractions of the run, or when the last part needs it."""
+        return bool(self._fractions or getattr(self.schedules[-1], "needs_total", False))
+
+    @property
+    def _fractions(self) -> bool:
+        return bool(self.boundaries) and isinstance(self.boundaries[0], float)
+
+    def _locate(self, step: Any, total_steps: Any) -> tuple[int, int, int | None]:
+        """``(part index, step within the part, the part's total)``."""
+        step = check_int("step", step, 0)
+        total = check_int("total_steps", total_steps, 1, optional=True)
+        if not self.boundaries:
+            return 0, step, total
+        edges = _resolve_edges(self.boundaries, total)
+        i = bisect.bisect_right(edges, step)
+        begin = edges[i - 1] if i else 0
+        if i < len(edges):
+            return i, step - begin, edges[i] - begin
+        return i, step - begin, None if total is None else total - begin
+
+    def __call__(self, step: int, total_steps: int | None = None) -> float:
+        """The active part's value at the step counted from its start, with the part's own length as its ``T``."""
+        i, local, total = self._locate(step, total_steps)
+        return float(self.schedules[i](local, total))
+
+    def phase(self, step: int, total_steps: int | None = None) -> Phase | None:
+        """The active part's phase (None if it has none); a part's ``"final"`` reads ``"plateau"`` before the last part."""
+        i, local, total = self._locate(step, total_steps)
+        phase_of = getattr(self.schedules[i], "phase", None)
+        if not callable(phase_of):
+            return None
+        phase: Phase | None = phase_of(local, total)
+        return "plateau" if phase == "final" and i < len(self.schedules) - 1 else phase
+
+    def values(self, total_steps: int) -> npt.NDArray[np.float64]:
+        """The value at steps ``0 .. total_steps - 1``; parts with a ``values`` method are asked for their stretch."""
+        total = check_int("total_steps", total_steps, 1)
+        edges = _resolve_edges(self.boundaries, total) if self.boundaries else ()
+        out = np.empty(total, dtype=np.float64)
+        for part, begin, end in zip(self.schedules, (0, *edges), (*edges, total)):
+            span = end - begin
+            if span > 0:
+                values_of = getattr(part, "values", None)
+                out[begin:end] = values_of(span) if callable(values_of) else [part(s, span) for s in range(span)]
+        return out
+
+
+def join_schedules(schedules: Sequence[ScheduleFn], boundaries: Sequence[int] | Sequence[float]) -> JoinedSchedule:
+    """Chain schedules: ``schedules[i]`` runs from ``boundaries[i - 1]`` to ``boundaries[i]`` (optax's semantics).
+
+    Each schedule sees the step counted from its own start, and as its ``total_steps`` the length of its
+    own stretch: ``boundaries[i] - boundaries[i - 1]`` (``boundaries[0]`` for the first), and for the last
+    one the rest of the run, ``T - boundaries[-1]`` (None while ``T`` is unknown). So a
+    :class:`CyclicalSchedule` fits its cycles into its stretch, as it fits them into a whole run alone.
+
+    ``boundaries`` are steps (ints) or, since a run's length is often not known when it is configured,
+    fractions of the run (floats in (0, 1), e.g. ``[0.25]``: the second schedule starts a quarter of the
+    way in), rounded to the nearest step once ``T`` is known; not a mix of both. With fractions every
+    part must get at least one step of the run.
+
+    Phases: :meth:`JoinedSchedule.phase` is the active part's ``phase`` when it has one (None otherwise),
+    so :class:`~lightning_kl_anneal.PlateauModelCheckpoint`, ``PlateauEarlyStopping`` and
+    :class:`~lightning_kl_anneal.LatentMonitor` follow the parts through ``ScheduledAttribute``. A part's
+    ``"final"`` reads ``"plateau"`` while another part is to come: the joined schedule may still ramp.
+
+    The result is frozen and picklable when its parts are (module-level functions, ``CyclicalSchedule``,
+    :class:`ConstantSchedule`, ``functools.partial``; not lambdas). ``needs_total`` is True when the
+    boundaries are fractions or the last part needs ``T``.
+
+    Args:
+        schedules: one or more ``schedule(step, total_steps) -> float`` callables.
+        boundaries: ``len(schedules) - 1`` strictly increasing steps (>= 0) or fractions in (0, 1).
+
+    Returns:
+        A :class:`JoinedSchedule`: ``__call__(step, total_steps)``, ``phase(step, total_steps)``,
+        ``values(total_steps)``, ``needs_total``.
+
+    Raises:
+        TypeError: a schedule that is not callable; boundaries that are neither all ints nor all floats.
+        ValueError: the wrong number of boundaries, or boundaries out of range or not increasing; when
+            called, fractions without ``T``, or a ``T`` that leaves a part no step.
+
+    Example:
+        >>> warmup_then_cycles = join_schedules([CyclicalSchedule(n_cycle=1), CyclicalSchedule(n_cycle=2)], [4])
+        >>> warmup_then_cycles.values(12).tolist()
+        [0.0, 0.5, 1.0, 1.0, 0.0, 0.5, 1.0, 1.0, 0.0, 0.5, 1.0, 1.0]
+        >>> warmup_then_cycles.phase(3, 12), warmup_then_cycles.phase(11, 12)
+        ('plateau', 'final')
+        >>> join_schedules([CyclicalSchedule(n_cycle=1), ConstantSchedule(1.0)], [0.5])(50, 100)
+        1.0
+    """
+    return JoinedSchedule(tuple(schedules), tuple(boundaries))
 
 
 # ----------------------------------------------------------------------------- drop-ins

@@ -180,6 +180,8 @@ def test_lr_restarts_follow_a_cosine_per_cycle(tiny_dm: DialogDataModule) -> Non
     trainer.fit(model, datamodule=tiny_dm)
     cosine = [0.5 * (1 + math.cos(math.pi * t / 4)) for t in range(4)]
     assert rec.lrs == pytest.approx([0.01 * c for c in cosine * 2])
+    assert rec.lrs == pytest.approx([0.01, 0.0085355339, 0.005, 0.0014644661] * 2)  # by hand; restarts at step 4
+    assert isinstance(trainer.lr_scheduler_configs[0].scheduler, torch.optim.lr_scheduler.CosineAnnealingWarmRestarts)
 
 
 def test_lr_restarts_every_period(tiny_dm: DialogDataModule) -> None:
@@ -197,6 +199,7 @@ def test_lr_restarts_every_period(tiny_dm: DialogDataModule) -> None:
     trainer.fit(model, datamodule=tiny_dm)
     cosine = [0.5 * (1 + math.cos(math.pi * t / 3)) for t in range(3)]
     assert rec.lrs == pytest.approx([0.01 * c for c in (cosine * 3)[:7]])
+    assert rec.lrs == pytest.approx([0.01, 0.0075, 0.0025] * 2 + [0.01])  # by hand: cos(pi/3) = 1/2; restarts at 3, 6
     with pytest.raises(ValueError, match="both set the restarts"):
         DialogCVAE(vocab_size=tiny_dm.vocab_size, lr_restart_cycles=2, lr_restart_period=3, **TINY)
     with pytest.raises(ValueError, match="`lr_restart_period` must be an int >= 2"):
@@ -651,10 +654,10 @@ def test_readme_tables_are_generated_from_the_committed_results(readme: str) -> 
 
 
 def test_provenance_commit_ignores_documentation_edits(tmp_path) -> None:
-    from examples.dialog_cvae import provenance
+    from examples import _runs  # the shared provenance of both examples' results
 
-    assert re.fullmatch("[0-9a-f]{40}(\\+dirty)?", provenance.git_commit())
-    assert provenance._CODE == ("*.py", "*.yaml", "*.toml")
+    assert re.fullmatch("[0-9a-f]{40}(\\+dirty)?", _runs.git_commit())
+    assert _runs._CODE == ("*.py", "*.yaml", "*.toml")
 
 
 def test_readme_table_generator_detects_a_changed_cell(tmp_path) -> None:

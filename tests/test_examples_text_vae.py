@@ -13,8 +13,10 @@ import lightning as L
 import pytest
 import torch
 
+import examples._runs as runs_module
 import examples.text_vae.compare as compare_module
-from examples.text_vae.compare import Config, ProgressBoard, compare, parse_args, resolve_jobs, schedules
+from examples._runs import ProgressBoard, resolve_jobs
+from examples.text_vae.compare import Config, compare, parse_args, schedules
 from examples.text_vae.corpus import FACTORS, N_VALUES, generate_corpus, write_corpus
 from examples.text_vae.corpus_stats import STATS_PATH, measure
 from examples.text_vae.data import (
@@ -31,7 +33,15 @@ from examples.text_vae.data import (
 from examples.text_vae.metrics import linear_probe_accuracy, perplexity
 from examples.text_vae.model import TextVAE
 from examples.text_vae.train import main as train_main
-from lightning_kl_anneal import BatchNormPosterior, CyclicalKLAnnealing, active_units, gaussian_kl, mutual_information
+from lightning_kl_anneal import (
+    BatchNormPosterior,
+    CyclicalKLAnnealing,
+    LatentMonitor,
+    MisconfigurationException,
+    active_units,
+    gaussian_kl,
+    mutual_information,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"emb_dim": 8, "hidden_dim": 8, "latent_dim": 2}
@@ -390,11 +400,13 @@ def test_model_bad_arguments(kwargs: dict, match: str) -> None:
 
 
 def test_training_sees_scheduled_beta_and_evaluates_at_one(tmp_path: Path) -> None:
-    seen: dict[str, list[float]] = {"train": [], "val": []}
+    seen: dict[str, list[float]] = {"train": [], "val": [], "lr": []}
 
     class Spy(TextVAE):
         def _shared_step(self, batch, stage):  # type: ignore[override]
             seen["train" if stage == "train" else "val"].append(float(self.beta))
+            if stage == "train":
+                seen["lr"].append(self.optimizers().param_groups[0]["lr"])
             return super()._shared_step(batch, stage)
 
     dm = TextVAEDataModule(corpus_size=64, batch_size=16)
@@ -411,10 +423,12 @@ def test_training_sees_scheduled_beta_and_evaluates_at_one(tmp_path: Path) -> No
     assert seen["train"] == [0.0, 0.5, 1.0, 1.0] * 2  # T = 8 steps, 2 cycles
     assert set(seen["val"]) == {1.0}
     assert math.isfinite(trainer.callback_metrics["val/elbo"]) and "val/mi" in trainer.callback_metrics
-    # the optional cosine lr restarts with every beta cycle, on the callback's clock
-    factor = trainer.lr_scheduler_configs[0].scheduler.lr_lambdas[0]
-    expected = [0.5 * (1 + math.cos(math.pi * tau)) for tau in (0.0, 0.25, 0.5, 0.75)] * 2
-    assert [factor(step) for step in range(8)] == pytest.approx(expected)
+    # the optional cosine lr restarts with every beta cycle (steps 0 and 4): torch's warm restarts, T_0 = 8 / 2
+    scheduler = trainer.lr_scheduler_configs[0].scheduler
+    assert isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingWarmRestarts) and scheduler.T_0 == 4
+    expected = [0.5 * (1 + math.cos(math.pi * tau)) for tau in (0.0, 0.25, 0.5, 0.75)] * 2  # the former formula
+    hand = [1.0, 0.8535534, 0.5, 0.1464466] * 2  # (1 + cos(pi t / 4)) / 2, by hand
+    assert seen["lr"] == pytest.approx([1e-3 * f for f in expected]) == [1e-3 * f for f in hand]
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])
@@ -526,10 +540,9 @@ def test_compare_persistence_phase_holds_beta_at_one_for_every_row(tmp_path: Pat
          "--persist-epochs", "1", "--n-cycle", "2", "--corpus-size", "120", "--emb-dim", "8", "--hidden-dim", "8",
          "--latent-dim", "2", "--probe-size", "60", "--threads", "1", "--jobs", "1"]
     )  # fmt: skip
-    dm = compare_module.make_datamodule(cfg, 0)
     seen = {}
     for name, row in schedules(cfg).items():
-        res = compare_module.run_one(cfg, name, row, 0, dm, desc=name)
+        res = compare_module.run_one(cfg, name, row, 0)
         seen[name] = {step: beta for step, beta, _, _ in res["curve"]}  # global step after the step -> its beta
         assert res["metrics"]["step"] <= 8 < res["persist_metrics"]["step"] <= 12
     assert sorted(seen["cyclical"]) == list(range(1, 13))
@@ -606,10 +619,11 @@ def test_compare_rejects_bad_config(tmp_path: Path) -> None:
         compare(Config(out=str(tmp_path), seeds=[0, 1, 0]))
     with pytest.raises(ValueError, match="`delay` must be an int >= 0"):
         compare(Config(out=str(tmp_path), delay=-1))
-    # 120 sentences / 32 = 4 batches x 1 epoch: a delay of 4 leaves no step for the cycles; refused before any run
-    with pytest.raises(ValueError, match="`delay` must be smaller than the run's 4 training steps, got 4"):
-        compare(Config(out=str(tmp_path), delay=4, corpus_size=120, max_epochs=1, threads=0))
-    assert not (tmp_path / "logs" / "constant").exists()
+    # 120 sentences / 32 = 4 batches x 1 epoch: a delay of 4 leaves no step for the cycles; the library's callback
+    # refuses it before the row's first step (compare.py does not check it again)
+    with pytest.raises(MisconfigurationException, match=r"`delay`=4 must be smaller than the run's 4 steps"):
+        compare(Config(out=str(tmp_path), delay=4, rows=["delay+cyclical"], corpus_size=120, max_epochs=1, threads=0))
+    assert not list((tmp_path / "logs" / "delay+cyclical").rglob("*.csv")) and not (tmp_path / "results.json").exists()
 
 
 def test_delay_row_is_li_et_al_recipe() -> None:
@@ -682,7 +696,7 @@ def test_compare_worker_error_is_raised_in_the_parent(tmp_path: Path) -> None:
 
 def test_progress_board_numbers_lines_in_finishing_order(monkeypatch: pytest.MonkeyPatch) -> None:
     left: list[str] = []  # the lines left on the console (tqdm.write), without the bars' redraws
-    monkeypatch.setattr(compare_module.tqdm, "write", lambda s, file=None, end="\n", nolock=False: left.append(s))
+    monkeypatch.setattr(runs_module.tqdm, "write", lambda s, file=None, end="\n", nolock=False: left.append(s))
     board = ProgressBoard({0: "constant seed 0", 1: "monotonic seed 0", 2: "cyclical seed 0"})
     board.handle(("start", 0, 10))
     board.handle(("start", 1, 10))
@@ -720,8 +734,11 @@ def test_progress_board_numbers_lines_in_finishing_order(monkeypatch: pytest.Mon
     ],
 )
 def test_resolve_jobs(monkeypatch: pytest.MonkeyPatch, overrides: dict, cpus: int, runs: int, expected: int) -> None:
-    monkeypatch.setattr(compare_module, "usable_cpus", lambda: cpus)
-    assert resolve_jobs(Config(**overrides), runs) == expected
+    monkeypatch.setattr(runs_module, "usable_cpus", lambda: cpus)
+    cfg = Config(**overrides)
+    assert (
+        resolve_jobs(cfg.jobs, runs, threads=cfg.threads, accelerator=cfg.accelerator, devices=cfg.devices) == expected
+    )
 
 
 @pytest.mark.parametrize(
@@ -763,3 +780,21 @@ def test_compare_cli_rejects_bad_jobs(value: str, capsys: pytest.CaptureFixture[
         f"`jobs` must be an int >= 0 (runs trained at once; 0 = as many as the CPU cores allow), got '{value}'"
         in capsys.readouterr().err
     )
+
+
+def test_model_diagnostics_equal_latent_monitor_configured_alike() -> None:
+    """The model's val/kl, val/au, val/mi are LatentMonitor's latent/* with the model's MI settings (4 draws, all rows).
+
+    compare.py reports the model's values on the test split, where LatentMonitor (validation only) does not run;
+    this pins that the two are one computation, so the table's numbers do not depend on which one reports them.
+    """
+    dm = TextVAEDataModule(corpus_size=200, batch_size=8)
+    torch.manual_seed(0)
+    model = TextVAE(vocab_size=dm.vocab_size, **TINY)
+    _deterministic_posterior(model)  # separated posteriors: MI near log N, not a sampling-noise zero
+    monitor = LatentMonitor(mi_samples=4, mi_outer_rows=None)
+    trainer = L.Trainer(callbacks=[monitor], logger=False, enable_progress_bar=False, enable_model_summary=False)
+    got = {k: float(v) for k, v in trainer.validate(model, dm, verbose=False)[0].items()}
+    assert got["latent/kl"] == pytest.approx(got["val/kl"], rel=1e-12) and got["val/kl"] > 0
+    assert got["latent/active_units"] == got["val/au"]
+    assert got["latent/mi"] == pytest.approx(got["val/mi"], rel=1e-12) and got["val/mi"] > 1.0

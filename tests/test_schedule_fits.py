@@ -12,7 +12,15 @@ import pytest
 from helpers import TinyVAE, _csv_rows, make_trainer
 from lightning.pytorch.loggers import CSVLogger
 
-from lightning_kl_anneal import CyclicalKLAnnealing, cyclical_beta
+from lightning_kl_anneal import (
+    ConstantSchedule,
+    CyclicalKLAnnealing,
+    CyclicalSchedule,
+    PlateauModelCheckpoint,
+    ScheduledAttribute,
+    cyclical_beta,
+    join_schedules,
+)
 
 
 def test_a_log_ramp_through_the_callback(tmp_path: Path) -> None:
@@ -33,3 +41,43 @@ def test_a_log_ramp_through_the_callback(tmp_path: Path) -> None:
 def test_a_log_ramp_from_zero_fails_at_construction() -> None:
     with pytest.raises(ValueError, match=r"`shape`='log' ramps in log space.*e\.g\. `start`=1e-4"):
         CyclicalKLAnnealing(shape="log")
+
+
+def test_a_joined_schedule_through_scheduled_attribute_with_its_phases(tmp_path: Path) -> None:
+    # 4 epochs x 5 batches = 20 steps: a warm-up over steps 0-9 (ramp 0-4, then at 1), then a ramp over all of
+    # steps 10-19 (ratio 1) from 0.2 to 1. Epoch ends are steps 4, 9, 14, 19: ramp, plateau (the warm-up's
+    # "final", with a part to come), ramp, final. PlateauModelCheckpoint ranks the weights of epochs 1 and 3 only (3 with when="final").
+    joined = join_schedules([CyclicalSchedule(n_cycle=1), CyclicalSchedule(n_cycle=1, ratio=1.0, start=0.2)], [0.5])
+    model = TinyVAE(n_batches=5)
+    logger = CSVLogger(tmp_path, name="csv")
+    ckpt = PlateauModelCheckpoint(monitor="val_loss", save_top_k=-1, dirpath=tmp_path / "ckpt", filename="{epoch}")
+    final = PlateauModelCheckpoint(  # mode="max": a second checkpoint callback needs a state key of its own
+        monitor="val_loss", mode="max", save_top_k=-1, dirpath=tmp_path / "final", filename="{epoch}", when="final"
+    )
+    callback = ScheduledAttribute(joined, "beta", eval_value=1.0)
+    make_trainer(
+        tmp_path, [callback, ckpt, final], max_epochs=4, limit_val_batches=1, enable_checkpointing=True,
+        logger=logger, log_every_n_steps=1,
+    ).fit(model)  # fmt: skip
+    seen = [beta for _, _, beta in model.seen]
+    assert seen == [joined(t, 20) for t in range(20)]
+    assert seen[:10] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8] + [1.0] * 5)  # by hand
+    assert seen[10:] == pytest.approx([0.2 + 0.8 * k / 10 for k in range(10)])
+    assert [callback.phase_at(s) for s in (4, 9, 14, 19)] == ["ramp", "plateau", "ramp", "final"]
+    saved = sorted(int(p.stem.split("=")[1]) for p in (tmp_path / "ckpt").glob("epoch=*.ckpt"))
+    assert saved == [1, 3]
+    # the warm-up's own "final" is not the joined schedule's: only the last epoch is past every ramp
+    assert sorted(p.stem for p in (tmp_path / "final").glob("epoch=*.ckpt")) == ["epoch=3"]
+    logged = {int(r["step"]): float(r["beta"]) for r in _csv_rows(logger) if r.get("beta")}
+    assert logged[12] == pytest.approx(0.36, rel=1e-6)
+    assert model.eval_seen and set(model.eval_seen) == {1.0}
+
+
+def test_a_joined_schedule_with_a_constant_tail_in_a_cyclical_run(tmp_path: Path) -> None:
+    # Cycles over the first 3/4 of the run, then β = 1 to the end: the tail is "final" for the callbacks that follow it.
+    joined = join_schedules([CyclicalSchedule(n_cycle=2), ConstantSchedule(1.0)], [0.75])
+    model = TinyVAE(n_batches=4)
+    callback = ScheduledAttribute(joined, "beta", eval_value=1.0)
+    make_trainer(tmp_path, [callback], max_epochs=4).fit(model)
+    assert [beta for _, _, beta in model.seen] == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0, 1.0, 1.0] * 2 + [1.0] * 4)
+    assert callback.phase_at(12) == "final" and callback.phase_at(5) == "plateau"

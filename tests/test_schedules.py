@@ -14,7 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lightning_kl_anneal import (
+    ConstantSchedule,
     CyclicalSchedule,
+    JoinedSchedule,
     cycle_length,
     cycle_position,
     cyclical_beta,
@@ -23,6 +25,7 @@ from lightning_kl_anneal import (
     frange_cycle_cosine,
     frange_cycle_linear,
     frange_cycle_sigmoid,
+    join_schedules,
 )
 
 # ---------------------------------------------------------------- exact values (PAPER.md's worked examples)
@@ -628,3 +631,178 @@ def test_log_ramp_refuses_non_positive_ends(kwargs: dict[str, Any], match: str) 
         cyclical_schedule(100, shape="log", **kwargs)
     with pytest.raises(ValueError, match=match):
         CyclicalSchedule(shape="log", **kwargs)  # at construction, before any step
+
+
+# ---------------------------------------------------------------- schedules that compose
+
+
+def linear_warmup(step: int, total_steps: int | None) -> float:  # module level: picklable
+    return min(1.0, step / total_steps) if total_steps else 1.0
+
+
+def test_join_each_part_sees_its_own_step_and_length() -> None:
+    seen: list[tuple[int, int | None]] = []
+
+    def spy(step: int, total: int | None) -> float:
+        seen.append((step, total))
+        return float(step)
+
+    joined = join_schedules([spy, spy, spy], [3, 5])
+    assert [joined(t, 9) for t in range(10)] == [0, 1, 2, 0, 1, 0, 1, 2, 3, 4]
+    # stretches [0, 3), [3, 5), [5, T): the parts' T are 3, 2 and T - 5; past T the last part goes on counting
+    assert seen == [(0, 3), (1, 3), (2, 3), (0, 2), (1, 2), (0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]
+    seen.clear()
+    assert joined(7) == 2.0 and seen == [(2, None)]  # T unknown: the last part gets None, as ScheduledAttribute does
+
+
+def test_join_warmup_then_cycles_hand_computed() -> None:
+    # A warm-up over 4 steps (ramp in its first half), then 2 cycles in the remaining 8 steps.
+    joined = join_schedules([CyclicalSchedule(n_cycle=1), CyclicalSchedule(n_cycle=2)], [4])
+    expected = [0.0, 0.5, 1.0, 1.0, 0.0, 0.5, 1.0, 1.0, 0.0, 0.5, 1.0, 1.0]
+    assert [joined(t, 12) for t in range(12)] == expected
+    assert joined.values(12).tolist() == expected
+    assert joined(100, 12) == 1.0  # past the end: the last part's plateau
+    phases = [joined.phase(t, 12) for t in range(13)]
+    # the warm-up's "final" is a "plateau" of the joined schedule: cycles are to come
+    assert phases == ["ramp", "ramp", "plateau", "plateau"] + ["ramp", "ramp", "plateau", "plateau"] + [
+        "ramp",
+        "ramp",
+        "final",
+        "final",
+        "final",
+    ]
+
+
+def test_join_cycles_whose_stop_changes_and_a_constant_tail() -> None:
+    parts = [CyclicalSchedule(n_cycle=1, stop=0.5), CyclicalSchedule(n_cycle=1, stop=1.0), ConstantSchedule(1.0)]
+    joined = join_schedules(parts, [0.25, 0.5])  # fractions of the run: steps 4 and 8 of 16
+    values = joined.values(16).tolist()
+    assert values == [0.0, 0.25, 0.5, 0.5, 0.0, 0.5, 1.0, 1.0] + [1.0] * 8
+    assert values == [joined(t, 16) for t in range(16)]
+    assert [joined.phase(t, 16) for t in (1, 3, 5, 7, 8, 15)] == [
+        "ramp",
+        "plateau",
+        "ramp",
+        "plateau",
+        "final",
+        "final",
+    ]
+    assert joined.needs_total is True and join_schedules(parts, [4, 8]).needs_total is False
+    assert join_schedules([ConstantSchedule(0.0), CyclicalSchedule()], [10]).needs_total is True  # the last part's
+
+
+def test_join_fractions_round_to_the_nearest_step() -> None:
+    joined = join_schedules([ConstantSchedule(0.0), ConstantSchedule(1.0)], [0.29])
+    assert [joined(t, 100) for t in (28, 29)] == [0.0, 1.0]  # 0.29 * 100 = 28.999999999999996 -> step 29
+    assert [joined(t, 10) for t in (2, 3)] == [0.0, 1.0]  # 2.9 -> 3
+
+
+def test_join_phases_of_parts_without_phases_and_holds() -> None:
+    joined = join_schedules([ConstantSchedule(0.0, phase_name="delay"), linear_warmup], [5])
+    assert [joined.phase(t, 20) for t in (0, 4, 5)] == ["delay", "delay", None]  # a plain function has no phases
+    assert [joined(t, 20) for t in (4, 5, 10, 20)] == [0.0, 0.0, pytest.approx(1 / 3), 1.0]
+
+
+def test_join_nests_and_pickles() -> None:
+    inner = join_schedules([CyclicalSchedule(n_cycle=1), ConstantSchedule(1.0)], [4])
+    outer = join_schedules([inner, CyclicalSchedule(n_cycle=2)], [8])
+    assert outer.values(16).tolist() == [0.0, 0.5, 1.0, 1.0] + [1.0] * 4 + [0.0, 0.5, 1.0, 1.0] * 2
+    clone = pickle.loads(pickle.dumps(join_schedules([linear_warmup, ConstantSchedule(1.0)], [0.5])))
+    assert clone == join_schedules([linear_warmup, ConstantSchedule(1.0)], [0.5])
+    assert [clone(t, 10) for t in range(10)] == [0.0, 0.2, 0.4, 0.6, 0.8] + [1.0] * 5
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        clone.boundaries = (3,)  # type: ignore[misc]
+    assert isinstance(clone, JoinedSchedule) and clone.boundaries == (0.5,)
+    assert join_schedules([ConstantSchedule(0.5)], []).values(3).tolist() == [0.5] * 3  # one part: itself
+
+
+def test_join_does_not_keep_the_callers_lists() -> None:
+    parts, bounds = [ConstantSchedule(0.0), ConstantSchedule(1.0)], [3]
+    joined = join_schedules(parts, bounds)
+    parts.append(ConstantSchedule(2.0))
+    bounds.append(9)
+    assert joined.schedules == (ConstantSchedule(0.0), ConstantSchedule(1.0)) and joined.boundaries == (3,)
+    assert joined.boundaries == join_schedules(parts[:2], np.array([3], dtype=np.int64)).boundaries  # numpy ints
+
+
+@pytest.mark.parametrize(
+    ("schedules", "boundaries", "exc", "match"),
+    [
+        ([], [], ValueError, r"^`schedules` must name at least one schedule, got none$"),
+        (
+            [linear_warmup, 3],
+            [5],
+            TypeError,
+            r"^`schedules\[1\]` must be callable as schedule\(step, total_steps\), got 3",
+        ),
+        (
+            [linear_warmup] * 2,
+            [],
+            ValueError,
+            r"one step per schedule after the first \(1 for 2 schedules\), got 0: \[\]",
+        ),
+        ([linear_warmup] * 2, [3, 5], ValueError, r"\(1 for 2 schedules\), got 2: \[3, 5\]$"),
+        ([linear_warmup] * 3, [5, 5], ValueError, r"strictly increasing, got \[5, 5\]$"),
+        ([linear_warmup] * 3, [6, 5], ValueError, r"strictly increasing, got \[6, 5\]$"),
+        ([linear_warmup] * 2, [-1], ValueError, r"^`boundaries` must be steps \(ints >= 0\) or fractions"),
+        (
+            [linear_warmup] * 2,
+            [1.0],
+            ValueError,
+            r"fractions of the run \(floats in \(0, 1\)\), strictly increasing, got \[1.0\]",
+        ),
+        ([linear_warmup] * 2, [0.0], ValueError, r"got \[0.0\]$"),
+        ([linear_warmup] * 3, [0.5, 0.25], ValueError, r"got \[0.5, 0.25\]$"),
+        ([linear_warmup] * 3, [0.5, 10], TypeError, r"not a mix of both or other types, got \[0.5, 10\]$"),
+        ([linear_warmup] * 2, ["5"], TypeError, r"got \['5'\]$"),
+        ([linear_warmup] * 2, [True], TypeError, r"got \[True\]$"),
+    ],
+)
+def test_join_bad_arguments(schedules: list, boundaries: list, exc: type, match: str) -> None:
+    with pytest.raises(exc, match=match):
+        join_schedules(schedules, boundaries)
+
+
+@pytest.mark.parametrize(
+    ("boundaries", "call", "match"),
+    [
+        ([0.5], lambda j: j(0), r"`boundaries`=\[0.5\] are fractions of the run, so `total_steps` is needed"),
+        ([0.5], lambda j: j.values(1), r"fall on steps \[1\] of a run of `total_steps`=1, which leaves a schedule no"),
+        ([0.1, 0.2], lambda j: j(0, 5), r"fall on steps \[1, 1\] of a run of `total_steps`=5"),
+        ([10], lambda j: j(0, 10), r"fall on steps \[10\] of a run of `total_steps`=10"),
+        ([3], lambda j: j(-1, 10), r"`step` must be an int >= 0, got -1"),
+        ([3], lambda j: j(0, 0), r"`total_steps` must be an int >= 1 or None, got 0"),
+    ],
+)
+def test_join_bad_calls(boundaries: list, call: Any, match: str) -> None:
+    joined = join_schedules([linear_warmup] * (len(boundaries) + 1), boundaries)
+    with pytest.raises(ValueError, match=match):
+        call(joined)
+
+
+def test_constant_schedule() -> None:
+    assert ConstantSchedule(2)(5, 10) == 2.0 and type(ConstantSchedule(2).value) is float
+    assert ConstantSchedule(0.5).phase(0) == "final" and ConstantSchedule(0.5, "plateau").phase(9) == "plateau"
+    assert ConstantSchedule(0.5).needs_total is False
+    with pytest.raises(ValueError, match=r"`value` must be a finite real number, got nan"):
+        ConstantSchedule(math.nan)
+    with pytest.raises(ValueError, match=r"`phase_name` must be one of \('delay', 'ramp', 'plateau', 'final'\)"):
+        ConstantSchedule(0.0, "flat")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- one schedule object behind the pure functions
+
+
+def test_the_pure_functions_build_one_validated_schedule_per_configuration() -> None:
+    from lightning_kl_anneal.schedules import _PARAMETERS, _built
+
+    assert _PARAMETERS == ("n_cycle", "ratio", "start", "stop", "shape", "ratio_zero", "period", "delay")
+    assert cyclical_beta(0, 100, n_cycle=1) == 0.0  # cached with n_cycle=1 ...
+    with pytest.raises(TypeError, match=r"`n_cycle` must be an int >= 1, got True of type bool"):
+        cyclical_beta(0, 100, n_cycle=True)  # ... which must not answer for True (1 == True)
+    with pytest.raises(TypeError, match=r"`ratio` must be a real number, got \[0.5\] of type list"):
+        cyclical_beta(0, 100, ratio=[0.5])  # type: ignore[arg-type]  # unhashable: checked without the cache
+    _built.cache_clear()
+    for t in range(50):
+        cyclical_beta(t, 100, n_cycle=3, ratio=0.4)
+    assert _built.cache_info().misses == 1  # validated once, not at every step

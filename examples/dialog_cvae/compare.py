@@ -35,31 +35,35 @@ alert's warning in ``logs/lightning.log``).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import logging
 import math
-import statistics
 import sys
 import time
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make `examples.dialog_cvae` and `lightning_kl_anneal` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from examples.dialog_cvae.provenance import git_commit  # noqa: I001  (first: the commit at start)
+from examples._runs import git_commit  # noqa: I001  (first: the commit at start)
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
+from examples._runs import (
+    bootstrap_ci,
+    command_line,
+    lightning_to_file,
+    mean_std,
+    paired_differences,
+    run_all,
+    sign_test,
+    wilson_interval,
+)
 from examples.dialog_cvae.data import DialogDataModule, collate
 from examples.dialog_cvae.model import SMALL_PRESET, DialogCVAE
-from examples.dialog_cvae.stats import paired_summary, proportion
 from lightning_kl_anneal import CyclicalKLAnnealing, LatentMonitor
 
 #: The paper's dialog schedules, in steps: monotonic over 10000 iterations, cyclical periods of 5148.
@@ -249,6 +253,18 @@ def make_datamodule(args: argparse.Namespace) -> DialogDataModule:
     )
 
 
+_data: dict[str, DialogDataModule] = {}  # this process's data module, built once per configuration
+
+
+def data_for(args: argparse.Namespace) -> DialogDataModule:
+    """``make_datamodule``, built once per configuration in each process (every run of a table shares it)."""
+    key = repr(vars(args))
+    if key not in _data:
+        _data.clear()
+        _data[key] = make_datamodule(args)
+    return _data[key]
+
+
 def schedule_kwargs(schedule: str, args: argparse.Namespace) -> dict[str, Any]:
     """The ``CyclicalKLAnnealing`` arguments of ``schedule``."""
     if schedule == "constant":
@@ -269,35 +285,11 @@ def lr_restarts(schedule: str, args: argparse.Namespace) -> dict[str, int | None
     return {"lr_restart_cycles": 1, "lr_restart_period": None}
 
 
-@contextlib.contextmanager
-def lightning_output_to(path: Path) -> Iterator[None]:
-    """Send Lightning's console messages and Python warnings to ``path`` instead of the console."""
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
-    # both package names: once a program imports `pytorch_lightning`, Lightning logs under its names
-    names = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric", "py.warnings")
-    saved = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).propagate) for n in names}
-    for n in names:
-        logger = logging.getLogger(n)
-        logger.handlers, logger.propagate = [handler], False
-    logging.captureWarnings(True)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("default")
-            yield
-    finally:
-        logging.captureWarnings(False)
-        for n, (handlers, propagate) in saved.items():
-            logging.getLogger(n).handlers, logging.getLogger(n).propagate = handlers, propagate
-        handler.close()
-
-
-def run_one(
-    schedule: str, seed: int, args: argparse.Namespace, dm: DialogDataModule, out: Path
-) -> tuple[dict[str, float], dict[str, float], dict[str, float], DialogCVAE, Path | None]:
-    """Train one schedule from one seed; returns the test metrics of the final model and of the checkpoint with
-    the best validation ELBO (with its ``step``), the final validation metrics, the final model and its
-    metrics.csv."""
+def run_one(schedule: str, seed: int, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """Train one schedule from one seed; returns the test metrics of the final model (``metrics``) and of the
+    checkpoint with the best validation ELBO (``best``, with its ``step``), the final validation metrics (``val``),
+    the final model's weights and hyperparameters, its metrics.csv and the run's seconds."""
+    t0, dm = time.perf_counter(), data_for(args)
     L.seed_everything(seed, workers=True, verbose=False)
     sizes = SMALL_PRESET if args.preset == "small" else {}
     model = DialogCVAE(
@@ -353,22 +345,8 @@ def run_one(
     else:  # fast_dev_run saves no checkpoint: the final model is all there is
         best_metrics = dict(metrics, step=trainer.global_step)
     csv = Path(logger.log_dir) / "metrics.csv"
-    return metrics, best_metrics, val, model, csv if csv.exists() else None
-
-
-def _run_job(schedule: str, seed: int, args: argparse.Namespace, out: str) -> tuple:
-    """One run in a worker process: builds its own data module; returns the model as a state dict."""
-    t = time.perf_counter()
-    torch.set_num_threads(args.threads)
-    with lightning_output_to(Path(out) / "logs" / f"lightning_{schedule}_seed{seed}.log"):
-        metrics, best, val, model, csv = run_one(schedule, seed, args, make_datamodule(args), Path(out))
-    state = {k: v.cpu() for k, v in model.state_dict().items()}
-    return metrics, best, val, state, dict(model.hparams), csv, time.perf_counter() - t
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof = 1; 0 for a single value)."""
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"metrics": metrics, "best": best_metrics, "val": val, "state": {k: v.cpu() for k, v in model.state_dict().items()},
+            "hparams": dict(model.hparams), "csv": csv if csv.exists() else None, "seconds": time.perf_counter() - t0}  # fmt: skip
 
 
 def summarize(results: dict[str, dict[str, Any]], which: str = "seeds") -> str:
@@ -394,6 +372,26 @@ def summarize(results: dict[str, dict[str, Any]], which: str = "seeds") -> str:
 
 #: Metrics compared between schedules (paired by seed) in ``results.json``'s ``comparison`` block.
 COMPARED = ("elbo", "rec", "kl", "bow", "bleu1_r", "bleu4_r", "bleu4_p", "distinct2", "factor_acc", "factor_cov")
+
+
+def paired_summary(a: dict[str, float], b: dict[str, float]) -> dict[str, Any]:
+    """Everything the README states about ``a - b``: per-seed differences, mean, sample std, bootstrap
+    95 % interval of the mean, and the sign test."""
+    d = paired_differences(a, b)
+    mean, std = mean_std(list(d.values()))
+    return {
+        "per_seed": d,
+        "mean": mean,
+        "std": std,
+        "bootstrap95": list(bootstrap_ci(d.values())),
+        **sign_test(d.values()),
+    }
+
+
+def proportion(flags: dict[str, bool]) -> dict[str, Any]:
+    """A yes/no outcome over seeds: which seeds said yes, the fraction and its Wilson 95 % interval."""
+    n, k = len(flags), sum(bool(v) for v in flags.values())
+    return {"yes": k, "n": n, "fraction": k / n, "wilson95": list(wilson_interval(k, n)), "per_seed": dict(flags)}
 
 
 def compare_schedules(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -572,7 +570,7 @@ def write_results(
         max_len=dm.max_len,
         min_freq=dm.min_freq,
         split_sizes={k: len(v) for k, v in dm.splits.items()},
-        command="python examples/dialog_cvae/compare.py " + " ".join(sys.argv[1:]) if __name__ == "__main__" else None,
+        command=command_line("python examples/dialog_cvae/compare.py", vars(args), vars(parse_args([]))),
     )
     finish_results(results, config, out)
 
@@ -657,64 +655,45 @@ def merge_results(dirs: list[str], out: Path, command: str | None = None) -> dic
 def _compare(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
     (out / "logs").mkdir(parents=True, exist_ok=True)
-    dm = make_datamodule(args)
+    dm = data_for(args)
     t0 = time.perf_counter()
     results: dict[str, dict[str, Any]] = {n: {"seeds": {}, "best": {}, "val": {}} for n in args.schedules}
     models: dict[str, DialogCVAE] = {}
     csvs: dict[str, Path] = {}
     # Seed by seed, every schedule of a seed together: a table stopped early still holds whole pairs.
-    jobs = [(name, seed) for seed in args.seeds for name in args.schedules]
+    plan = [(name, seed, args, out) for seed in args.seeds for name in args.schedules]
+    jobs = min(args.jobs, len(plan))
     where = "built-in corpus" if args.data_dir is None else args.data_dir
     print(
         f"{args.table} table, {where}: {len(dm.splits['train'])} training pairs, vocabulary {dm.vocab_size}; "
-        f"{len(jobs)} runs of {args.steps} steps, {min(args.jobs, len(jobs))} at a time "
-        f"(Lightning's messages: {out / 'logs'})",
+        f"{len(plan)} runs of {args.steps} steps, {jobs} at a time (Lightning's messages: {out / 'logs'})",
         flush=True,
     )
-
-    def record(done: int, name: str, seed: int, metrics: dict, best: dict, val: dict, seconds: float) -> None:
-        alert = val["collapse_alert_step"]
-        print(
-            f"[{done}/{len(jobs)}] {name:<9} seed {seed}: test ELBO {metrics['elbo']:.3f}, KL {metrics['kl']:.3f}, "
-            f"act from z {metrics.get('factor_acc', float('nan')):.3f}; best validation ELBO at step "
-            f"{best['step']}: test ELBO {best['elbo']:.3f}, KL {best['kl']:.3f}"
-            + (f"; collapse alert at step {alert}" if alert >= 0 else "")
-            + f" ({seconds:.0f} s)",
-            flush=True,
-        )
-        results[name]["seeds"][str(seed)] = metrics
-        results[name]["best"][str(seed)] = best
-        results[name]["val"][str(seed)] = val
-        # Written after every run, so that an interrupted table keeps what finished (config: `completed`).
-        write_results(results, args, dm, out, time.perf_counter() - t0)
-
-    if args.jobs == 1 or len(jobs) == 1:
-        with lightning_output_to(out / "logs" / "lightning.log"):
-            for done, (name, seed) in enumerate(jobs, start=1):
-                t = time.perf_counter()
-                metrics, best, val, model, csv = run_one(name, seed, args, dm, out)
-                record(done, name, seed, metrics, best, val, time.perf_counter() - t)
-                if seed == args.seeds[0]:
-                    models[name] = model
-                    if csv is not None:
-                        csvs[name] = csv
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
-            started = {pool.submit(_run_job, name, seed, args, str(out)): (name, seed) for name, seed in jobs}
-            for done, future in enumerate(as_completed(started), start=1):
-                name, seed = started[future]
-                metrics, best, val, state, hparams, csv, seconds = future.result()
-                record(done, name, seed, metrics, best, val, seconds)
-                if seed == args.seeds[0]:
-                    model = DialogCVAE(**hparams)
-                    model.load_state_dict(state)
-                    models[name] = model
-                    if csv is not None:
-                        csvs[name] = csv
+    log = out / "logs" / "lightning.log"
+    with lightning_to_file(log):
+        runs = run_all(run_one, plan, [f"{name} seed {seed}" for name, seed, _, _ in plan], jobs=jobs,
+                       threads=args.threads, log_path=log, progress=False)  # fmt: skip
+        for done, (k, run) in enumerate(runs, start=1):
+            name, seed, _, _ = plan[k]
+            metrics, best, val = run["metrics"], run["best"], run["val"]
+            alert = val["collapse_alert_step"]
+            print(
+                f"[{done}/{len(plan)}] {name:<9} seed {seed}: test ELBO {metrics['elbo']:.3f}, KL {metrics['kl']:.3f}, "
+                f"act from z {metrics.get('factor_acc', float('nan')):.3f}; best validation ELBO at step "
+                f"{best['step']}: test ELBO {best['elbo']:.3f}, KL {best['kl']:.3f}"
+                + (f"; collapse alert at step {alert}" if alert >= 0 else "")
+                + f" ({run['seconds']:.0f} s)",
+                flush=True,
+            )
+            results[name]["seeds"][str(seed)], results[name]["best"][str(seed)] = metrics, best
+            results[name]["val"][str(seed)] = val
+            # Written after every run, so that an interrupted table keeps what finished (config: `completed`).
+            write_results(results, args, dm, out, time.perf_counter() - t0)
+            if seed == args.seeds[0]:
+                models[name] = DialogCVAE(**run["hparams"])
+                models[name].load_state_dict(run["state"])
+                if run["csv"] is not None:
+                    csvs[name] = run["csv"]
     write_results(results, args, dm, out, time.perf_counter() - t0)
     wall = time.perf_counter() - t0
     samples = sample_examples(models, dm)

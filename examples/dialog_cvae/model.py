@@ -18,7 +18,6 @@ returns ``mu``, ``logvar``, ``prior_mu`` and ``prior_logvar`` for :class:`lightn
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
@@ -30,7 +29,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from torchmetrics import MeanMetric
 from typing_extensions import override
 
-from lightning_kl_anneal import BatchNormPosterior, cycle_position, gaussian_kl
+from lightning_kl_anneal import BatchNormPosterior, gaussian_kl
 
 from .data import BOS, EOS, PAD
 from .metrics import DistinctN, bleu_precision_recall, embedding_similarity, nearest_label
@@ -109,7 +108,8 @@ class DialogCVAE(L.LightningModule):
             paper's companion to cyclical annealing (pass the callback's ``n_cycle``); 0 keeps lr constant.
         lr_restart_period: if set, the cosine decay restarts every this many steps instead (pass the
             callback's ``period``: the reference code restarts the learning rate with every fixed-length
-            cycle); excludes ``lr_restart_cycles``.
+            cycle); excludes ``lr_restart_cycles``. Both are torch's ``CosineAnnealingWarmRestarts``, stepped per
+            optimizer step, with ``T_0`` = the period or ``ceil(T / lr_restart_cycles)``.
         num_samples: responses sampled from the prior per context for the generation metrics (paper: 5).
         max_decode_len: longest generated response, ``<eos>`` included.
         val_gen_contexts: generation metrics in validation use only the contexts of index below this
@@ -404,17 +404,11 @@ class DialogCVAE(L.LightningModule):
         cycles, period = self.hparams.lr_restart_cycles, self.hparams.get("lr_restart_period")
         if cycles == 0 and period is None:
             return optimizer
-        if period is not None:
-            position = functools.partial(cycle_position, n_cycle=None, period=period)
-        else:
-            position = functools.partial(
-                cycle_position, total_steps=int(self.trainer.estimated_stepping_batches), n_cycle=cycles
-            )
-        # Cosine decay restarted at every beta cycle, as the paper's cyclical runs did: a warm restart of the
-        # optimiser to go with the warm restart of beta (a confound, hence optional).
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * position(step)))
-        )
+        if period is None:  # `cycles` restarts over the run, aligned with a schedule of `n_cycle=cycles`
+            period = math.ceil(self.trainer.estimated_stepping_batches / cycles)
+        # lr * (1 + cos(pi * (t mod P) / P)) / 2, restarted with every beta cycle as the paper's cyclical runs did: a
+        # warm restart of the optimiser to go with the warm restart of beta (a confound, hence optional)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=period)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 

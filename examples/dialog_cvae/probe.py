@@ -24,13 +24,13 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `examples.dialog_cvae` and `lightning_kl_anneal` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from examples.dialog_cvae.provenance import git_commit  # noqa: I001  (first: the commit at start)
+from examples._runs import git_commit  # noqa: I001  (first: the commit at start)
 
 import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from examples.dialog_cvae.compare import lightning_output_to
+from examples._runs import lightning_to_file
 from examples.dialog_cvae.data import DialogDataModule
 from examples.dialog_cvae.model import SMALL_PRESET, DialogCVAE
 from lightning_kl_anneal import ScheduledAttribute
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
         (out / "probe.json").write_text(json.dumps(result, indent=2) + "\n")
         return result
 
-    with lightning_output_to(out / "logs" / "lightning.log"):
+    with lightning_to_file(out / "logs" / "lightning.log"):
         for beta in args.betas:
             for seed in args.seeds:
                 t = time.perf_counter()

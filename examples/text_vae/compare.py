@@ -32,17 +32,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
-import multiprocessing
-import os
-import queue
 import sys
 import time
-from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
-from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -50,6 +42,8 @@ from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make `examples` and `lightning_kl_anneal` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from examples._runs import git_commit  # noqa: I001  (first: the commit at start)
 
 import lightning as L
 import numpy as np
@@ -60,6 +54,16 @@ from lightning.pytorch.utilities import rank_zero_only
 from tqdm.auto import tqdm
 from typing_extensions import override
 
+from examples._runs import (
+    RunProgress,
+    bootstrap_interval,
+    command_line,
+    jobs_arg,
+    lightning_to_file,
+    resolve_jobs,
+    run_all,
+    sign_test_p,
+)
 from examples.text_vae.data import BucketedBatches, TextVAEDataModule
 from examples.text_vae.metrics import linear_probe_accuracy, principal_dimensionality
 from examples.text_vae.model import TextVAE
@@ -188,70 +192,6 @@ def recipe_row(cfg: Config, cyc: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-class RunLabel(logging.Filter):
-    """Adds ``record.run``, the run being trained (``"cyclical seed 0"``, or ``"-"`` between runs).
-
-    With ``--jobs`` > 1 several processes append to one log file; the label says whose line it is.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.label = "-"
-
-    @override
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.run = self.label
-        return True
-
-
-RUN_LABEL = RunLabel()  # one per process: run_one sets it, the handlers of lightning_to_file read it
-
-
-@contextmanager
-def lightning_to_file(path: Path, truncate: bool = True) -> Iterator[None]:
-    """Send Lightning's log lines and Python warnings to ``path`` instead of the console.
-
-    Lightning prints accelerator banners, tips and ``limit_*_batches`` notices at every ``fit``
-    and ``test``; in a comparison of many runs they bury the progress lines. They are kept, in
-    the file, with their time, run and source.
-
-    Args:
-        path: The log file.
-        truncate: Empty the file first (the comparison's process); ``False`` only appends (its
-            worker processes). Every process appends, so lines from several processes never
-            overwrite each other.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if truncate:
-        path.write_text("")
-    handler = logging.FileHandler(path, mode="a")
-    handler.setFormatter(logging.Formatter("%(asctime)s [%(run)s] %(name)s %(levelname)s: %(message)s"))
-    handler.addFilter(RUN_LABEL)
-    # both package names: `pytorch_lightning` / `lightning_fabric` log under their own once imported
-    names = (
-        "lightning",
-        "lightning.pytorch",
-        "lightning.fabric",
-        "pytorch_lightning",
-        "lightning_fabric",
-        "py.warnings",
-    )
-    loggers = [logging.getLogger(name) for name in names]
-    saved = [(lg, lg.handlers[:], lg.propagate) for lg in loggers]
-    captured = logging._warnings_showwarning is not None  # type: ignore[attr-defined]  # already captured by the caller
-    for lg in loggers:
-        lg.handlers, lg.propagate = [handler], False
-    logging.captureWarnings(True)
-    try:
-        yield
-    finally:
-        if not captured:
-            logging.captureWarnings(False)
-        for lg, handlers, propagate in saved:
-            lg.handlers, lg.propagate = handlers, propagate
-        handler.close()
-
-
 class CurveRecorder(Callback):
     """Keeps (step, beta, KL per sentence, Rec per token) of every training step for the curve figure.
 
@@ -300,125 +240,6 @@ class PhaseBest(Callback):
     def pick(self, phase: int, select: str) -> tuple[int, dict[str, torch.Tensor]]:
         """(step, weights) of the phase's best (``select="best"``) or last validated model."""
         return (self.steps[phase], self.states[phase]) if select == "best" else self.last[phase]
-
-
-class RunProgress(Callback):
-    """One progress bar per run that says which run it is, with the live beta and KL.
-
-    In a worker process (``--jobs`` > 1) the bar is drawn by the parent: the callback sends
-    ``("start", run, total)``, ``("step", run, step, postfix)`` and ``("end", run, step)`` to
-    ``events`` for a ``ProgressBoard``, instead of drawing.
-    """
-
-    def __init__(self, desc: str, events: Any | None = None, run: int = 0) -> None:
-        self.desc, self.events, self.run = desc, events, run
-        self.bar: tqdm | None = None
-
-    @override
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        total = int(trainer.estimated_stepping_batches)
-        if self.events is not None:
-            self.events.put(("start", self.run, total))
-            return
-        self.bar = tqdm(total=total, desc=self.desc, leave=True, dynamic_ncols=True)
-
-    @override
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        if self.bar is None and self.events is None:
-            return
-        postfix = None
-        if batch_idx % 20 == 0:
-            postfix = {
-                "beta": f"{float(pl_module.beta):.2f}",
-                "kl": f"{float(outputs['kl']):.2f}",
-                "rec": f"{float(outputs['rec']):.1f}",
-            }
-        if self.events is not None:
-            if postfix is not None and trainer.is_global_zero:  # every 20 steps: the parent redraws, no need for each
-                self.events.put(("step", self.run, trainer.global_step, postfix))
-            return
-        self.bar.update(trainer.global_step - self.bar.n)  # type: ignore[union-attr]
-        if postfix is not None:
-            self.bar.set_postfix(postfix)  # type: ignore[union-attr]
-
-    @override
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.events is not None and trainer.is_global_zero:
-            self.events.put(("end", self.run, trainer.global_step))
-        if self.bar is not None:
-            self.bar.close()
-
-
-class ProgressBoard:
-    """The console of runs trained in worker processes: a live bar per training run, a line per finished one.
-
-    Fed with ``RunProgress``'s events. A run's line is left when its training ends, numbered
-    ``[k/n]`` in the order the runs *finish*, so the lines read 1, 2, ... n whatever that order;
-    a live bar carries the number it gets if the runs finish in the order they started. With one
-    run at a time this is the console of ``RunProgress`` drawing its own bar.
-
-    Args:
-        descs: Each run's name after its number, e.g. ``{0: "constant    seed 0"}``.
-    """
-
-    def __init__(self, descs: dict[int, str]) -> None:
-        self.descs, self.n = descs, len(descs)
-        self.bars: dict[int, tqdm] = {}  # the runs in training, in the order they started
-        self.finished: set[int] = set()
-
-    def handle(self, event: tuple[Any, ...]) -> None:
-        kind, run, *rest = event
-        if run in self.finished:  # an event that travelled slower than the run's result
-            return
-        if kind == "start":
-            self.bars[run] = tqdm(total=rest[0], desc=self.descs[run], leave=False, dynamic_ncols=True)
-            self._renumber()
-        elif kind == "step" and run in self.bars:
-            bar = self.bars[run]
-            bar.update(rest[0] - bar.n)
-            bar.set_postfix(rest[1])
-        elif kind == "end":
-            self.finish(run, rest[0])
-
-    def drain(self, events: Any) -> None:
-        """Handle every event waiting in the queue ``events``."""
-        while True:
-            try:
-                self.handle(events.get_nowait())
-            except queue.Empty:
-                return
-
-    def finish(self, run: int, steps: int) -> None:
-        """Leave the run's line on the console (once; a second call does nothing)."""
-        if run in self.finished:
-            return
-        self.finished.add(run)
-        label = f"[{len(self.finished)}/{self.n}] {self.descs[run]}"
-        bar = self.bars.pop(run, None)
-        if bar is None:  # its events were lost (they are progress only): a line without a bar
-            line = f"{label}: {steps} steps"
-        else:
-            bar.set_description(label, refresh=False)
-            bar.update(steps - bar.n)
-            line = str(bar)
-            bar.clear()  # then close() leaves the cursor at the start of a line, wherever the bar was
-            bar.close()
-        tqdm.write(line, file=sys.stderr)  # where the bars are, as RunProgress's own bars
-        self._renumber()
-
-    def close(self) -> None:
-        """Remove the bars of runs that did not finish (after an error)."""
-        for bar in self.bars.values():
-            bar.close()
-        self.bars.clear()
-
-    def _renumber(self) -> None:
-        for i, (run, bar) in enumerate(self.bars.items(), start=len(self.finished) + 1):
-            bar.set_description(f"[{i}/{self.n}] {self.descs[run]}")
 
 
 @torch.no_grad()
@@ -490,22 +311,11 @@ def check_recipe(cfg: Config) -> None:
         )
 
 
-def run_one(cfg: Config, name: str, row: dict[str, Any], seed: int, dm: TextVAEDataModule, desc: str,
-            events: Any | None = None, run: int = 0) -> dict[str, Any]:  # fmt: skip
-    """Train and test one (schedule, seed); returns test metrics, the curve and test latents.
-
-    ``events`` and ``run``: ``RunProgress``'s, to report progress to a parent process.
-    """
-    RUN_LABEL.label = f"{name} seed {seed}"
-    try:
-        return _run_one(cfg, name, row, seed, dm, RunProgress(desc, events, run))
-    finally:
-        RUN_LABEL.label = "-"
-
-
-def _run_one(
-    cfg: Config, name: str, row: dict[str, Any], seed: int, dm: TextVAEDataModule, progress: RunProgress
+def run_one(
+    cfg: Config, name: str, row: dict[str, Any], seed: int, progress: RunProgress | None = None
 ) -> dict[str, Any]:
+    """Train and test one (schedule, seed); returns test metrics, the curve and test latents."""
+    dm = data_for(cfg, seed)
     L.seed_everything(seed, workers=True, verbose=False)
     t0, c0 = time.perf_counter(), time.process_time()
     model = TextVAE(
@@ -536,7 +346,7 @@ def _run_one(
         accelerator=cfg.accelerator, devices=cfg.devices,
         gradient_clip_val=5.0,  # paper
         callbacks=[schedule_callback(row, sched_total, total), *free_bits_callbacks(row, sched_total), monitor, curve,
-                   *([phases] if persist else [ckpt]), progress],
+                   *([phases] if persist else [ckpt]), *([progress] if progress else [])],
         logger=CSVLogger(Path(cfg.out) / "logs", name=name, version=f"seed{seed}"),
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
         limit_train_batches=cfg.limit_batches, limit_val_batches=cfg.limit_batches, limit_test_batches=cfg.limit_batches,
@@ -593,155 +403,16 @@ def make_datamodule(cfg: Config, seed: int) -> TextVAEDataModule:
                              corpus_size=cfg.corpus_size, seed=seed)  # fmt: skip
 
 
-def usable_cpus() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one), at least 1."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
+_data: dict[tuple[str, int], TextVAEDataModule] = {}  # this process's data module (0.4 s to build)
 
 
-def resolve_jobs(cfg: Config, n_runs: int) -> int:
-    """How many runs train at once: ``cfg.jobs``, or for ``jobs=0`` as many as the cores allow.
-
-    ``jobs=0`` (the default) gives ``min(n_runs, usable_cpus() // threads)``, at least 1, for runs
-    on one CPU device with ``threads >= 1``; otherwise 1: under DDP (``devices > 1``) a run
-    already uses several processes, on an accelerator the runs would share it, and with
-    ``threads=0`` (torch's default) one run already uses every core. An explicit ``jobs`` is
-    capped at ``n_runs``.
-
-    Raises:
-        ValueError: ``jobs`` is not an int >= 0, or is > 1 with ``devices > 1`` or an accelerator
-            other than ``"cpu"``.
-
-    Example:
-        >>> resolve_jobs(Config(jobs=4), n_runs=3), resolve_jobs(Config(jobs=0, threads=0), n_runs=9)
-        (3, 1)
-    """
-    jobs = cfg.jobs
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 0:
-        raise ValueError(
-            f"`jobs` must be an int >= 0 (runs trained at once; 0 = as many as the CPU cores allow), got {jobs!r}"
-        )
-    one_cpu_device = cfg.accelerator == "cpu" and cfg.devices == 1
-    if jobs > 1 and not one_cpu_device:
-        raise ValueError(
-            f"`jobs` must be 0 (auto) or 1 with `accelerator={cfg.accelerator!r}` and `devices={cfg.devices}`, got {jobs}: "
-            "runs in parallel are for one CPU device each; use --accelerator cpu --devices 1 to run several at once"
-        )
-    if jobs > 0:
-        return min(jobs, n_runs)
-    if not one_cpu_device or cfg.threads < 1:
-        return 1
-    return max(1, min(n_runs, usable_cpus() // cfg.threads))
-
-
-def _jobs_arg(text: str) -> int:
-    """``--jobs``: the same message as ``resolve_jobs`` for a value that is not an int >= 0."""
-    try:
-        jobs = int(text)
-    except ValueError:
-        jobs = -1
-    if jobs < 0:
-        raise argparse.ArgumentTypeError(
-            f"`jobs` must be an int >= 0 (runs trained at once; 0 = as many as the CPU cores allow), got {text!r}"
-        )
-    return jobs
-
-
-# one worker process's state (``--jobs`` > 1): the parent's progress queue and the data modules by seed
-_worker: dict[str, Any] = {}
-
-
-def _init_worker(events: Any, log_path: str, threads: int) -> None:
-    """Set up a worker process like the parent: torch threads, Lightning's messages to the log file."""
-    if threads > 0:
-        torch.set_num_threads(threads)
-    # progress events are not worth waiting for at exit (a parent that stopped reading would hang it)
-    events.cancel_join_thread()
-    stack = ExitStack()  # held until the process ends
-    stack.enter_context(lightning_to_file(Path(log_path), truncate=False))
-    _worker.update(events=events, stack=stack, data={})
-
-
-def _run_in_worker(cfg: Config, name: str, row: dict[str, Any], seed: int, run: int, desc: str) -> dict[str, Any]:
-    """``run_one`` in a worker process, on a data module built there (0.4 s, once per seed and worker)."""
-    data = _worker["data"]
-    if seed not in data:
-        data[seed] = make_datamodule(cfg, seed)
-    res = run_one(cfg, name, row, seed, data[seed], desc, events=_worker["events"], run=run)
-    # plain arrays: a pickled torch tensor would travel through shared memory that the worker must keep alive
-    res["z"], res["mu"] = res["z"].numpy(), res["mu"].numpy()
-    return res
-
-
-def run_parallel(
-    cfg: Config, plan: list[tuple[str, dict[str, Any], int]], descs: dict[int, str], jobs: int, log_path: Path
-) -> dict[int, dict[str, Any]]:
-    """``run_one`` for every (name, row, seed) of ``plan`` in ``jobs`` spawned worker processes.
-
-    Returns the results by index in ``plan``. The parent draws the progress (``ProgressBoard``);
-    Lightning's messages go to ``log_path`` from every process.
-
-    Raises:
-        Exception: The first error of a run, as raised in its worker (its traceback attached),
-            with a note naming the run; the other runs are stopped.
-    """
-    ctx = multiprocessing.get_context("spawn")  # not fork: torch's thread pools do not survive a fork
-    events = ctx.Queue()
-    board = ProgressBoard(descs)
-    results: dict[int, dict[str, Any]] = {}
-    executor = ProcessPoolExecutor(
-        jobs, mp_context=ctx, initializer=_init_worker, initargs=(events, str(log_path), cfg.threads)
-    )
-    finished = False
-    try:
-        futures: dict[Future, int] = {executor.submit(_run_in_worker, cfg, name, row, seed, k, descs[k]): k
-                                      for k, (name, row, seed) in enumerate(plan)}  # fmt: skip
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
-            board.drain(events)
-            for future in sorted(done, key=futures.__getitem__):
-                k = futures[future]
-                error = future.exception()
-                if error is not None:
-                    name, _, seed = plan[k]
-                    if isinstance(error, BrokenProcessPool):
-                        error.add_note(f"a worker process ended without a Python error (killed? out of memory?) while the run {name!r} "
-                                       f"seed {seed} was running or waiting (--jobs {jobs}); --jobs 1 runs in this process")  # fmt: skip
-                    else:
-                        error.add_note(
-                            f"in the run {name!r} seed {seed}, in a worker process (--jobs {jobs}); Lightning's log: {log_path}"
-                        )
-                    raise error
-                res = future.result()
-                res["z"], res["mu"] = torch.from_numpy(res["z"]), torch.from_numpy(res["mu"])
-                results[k] = res
-                board.finish(k, res["alert"]["steps"])
-        finished = True
-    finally:
-        board.close()
-        if not finished:  # an error or Ctrl-C: stop the other runs now rather than wait for them
-            # SIGKILL, not terminate(): Lightning catches SIGTERM inside fit, ends the run and the worker
-            # stays alive waiting for work, so the exit would wait for it forever (no public API before 3.14)
-            for process in list((getattr(executor, "_processes", None) or {}).values()):
-                process.kill()
-        executor.shutdown(wait=finished, cancel_futures=True)
-        events.close()
-    return results
-
-
-def run_serial(
-    cfg: Config, plan: list[tuple[str, dict[str, Any], int]], descs: dict[int, str], first: TextVAEDataModule
-) -> dict[int, dict[str, Any]]:
-    """``run_one`` for every (name, row, seed) of ``plan`` in this process, one after the other."""
-    data = {cfg.seeds[0]: first}
-    results = {}
-    for k, (name, row, seed) in enumerate(plan):
-        if seed not in data:
-            data = {seed: make_datamodule(cfg, seed)}  # one seed's data at a time, as the plan goes seed by seed
-        results[k] = run_one(cfg, name, row, seed, data[seed], desc=f"[{k + 1}/{len(plan)}] {descs[k]}")
-    return results
+def data_for(cfg: Config, seed: int) -> TextVAEDataModule:
+    """``make_datamodule``, built once per configuration and seed in each process; one kept at a time."""
+    key = (repr(cfg), seed)
+    if key not in _data:
+        _data.clear()  # the plan goes seed by seed
+        _data[key] = make_datamodule(cfg, seed)
+    return _data[key]
 
 
 def steps_per_epoch(cfg: Config, dm: TextVAEDataModule) -> int:
@@ -760,15 +431,6 @@ def persist_steps(cfg: Config, dm: TextVAEDataModule) -> int:
     return cfg.persist_epochs * steps_per_epoch(cfg, dm)
 
 
-def check_delay(cfg: Config, dm: TextVAEDataModule) -> None:
-    """Refuse a ``--delay`` that leaves no step for the cycles before the first run starts, not at its row."""
-    if cfg.delay == 0:
-        return
-    total = schedule_steps(cfg, dm)
-    if cfg.delay >= total:
-        raise ValueError(f"`delay` must be smaller than the run's {total} training steps, got {cfg.delay}")
-
-
 def summarize(per_seed: dict[int, dict[str, float]]) -> dict[str, Any]:
     """Per-seed metrics, their mean and their *sample* standard deviation (ddof=1; None for one seed)."""
     keys = list(next(iter(per_seed.values())))
@@ -778,31 +440,6 @@ def summarize(per_seed: dict[int, dict[str, float]]) -> dict[str, Any]:
         "mean": {k: float(v.mean()) for k, v in vals.items()},
         "std": {k: float(v.std(ddof=1)) if len(v) > 1 else None for k, v in vals.items()},
     }
-
-
-def sign_test_p(diffs: list[float]) -> float:
-    """Two-sided exact sign test: P(a split of the nonzero differences at least this uneven | median 0).
-
-    Example:
-        >>> sign_test_p([0.1, 0.2, 0.3, 0.4, 0.5])  # 5 of 5 positive: 2 * 0.5 ** 5
-        0.0625
-        >>> sign_test_p([0.1, -0.2])
-        1.0
-    """
-    nonzero = [d for d in diffs if d != 0]
-    n, k = len(nonzero), sum(d > 0 for d in nonzero)
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(k, n - k) + 1)) / 2**n
-    return min(1.0, 2 * tail)
-
-
-def bootstrap_interval(diffs: list[float], n_boot: int = 10_000, level: float = 0.95, seed: int = 0) -> list[float]:
-    """Percentile bootstrap interval of the mean of ``diffs`` (seeds resampled with replacement; seeded)."""
-    d = np.asarray(diffs, dtype=float)
-    means = d[np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))].mean(1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return [float(lo), float(hi)]
 
 
 def paired(results: dict[str, Any], base: str = "monotonic", key: str = "kl") -> dict[str, dict[str, Any]]:
@@ -840,36 +477,6 @@ def add_paired(results: dict[str, Any]) -> None:
     for key, field_name in (("kl", "paired"), ("mi", "paired_mi"), ("elbo", "paired_elbo")):
         for name, p in paired(results, key=key).items():
             results[name][field_name] = p
-
-
-def git_commit() -> str | None:
-    """The code's commit (``+dirty`` if the work tree has changes), or None outside a git checkout."""
-    import subprocess
-
-    root = Path(__file__).resolve().parents[2]
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                capture_output=True, text=True, check=True)  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
-
-
-def command_line(cfg: Config) -> str:
-    """The command that runs ``cfg``: the script and every option that differs from its default."""
-    default, parts = Config(), ["python examples/text_vae/compare.py"]
-    for key, value in asdict(cfg).items():
-        if value == getattr(default, key):
-            continue
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            parts.append(flag)
-        elif isinstance(value, list):
-            parts.append(f"{flag} {' '.join(map(str, value))}")
-        else:
-            parts.append(f"{flag} {value}")
-    return " ".join(parts)
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -1000,32 +607,28 @@ def compare(cfg: Config) -> dict[str, Any]:
     if cfg.recipe:
         check_recipe(cfg)
     rows = schedules(cfg)
-    commit = git_commit()  # now: the code these runs use, whatever the checkout holds when they end
     # seed by seed, the rows inside: the order of the runs, of the progress lines and of results.json
-    plan = [(name, row, seed) for seed in cfg.seeds for name, row in rows.items()]
+    plan = [(cfg, name, row, seed) for seed in cfg.seeds for name, row in rows.items()]
     n_runs = len(plan)
-    jobs = resolve_jobs(cfg, n_runs)
+    jobs = resolve_jobs(cfg.jobs, n_runs, threads=cfg.threads, accelerator=cfg.accelerator, devices=cfg.devices)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    descs = {k: f"{name:<11} seed {seed}" for k, (name, _, seed) in enumerate(plan)}
+    labels = [f"{name:<11} seed {seed}" for _, name, _, seed in plan]
     log_path = out / "logs" / "lightning.log"
     with lightning_to_file(log_path):
-        dm = make_datamodule(cfg, cfg.seeds[0])
+        dm = data_for(cfg, cfg.seeds[0])
         tqdm.write(f"data: {dm.describe()}")
-        check_delay(cfg, dm)
-        if jobs == 1:
-            runs = run_serial(cfg, plan, descs, dm)
-        else:
-            runs = run_parallel(cfg, plan, descs, jobs, log_path)
+        # a bad setting of a row is refused by the library's callback before that row's first step
+        runs = dict(run_all(run_one, plan, labels, jobs=jobs, threads=cfg.threads, log_path=log_path))
     per: dict[str, dict[int, dict[str, float]]] = {name: {} for name in rows}
     alerts: dict[str, dict[str, dict[str, int | None]]] = {name: {} for name in rows}
     seconds: dict[str, dict[str, dict[str, float]]] = {name: {} for name in rows}
     curves: dict[str, list] = {}
     latents: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    for k, (name, _, seed) in enumerate(plan):
+    for k, (_, name, _, seed) in enumerate(plan):
         res = runs[k]
         per[name][seed] = res["metrics"]
         alerts[name][str(seed)] = res["alert"]
@@ -1038,7 +641,7 @@ def compare(cfg: Config) -> dict[str, Any]:
     if cfg.persist_epochs:  # the same rows after the persistence phase at beta = 1
         for name in rows:
             results[name]["persist"] = summarize(
-                {seed: runs[k]["persist_metrics"] for k, (n, _, seed) in enumerate(plan) if n == name}
+                {seed: runs[k]["persist_metrics"] for k, (_, n, _, seed) in enumerate(plan) if n == name}
             )
         persisted = {name: r["persist"] for name, r in results.items()}
         add_paired(persisted)
@@ -1055,8 +658,8 @@ def compare(cfg: Config) -> dict[str, Any]:
         "steps_per_epoch": steps_per_epoch(cfg, dm),
         "seeds": list(cfg.seeds),
         "rows": list(rows),
-        "command": command_line(cfg),
-        "commit": commit,
+        "command": command_line("python examples/text_vae/compare.py", asdict(cfg), asdict(Config())),
+        "commit": git_commit(),
         "threads": cfg.threads,
         "jobs_used": jobs,
     }
@@ -1207,7 +810,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     )
     p.add_argument(
         "--jobs",
-        type=_jobs_arg,
+        type=jobs_arg,
         default=d.jobs,
         help="runs trained at once, in worker processes (same results for any value); 0 = min(runs, CPU cores // threads), "
         "1 with --threads 0, --devices > 1 or an accelerator other than cpu",

@@ -32,7 +32,6 @@ from lightning_kl_anneal import (
     FreeBitsMode,
     KLPerDimension,
     MutualInformation,
-    cycle_position,
     free_bits_kl,
     gaussian_kl,
 )
@@ -58,7 +57,8 @@ class TextVAE(L.LightningModule):
             (default ``"dim"``: Kingma et al. 2016's floor on each dimension's batch-mean KL).
         lr_restart_cycles: If > 0, a cosine learning-rate schedule restarted that many times over
             training (the paper's cyclical runs used one restart per beta cycle: set it to the
-            callback's ``n_cycle``); 0 keeps the learning rate constant.
+            callback's ``n_cycle``), torch's ``CosineAnnealingWarmRestarts`` with ``T_0`` the cycle's
+            ``ceil(T / n_cycle)`` steps; 0 keeps the learning rate constant.
         init_range: Parameters start uniform in (-init_range, init_range) (paper: 0.1).
         dec_init: How z sets the decoder's initial state: ``"h0"`` (the paper's reference code:
             a linear map of z to h0, c0 = 0) or ``"h0c0"`` (z to both h0 and c0); measured
@@ -281,11 +281,8 @@ class TextVAE(L.LightningModule):
         cycles = self.hparams.lr_restart_cycles
         if cycles == 0:
             return optimizer
-        total = int(self.trainer.estimated_stepping_batches)
-
-        def factor(step: int) -> float:
-            # the same cycle clock as the beta schedule, so each lr restart coincides with a beta restart
-            return 0.5 * (1.0 + math.cos(math.pi * cycle_position(step, total, cycles)))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        # lr * (1 + cos(pi * (t mod P) / P)) / 2, restarted with every beta cycle: P = ceil(T / n_cycle) steps,
+        # where the schedule's cycles restart (stepped per optimizer step: Lightning's interval="step")
+        cycle = math.ceil(self.trainer.estimated_stepping_batches / cycles)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=cycle)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
