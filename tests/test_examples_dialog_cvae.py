@@ -42,6 +42,7 @@ from examples.dialog_cvae.metrics import (
     sentence_bleu,
 )
 from examples.dialog_cvae.model import DialogCVAE, bow_loss
+from lightning_kl_anneal import BatchNormPosterior
 
 EXAMPLE_DIR = Path(__file__).resolve().parents[1] / "examples" / "dialog_cvae"
 
@@ -128,6 +129,32 @@ def test_bow_loss_hand_computed() -> None:
 def test_bad_model_arguments(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         DialogCVAE(**{**TINY, "vocab_size": 50, **kwargs})
+
+
+def test_bn_gamma_batch_normalises_the_posterior_mean_and_trains(tiny_dm: DialogDataModule) -> None:
+    torch.manual_seed(0)
+    plain = DialogCVAE(vocab_size=tiny_dm.vocab_size, **TINY)
+    torch.manual_seed(0)
+    model = DialogCVAE(vocab_size=tiny_dm.vocab_size, bn_gamma=0.5, **TINY)
+    assert plain.mu_norm is None and isinstance(model.mu_norm, BatchNormPosterior)
+    assert DialogCVAE(vocab_size=tiny_dm.vocab_size, bn_gamma=0.0, **TINY).mu_norm is None  # 0 is off too
+    for key, value in plain.state_dict().items():  # the other weights are drawn as without it
+        torch.testing.assert_close(model.state_dict()[key], value)
+    batch = next(iter(tiny_dm.train_dataloader()))
+    c, x = model._encode(batch, with_response=True)
+    mu, _ = model.posterior_params(c, batch, x)
+    raw, _ = plain.posterior_params(c, batch, x)
+    torch.testing.assert_close(mu, model.mu_norm(raw))  # the posterior mean goes through the module
+    assert not torch.allclose(mu, raw)
+    trainer = L.Trainer(max_steps=3, limit_val_batches=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)  # fmt: skip
+    trainer.fit(model, tiny_dm)
+    assert trainer.global_step == 3
+    (metrics,) = trainer.validate(model, tiny_dm, verbose=False)  # eval mode: the running statistics
+    assert math.isfinite(metrics["val/elbo"])
+    assert compare.parse_args(["--bn-gamma", "0.5"]).bn_gamma == 0.5 and compare.parse_args([]).bn_gamma is None
+    with pytest.raises(ValueError, match="`bn_gamma` must be None or a finite number >= 0"):
+        DialogCVAE(vocab_size=tiny_dm.vocab_size, bn_gamma=-1.0, **TINY)
 
 
 class _RecordLR(L.Callback):
@@ -516,6 +543,7 @@ def test_compare_fast_dev_run_writes_results(tmp_path) -> None:
         (["--seeds", "1", "1"], "--seeds must be distinct"),
         (["--jobs", "0"], "--jobs must be a positive int, got 0"),
         (["--bow-weight", "-1"], "--bow-weight must be >= 0"),
+        (["--bn-gamma", "-0.5"], "--bn-gamma must be a finite number >= 0"),
     ],
 )
 def test_compare_rejects_bad_settings_before_training(argv: list[str], match: str, capsys) -> None:

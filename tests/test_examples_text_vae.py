@@ -34,6 +34,7 @@ from examples.text_vae.metrics import linear_probe_accuracy, perplexity
 from examples.text_vae.model import TextVAE
 from examples.text_vae.train import main as train_main
 from lightning_kl_anneal import (
+    BatchNormPosterior,
     CyclicalKLAnnealing,
     LatentMonitor,
     MisconfigurationException,
@@ -354,10 +355,39 @@ def test_decoder_initial_state_from_z(mode: str) -> None:
         assert c0.abs().max() > 0
 
 
+def test_bn_gamma_batch_normalises_mu_keeps_the_other_weights_and_trains(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    plain = TextVAE(vocab_size=12, **TINY)
+    torch.manual_seed(0)
+    model = TextVAE(vocab_size=12, bn_gamma=0.5, **TINY)
+    assert plain.mu_norm is None and TextVAE(vocab_size=12, bn_gamma=0.0, **TINY).mu_norm is None  # None, 0: off
+    assert isinstance(model.mu_norm, BatchNormPosterior)
+    for key, value in plain.state_dict().items():  # drawn as without BN: same seed, same starting weights
+        torch.testing.assert_close(model.state_dict()[key], value)
+    tokens, lengths = torch.randint(4, 12, (16, 5)), torch.full((16,), 5)
+    mu, logvar = model.encode(tokens, lengths)
+    raw_mu, raw_logvar = plain.encode(tokens, lengths)
+    torch.testing.assert_close(logvar, raw_logvar)  # only the mean goes through it
+    torch.testing.assert_close(mu, model.mu_norm(raw_mu))
+    assert not torch.allclose(mu, raw_mu)
+    dm = TextVAEDataModule(corpus_size=64, batch_size=16)
+    model = TextVAE(vocab_size=dm.vocab_size, bn_gamma=0.5, **TINY)
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0)  # fmt: skip
+    trainer.fit(model, dm)
+    assert trainer.global_step == 4 and math.isfinite(model.last_eval["elbo"])
+    assert model.hparams.bn_gamma == 0.5  # so that a checkpoint rebuilds the module
+    monkeypatch.setattr(sys, "argv", ["train.py"])  # pytest's own arguments are not the CLI's
+    cli = train_main(["--model.bn_gamma", "0.5", "--data.corpus_size", "64", *(f"--model.{k}={v}" for k, v in TINY.items())],
+                     run=False)  # fmt: skip
+    assert isinstance(cli.model.mu_norm, BatchNormPosterior)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
         ({"vocab_size": 0}, "`vocab_size` must be a positive int, got 0"),
+        ({"bn_gamma": -0.5}, "`bn_gamma` must be None or a finite number >= 0"),
         ({"dropout": 1.0}, r"`dropout` must be in \[0, 1\), got 1.0"),
         ({"free_bits": -0.1}, "`free_bits` must be >= 0"),
         ({"lr_restart_cycles": -1}, "`lr_restart_cycles` must be an int >= 0"),

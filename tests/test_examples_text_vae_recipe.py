@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
+from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +15,16 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from examples.text_vae.compare import Config, compare, free_bits_callbacks, parse_args, schedules
+from examples.text_vae import recipe_search
+from examples.text_vae.compare import (
+    Config,
+    check_recipe,
+    compare,
+    free_bits_callbacks,
+    parse_args,
+    schedule_callback,
+    schedules,
+)
 from examples.text_vae.data import TextVAEDataModule
 from examples.text_vae.model import TextVAE
 from lightning_kl_anneal import CyclicalKLAnnealing, ScheduledAttribute
@@ -144,3 +156,206 @@ def test_compare_with_recipe_writes_the_row(tmp_path: Path) -> None:
     assert list(on_disk) == ["config", "cyclical", "recipe"] and on_disk["config"]["rows"] == ["cyclical", "recipe"]
     for key in ("rec", "kl", "elbo", "ppl", "au", "mi"):
         assert math.isfinite(on_disk["recipe"]["mean"][key])
+
+
+# ------------------------------------------------------------------ every recipe knob, and the search behind it
+@pytest.mark.parametrize(
+    "name",
+    ["cyc+fbex4decay.75-1", "cyc+bn0.5", "const+bn0.5", "cyc+bn0.5+fbex4decay.75-1", "delay.25+cyc0+fbex4decay.75-1",
+     "cyc+fb0.5decay.75-1floor.05", "cyc+fbexdim0.5decay.75-1", "mono+bn0.5", "cyclog+fbex4decay.75-1", "monolog",
+     "delay.25+cyc+bn0.5"],
+)  # fmt: skip
+def test_compare_flags_give_the_search_configuration(name: str) -> None:
+    """compare.py's recipe row, from recipe_search.compare_flags, trains what the search measured: the same beta
+    and lambda at every step, the same model settings."""
+    recipe = recipe_search.search_configs()[name]
+    cfg = parse_args(recipe_search.compare_flags(recipe))
+    check_recipe(cfg)
+    row = schedules(cfg)["recipe"]
+    total = 1240
+    searched = recipe_search.callbacks(recipe, total)
+    beta, mine = searched[0], schedule_callback(row, None, total)
+    steps = [0, 1, 100, 155, 309, 310, 311, 620, 929, 930, 1100, 1239, 1240]
+    assert [mine.value_at(t, total) for t in steps] == pytest.approx([beta.value_at(t, total) for t in steps])
+    lam = free_bits_callbacks(row)
+    assert len(lam) == len(searched) - 1
+    if lam:
+        assert [lam[0].value_at(t, total) for t in steps] == pytest.approx(
+            [searched[1].value_at(t, total) for t in steps]
+        )
+    assert row["model"]["free_bits"] == recipe.fb and row["model"].get("bn_gamma", 0.0) == recipe.bn_gamma
+    if recipe.fb:
+        assert row["model"]["free_bits_mode"] == recipe.fb_mode
+
+
+def test_recipe_defaults_are_unchanged_and_bn_gamma_reaches_every_row() -> None:
+    row = recipe_row()
+    assert row == {"anneal": {"n_cycle": 4, "ratio": 0.5, "start": 0.1},
+                   "model": {"free_bits": 4.0, "free_bits_mode": "example"},
+                   "free_bits": {"n_cycle": 1, "ratio": 1.0, "ratio_zero": 0.75, "start": 4.0, "stop": 0.0}}  # fmt: skip
+    assert recipe_search.compare_flags(recipe_search.search_configs()["cyc+fbex4decay.75-1"])[0] == "--recipe"
+    cfg = parse_args(["--bn-gamma", "0.3", "--recipe", "--recipe-bn-gamma", "0.6"])
+    assert cfg.bn_gamma == 0.3 and schedules(cfg)["recipe"]["model"]["bn_gamma"] == 0.6
+    assert Config().bn_gamma is None and parse_args([]).bn_gamma is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"recipe_bn_gamma": -0.1}, "`recipe_bn_gamma` must be a finite number >= 0"),
+        ({"recipe_delay": 1.0}, r"`recipe_delay` must be in \[0, 1\)"),
+        ({"recipe_free_bits": 0.0, "recipe_bn_gamma": 0.0}, "`recipe_free_bits` must be > 0"),
+        ({"bn_gamma": -1.0}, "`bn_gamma` must be None or a finite number >= 0"),
+        ({"recipe_hold": 1.0, "recipe_end": 0.5}, "`recipe_hold` and `recipe_end`"),
+    ],
+)
+def test_new_recipe_knobs_refuse_bad_values_before_any_run(tmp_path: Path, overrides: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        compare(Config(out=str(tmp_path), recipe=True, seeds=[0], max_steps=2, corpus_size=60, emb_dim=4, hidden_dim=4,
+                       latent_dim=2, probe_size=10, rows=["recipe"], **overrides))  # fmt: skip
+    assert not (tmp_path / "logs").exists()
+
+
+def test_recipe_without_free_bits_or_with_a_constant_threshold() -> None:
+    bn_only = schedules(Config(recipe=True, recipe_free_bits=0.0, recipe_bn_gamma=0.5))["recipe"]
+    check_recipe(Config(recipe=True, recipe_free_bits=0.0, recipe_bn_gamma=0.5))
+    assert bn_only["model"] == {"free_bits": 0.0, "free_bits_mode": "example", "bn_gamma": 0.5}
+    assert free_bits_callbacks(bn_only) == []
+    constant = Config(recipe=True, recipe_free_bits=2.0, recipe_hold=1.0, recipe_end=1.0)
+    check_recipe(constant)  # both 1: lambda held for the whole run
+    assert free_bits_callbacks(schedules(constant)["recipe"]) == []
+    delayed = schedules(Config(recipe=True, recipe_delay=0.25))["recipe"]
+    assert schedule_callback(delayed, None, 1000).value_at(249, 1000) == pytest.approx(0.1)  # held at the start
+    assert schedule_callback(delayed, None, 1000).value_at(250 + 62, 1000) > 0.5
+
+
+def _record(name: str, elbo: float, mi: float, au: float, seed: int = 0) -> dict[str, Any]:
+    metrics = {"elbo": elbo, "kl": mi + 0.1, "mi": mi, "au": au, "dim90": 2, "ppl": 80.0}
+    return {"name": name, "seed": seed, "recipe": asdict(recipe_search.parse_config(name)[1]), "best": metrics}
+
+
+PLAIN_LOG = [
+    _record("constant", -48.0, 0.0, 0),
+    _record("monotonic", -47.5, 0.02, 0),
+    _record("cyclical", -47.6, 0.05, 2),
+]
+
+
+def test_selection_rule_picks_the_highest_elbo_among_those_meeting_every_target() -> None:
+    log = [*PLAIN_LOG, _record("cyc+bn0.5", -47.9, 1.5, 16), _record("cyc+bn0.3", -47.8, 1.2, 16),
+           _record("cyc+bn0.9", -49.0, 3.0, 16), _record("cyc+fbex4decay.75-1", -47.6, 0.6, 6)]  # fmt: skip
+    choice = recipe_search.select(log)
+    assert (choice["name"], choice["met_all"], choice["fallback"]) == ("cyc+bn0.3", True, None)
+    row = next(r for r in choice["table"] if r["name"] == "cyc+bn0.3")
+    assert row["reference"] == "monotonic" and row["gap"] == pytest.approx(0.3 / 47.5)
+    assert choice["compare_flags"] == recipe_search.compare_flags(recipe_search.search_configs()["cyc+bn0.3"])
+    assert "Written before the search ran" in choice["rule"]
+
+
+def test_selection_rule_fallbacks_and_refusals() -> None:
+    # nothing meets all three: the highest MI within 1 % of the reference
+    log = [*PLAIN_LOG, _record("cyc+fbex4decay.75-1", -47.7, 0.6, 3), _record("cyc+bn0.3", -47.75, 0.8, 16),
+           _record("cyc+bn0.9", -49.0, 3.0, 16)]  # fmt: skip
+    choice = recipe_search.select(log)
+    assert choice["name"] == "cyc+bn0.3" and choice["fallback"] == "highest MI within 1 % of the reference ELBO"
+    # nothing within 1 %: the smallest gap among MI >= 1
+    log = [*PLAIN_LOG, _record("cyc+bn0.9", -49.0, 3.0, 16), _record("cyc+bn0.7", -48.5, 2.0, 16),
+           _record("cyc+bn0.5", -48.2, 0.9, 16)]  # fmt: skip
+    assert recipe_search.select(log)["name"] == "cyc+bn0.7"
+    assert recipe_search.select([*PLAIN_LOG, _record("cyc+bn0.5", -48.2, 0.9, 16)])["fallback"] == "smallest ELBO gap"
+    with pytest.raises(ValueError, match="missing \\['cyclical'\\]"):
+        recipe_search.select(PLAIN_LOG[:2] + [_record("cyc+bn0.5", -48.2, 0.9, 16)])
+    with pytest.raises(ValueError, match="no configuration other than the plain schedules"):
+        recipe_search.select(PLAIN_LOG)
+
+
+def test_selection_averages_over_the_seeds_the_plain_schedules_share() -> None:
+    log = [
+        *PLAIN_LOG,
+        *(_record(r["name"], r["best"]["elbo"] - 1.0, 0.0, 0, seed=1) for r in PLAIN_LOG),
+        _record("cyc+bn0.5", -47.8, 1.2, 16),
+        _record("cyc+bn0.5", -48.9, 1.4, 16, seed=1),
+        _record("cyc+bn0.3", -47.7, 1.1, 16),
+        _record("cyc+bn0.3", -48.0, 1.1, 16, seed=7),
+    ]  # seed 7: no plain run
+    table = {r["name"]: r for r in recipe_search.select(log)["table"]}
+    assert table["cyc+bn0.5"]["seeds"] == [0, 1] and table["cyc+bn0.5"]["elbo"] == pytest.approx(-48.35)
+    assert table["cyc+bn0.5"]["reference_elbo"] == pytest.approx(-48.0)  # monotonic's mean over seeds 0 and 1
+    assert table["cyc+bn0.3"]["seeds"] == [0] and table["cyc+bn0.3"]["reference_elbo"] == pytest.approx(-47.5)
+
+
+def test_search_records_each_run_as_it_ends_and_respects_its_deadline(tmp_path: Path) -> None:
+    data = tmp_path / "ptb"
+    data.mkdir()
+    for split, n in (("train", 24), ("valid", 8), ("test", 8)):
+        (data / f"ptb.{split}.txt").write_text(
+            "".join(f"the {w} sat on a mat\n" for w in ["cat", "dog", "bird", "fox"] * (n // 4))
+        )
+    args = argparse.Namespace(data_dir=str(data), max_epochs=1, batch_size=8, train_sentences=None, max_vocab=100,
+                              emb_dim=4, hidden_dim=4, latent_dim=2, dropout=0.0, dec_init="h0", accelerator="cpu")  # fmt: skip
+    log, errors = tmp_path / "search.json", []
+    tasks = recipe_search.plan(["constant", "cyc+bn0.5", "bad=cyclical,fb=1.0,fb_mode=nope"], [0])
+    assert [(n, s) for n, _, s in tasks] == [("constant", 0), ("cyc+bn0.5", 0), ("bad", 0)]
+    threads = torch.get_num_threads()
+    try:
+        left = recipe_search.run_tasks(tasks, args, 1, partial(recipe_search.append_record, log),
+                                       on_error=lambda name, seed, error: errors.append((name, str(error))))  # fmt: skip
+        assert recipe_search.run_tasks(tasks, args, 1, errors.append, stop_at=lambda walls: 0.0) == [
+            ("constant", 0), ("cyc+bn0.5", 0), ("bad", 0)]  # past its deadline: nothing starts  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    assert left == [] and [e[0] for e in errors] == ["bad"] and "free_bits_mode" in errors[0][1]
+    records = json.loads(log.read_text())
+    assert [r["name"] for r in records] == ["constant", "cyc+bn0.5"]
+    for r in records:
+        assert r["split"] == "valid" and r["round"] == recipe_search.ROUND and r["accelerator"] == "cpu"
+        assert 0 <= r["best"]["dim90"] <= 2 and math.isfinite(r["best"]["elbo"])
+    assert records[1]["recipe"]["bn_gamma"] == 0.5
+    # the rule from the command line, on this round's records only
+    choice_path = tmp_path / "choice.json"
+    old = {**records[0], "round": 2, "name": "cyclical"}
+    log.write_text(json.dumps([old, *records]))
+    with pytest.raises(ValueError, match="missing"):  # cyclical's only record is of an earlier round
+        recipe_search.main(["--log", str(log), "--select", str(choice_path)])
+    log.write_text(json.dumps([*records, {**records[0], "name": "monotonic"}, {**records[0], "name": "cyclical"}]))
+    recipe_search.main(["--log", str(log), "--select", str(choice_path)])
+    assert json.loads(choice_path.read_text())["name"] == "cyc+bn0.5"
+
+
+def test_device_driver_commands_and_test_summary() -> None:
+    from examples.text_vae import recipe_device
+
+    args = recipe_device.parse_args(["--data-dir", "d", "--out", "o"])
+    assert (args.budget, args.test_seeds, args.search_seeds, args.configs) == (480.0, [0, 1, 2], [0, 1], ["search"])
+    flags = recipe_search.compare_flags(recipe_search.search_configs()["cyc+bn0.5"])
+    chosen = recipe_device.compare_command(args, "gpu", "recipe_chosen", 2, flags, Path("x"))
+    cfg = parse_args(chosen[2:])  # what compare.py will run
+    assert (cfg.rows, cfg.seeds, cfg.accelerator, cfg.recipe_bn_gamma, cfg.train_sentences) == (
+        ["recipe"],
+        [2],
+        "gpu",
+        0.5,
+        4000,
+    )
+    assert parse_args(recipe_device.compare_command(args, "cpu", "monotonic", 0, flags, Path("x"))[2:]).rows == [
+        "monotonic"
+    ]
+
+    def run(elbo: float, mi: float, au: float) -> dict[str, Any]:
+        return {"metrics": {"elbo": elbo, "mi": mi, "au": au, "dim90": 3, "kl": mi}}
+
+    results = {
+        "constant": {0: run(-48.0, 0.0, 0), 1: run(-48.2, 0.0, 0)},
+        "monotonic": {0: run(-47.0, 0.0, 0), 1: run(-47.4, 0.0, 0)},
+        "cyclical": {0: run(-47.1, 0.0, 1), 1: run(-47.35, 0.0, 1)},
+        "recipe_current": {0: run(-47.3, 0.6, 3), 1: run(-47.5, 0.7, 2)},
+        "recipe_chosen": {0: run(-47.4, 1.2, 16), 1: run(-47.6, 1.4, 16)},
+    }
+    summary = recipe_device.summarize_test_runs(results)
+    assert summary["reference"] == {"row": "monotonic", "elbo": -47.2, "seeds": [0, 1]}
+    assert summary["recipe_chosen"]["gap"] == pytest.approx(0.3 / 47.2)
+    assert summary["recipe_chosen"]["met"] == {"mi": True, "au": True, "elbo": True}
+    assert summary["recipe_current"]["met"] == {"mi": False, "au": False, "elbo": True}
+    # per seed against that seed's best plain row: seed 1's is cyclical (-47.35)
+    assert summary["recipe_chosen"]["gap_per_seed_vs_best_plain_of_seed"]["1"] == pytest.approx(0.25 / 47.35)
+    assert summary["rows"]["constant"]["mean"]["elbo"] == pytest.approx(-48.1)

@@ -130,6 +130,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="weight of the bag-of-words loss: 1 is the paper's CVAE + BoW, 0 the plain CVAE (default: %(default)s)",
     )
     p.add_argument(
+        "--bn-gamma",
+        type=float,
+        default=None,
+        help="BN-VAE: batch-normalise the posterior mean with this fixed scale "
+        "(lightning_kl_anneal.BatchNormPosterior); 0 or unset = off (default: %(default)s)",
+    )
+    p.add_argument(
         "--table",
         choices=("controlled", "paper"),
         default="controlled",
@@ -210,6 +217,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--period must be an int >= 2, got {args.period}")
     if args.bow_weight < 0:
         p.error(f"--bow-weight must be >= 0, got {args.bow_weight}")
+    if args.bn_gamma is not None and not (args.bn_gamma >= 0 and math.isfinite(args.bn_gamma)):
+        p.error(f"--bn-gamma must be a finite number >= 0 (0 = off), got {args.bn_gamma}")
     if not 0 <= args.ratio_zero < CYCLICAL_RATIO:
         p.error(f"--ratio-zero must be in [0, {CYCLICAL_RATIO:.3f}), got {args.ratio_zero}")
     if len(set(args.seeds)) != len(args.seeds):
@@ -287,6 +296,7 @@ def run_one(schedule: str, seed: int, args: argparse.Namespace, out: Path) -> di
         vocab_size=dm.vocab_size,
         lr=args.lr,
         bow_weight=args.bow_weight,
+        bn_gamma=args.bn_gamma,
         **lr_restarts(schedule, args),
         max_decode_len=dm.max_len,
         val_gen_contexts=32,

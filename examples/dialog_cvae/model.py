@@ -29,7 +29,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from torchmetrics import MeanMetric
 from typing_extensions import override
 
-from lightning_kl_anneal import gaussian_kl
+from lightning_kl_anneal import BatchNormPosterior, gaussian_kl
 
 from .data import BOS, EOS, PAD
 from .metrics import DistinctN, bleu_precision_recall, embedding_similarity, nearest_label
@@ -114,6 +114,10 @@ class DialogCVAE(L.LightningModule):
         max_decode_len: longest generated response, ``<eos>`` included.
         val_gen_contexts: generation metrics in validation use only the contexts of index below this
             (test uses all), because greedy decoding and BLEU are slow next to a loss evaluation.
+        bn_gamma: if set (> 0), the posterior mean mu_q goes through
+            ``lightning_kl_anneal.BatchNormPosterior(latent_dim, gamma=bn_gamma)`` (BN-VAE, Zhu et al. 2020: mu
+            batch-normalised with a fixed scale); None or 0 (the default) leaves it as it is. The KL floor of
+            its docstring is against N(0, I); against this model's learned prior p(z | c) it is not guaranteed.
 
     The embedding metrics need fixed word vectors (one space for every model): set :attr:`word_vectors`,
     or let evaluation take them from the data module's ``word_vectors``.
@@ -137,6 +141,7 @@ class DialogCVAE(L.LightningModule):
         num_samples: int = 5,
         max_decode_len: int = 40,
         val_gen_contexts: int = 64,
+        bn_gamma: float | None = None,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -160,6 +165,8 @@ class DialogCVAE(L.LightningModule):
             raise ValueError(f"`lr_restart_cycles` must be >= 0 (0 = constant lr), got {lr_restart_cycles}")
         if lr_restart_period is not None and (not isinstance(lr_restart_period, int) or lr_restart_period < 2):
             raise ValueError(f"`lr_restart_period` must be an int >= 2 or None, got {lr_restart_period!r}")
+        if bn_gamma is not None and (isinstance(bn_gamma, bool) or not bn_gamma >= 0 or not math.isfinite(bn_gamma)):
+            raise ValueError(f"`bn_gamma` must be None or a finite number >= 0 (0 or None = off), got {bn_gamma!r}")
         if lr_restart_period is not None and lr_restart_cycles:
             raise ValueError(
                 f"`lr_restart_cycles`={lr_restart_cycles} and `lr_restart_period`={lr_restart_period} both set the "
@@ -186,6 +193,8 @@ class DialogCVAE(L.LightningModule):
         self.distinct = nn.ModuleDict({f"{s}_{n}": DistinctN(n) for s in ("val", "test") for n in (1, 2)})
         self.means = nn.ModuleDict({f"{s}_{k}": MeanMetric() for s in ("val", "test") for k in (*LOSS_KEYS, *GEN_KEYS)})
         self.word_vectors: torch.Tensor | None = None
+        # last, so that the other weights are drawn exactly as without it
+        self.mu_norm = BatchNormPosterior(latent_dim, gamma=bn_gamma) if bn_gamma else None
 
     # ------------------------------------------------------------------------------------- encoders
     def encode_utterances(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -234,7 +243,10 @@ class DialogCVAE(L.LightningModule):
         """q(z | c, x)'s mean and log-variance; ``x`` is the response's encoding if already computed."""
         if x is None:
             x = self.encode_utterances(batch["response"], batch["response_lens"])
-        return self.recognition(torch.cat([c, x], dim=-1)).chunk(2, dim=-1)
+        mu, logvar = self.recognition(torch.cat([c, x], dim=-1)).chunk(2, dim=-1)
+        if self.mu_norm is not None:
+            mu = self.mu_norm(mu)
+        return mu, logvar
 
     # ------------------------------------------------------------------------------------- decoder
     def decode_logits(self, c: torch.Tensor, z: torch.Tensor, response: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,9 @@ learning rate restarted every cycle, the paper's confound, measured on its own),
 ``delay+cyclical`` row (Li et al. 2019: beta = 0 for the first D steps, then the cycles, from 0).
 ``--recipe`` adds a ``recipe`` row: the recommended setting for real text on which every schedule
 collapses (README, "When the latent collapses on real text"): the cyclical schedule plus free bits
-whose threshold decays during training (``--recipe-*`` set its knobs).
+whose threshold decays during training (``--recipe-*`` set its knobs, every knob of
+``recipe_search.Recipe``: the schedule, free bits, the delay, BN-VAE). ``--bn-gamma G`` puts
+``lightning_kl_anneal.BatchNormPosterior`` on the posterior mean of every row (BN-VAE).
 
 Rows are defined in ``schedules()``: one entry of callback arguments (and model overrides) each.
 """
@@ -63,9 +65,16 @@ from examples._runs import (
     sign_test_p,
 )
 from examples.text_vae.data import BucketedBatches, TextVAEDataModule
-from examples.text_vae.metrics import linear_probe_accuracy
+from examples.text_vae.metrics import linear_probe_accuracy, principal_dimensionality
 from examples.text_vae.model import TextVAE
-from lightning_kl_anneal import FREE_BITS_MODES, CyclicalKLAnnealing, LatentMonitor, ScheduledAttribute, cyclical_beta
+from lightning_kl_anneal import (
+    FREE_BITS_MODES,
+    SHAPES,
+    CyclicalKLAnnealing,
+    LatentMonitor,
+    ScheduledAttribute,
+    cyclical_beta,
+)
 
 METRICS = ("rec", "kl", "elbo", "ppl", "au", "mi")
 
@@ -106,6 +115,15 @@ class Config:
     recipe_hold: float = 0.75
     recipe_end: float = 1.0
     recipe_floor: float = 0.0
+    # the recipe's beta schedule: None takes the cyclical row's value
+    recipe_n_cycle: int | None = None
+    recipe_ratio: float | None = None
+    recipe_start: float | None = None
+    recipe_stop: float | None = None
+    recipe_shape: str = "linear"
+    recipe_delay: float = 0.0  # fraction of the run held at the start value before the cycles
+    recipe_bn_gamma: float = 0.0  # BN-VAE in the recipe row (0: off, or --bn-gamma's)
+    bn_gamma: float | None = None  # BN-VAE in every row (lightning_kl_anneal.BatchNormPosterior); None/0 = off
     select: str = "best"
     accelerator: str = "cpu"
     devices: int = 1
@@ -145,18 +163,33 @@ def schedules(cfg: Config) -> dict[str, dict[str, Any]]:
         # the cycles, plus free bits whose threshold lambda is held, then decays to `recipe_floor` (0: the end
         # of training optimises the true ELBO): lambda(t) is the library's cyclical function with one cycle
         # from lambda down to the floor (`ratio_zero` = the hold), written into `model.free_bits` by ScheduledAttribute
-        rows["recipe"] = {
-            "anneal": cyc,
-            "model": {"free_bits": cfg.recipe_free_bits, "free_bits_mode": cfg.recipe_free_bits_mode},
-            "free_bits": {"n_cycle": 1, "ratio": cfg.recipe_end, "ratio_zero": cfg.recipe_hold,
-                          "start": cfg.recipe_free_bits, "stop": cfg.recipe_floor},
-        }  # fmt: skip
+        rows["recipe"] = recipe_row(cfg, cyc)
     if cfg.rows is not None:
         unknown = [r for r in cfg.rows if r not in rows]
         if unknown or not cfg.rows:
             raise ValueError(f"`rows` must name rows of this configuration, {list(rows)}, got {cfg.rows!r}")
         rows = {name: rows[name] for name in cfg.rows}
     return rows
+
+
+def recipe_row(cfg: Config, cyc: dict[str, Any]) -> dict[str, Any]:
+    """The ``recipe`` row from the ``recipe_*`` knobs; with their defaults, the cyclical row plus scheduled free bits."""
+    anneal = {**cyc, **{k: v for k, v in (("n_cycle", cfg.recipe_n_cycle), ("ratio", cfg.recipe_ratio),
+                                          ("start", cfg.recipe_start), ("stop", cfg.recipe_stop)) if v is not None}}  # fmt: skip
+    if cfg.recipe_shape != "linear":
+        anneal["shape"] = cfg.recipe_shape
+    row: dict[str, Any] = {
+        "anneal": anneal,
+        "model": {"free_bits": cfg.recipe_free_bits, "free_bits_mode": cfg.recipe_free_bits_mode},
+    }
+    if cfg.recipe_free_bits > 0 and cfg.recipe_hold < 1.0:
+        row["free_bits"] = {"n_cycle": 1, "ratio": cfg.recipe_end, "ratio_zero": cfg.recipe_hold,
+                            "start": cfg.recipe_free_bits, "stop": cfg.recipe_floor}  # fmt: skip
+    if cfg.recipe_bn_gamma > 0:
+        row["model"]["bn_gamma"] = cfg.recipe_bn_gamma
+    if cfg.recipe_delay > 0:
+        row["delay_fraction"] = cfg.recipe_delay  # in steps once the run's length is known (schedule_callback)
+    return row
 
 
 class CurveRecorder(Callback):
@@ -227,11 +260,15 @@ def sample_latents(
     return torch.cat(mus), torch.cat(zs)
 
 
-def schedule_callback(row: dict[str, Any], total_steps: int | None = None) -> Callback:
-    """The row's beta schedule over ``total_steps`` (``None``: the whole fit); after it, beta stays at 1."""
+def schedule_callback(row: dict[str, Any], total_steps: int | None = None, run_steps: int | None = None) -> Callback:
+    """The row's beta schedule over ``total_steps`` (``None``: the whole fit); after it, beta stays at 1.
+
+    ``run_steps``: the schedule's length, for a row whose delay is a fraction of it (``delay_fraction``).
+    """
     if row["anneal"] is None:
         return ScheduledAttribute(constant_beta, "beta", log_name="beta", total_steps=total_steps)
-    return CyclicalKLAnnealing(**row["anneal"], total_steps=total_steps)
+    delay = {"delay": round(row["delay_fraction"] * (run_steps or 0))} if "delay_fraction" in row else {}
+    return CyclicalKLAnnealing(**row["anneal"], **delay, total_steps=total_steps)
 
 
 def free_bits_callbacks(row: dict[str, Any], total_steps: int | None = None) -> list[Callback]:
@@ -244,20 +281,33 @@ def free_bits_callbacks(row: dict[str, Any], total_steps: int | None = None) -> 
 
 def check_recipe(cfg: Config) -> None:
     """Refuse bad ``--recipe-*`` values before any run, naming the argument."""
-    if not cfg.recipe_free_bits > 0 or not math.isfinite(cfg.recipe_free_bits):
+    other = (
+        cfg.recipe_bn_gamma > 0
+        or cfg.recipe_delay > 0
+        or cfg.recipe_shape != "linear"
+        or any(v is not None for v in (cfg.recipe_n_cycle, cfg.recipe_ratio, cfg.recipe_start, cfg.recipe_stop))
+    )
+    fb = cfg.recipe_free_bits
+    if not math.isfinite(fb) or not (fb > 0 or (fb == 0 and other)):
         raise ValueError(
-            f"`recipe_free_bits` must be > 0 (nats at the start; per dimension or per sentence, by mode), got {cfg.recipe_free_bits!r}"
+            f"`recipe_free_bits` must be > 0 (nats at the start; per dimension or per sentence, by mode), or 0 with "
+            f"another recipe knob that sets the row apart from cyclical (bn gamma, delay, shape, cycles), got {cfg.recipe_free_bits!r}"
         )
+    if not (0.0 <= cfg.recipe_bn_gamma and math.isfinite(cfg.recipe_bn_gamma)):
+        raise ValueError(f"`recipe_bn_gamma` must be a finite number >= 0 (0 = off), got {cfg.recipe_bn_gamma!r}")
+    if not 0.0 <= cfg.recipe_delay < 1.0:
+        raise ValueError(f"`recipe_delay` must be in [0, 1) (a fraction of the run), got {cfg.recipe_delay!r}")
     if cfg.recipe_free_bits_mode not in FREE_BITS_MODES:
         raise ValueError(f"`recipe_free_bits_mode` must be one of {FREE_BITS_MODES}, got {cfg.recipe_free_bits_mode!r}")
     if not 0.0 <= cfg.recipe_floor <= cfg.recipe_free_bits:
         raise ValueError(
             f"`recipe_floor` must be in [0, recipe_free_bits] = [0, {cfg.recipe_free_bits}], got {cfg.recipe_floor!r}"
         )
-    if not 0.0 <= cfg.recipe_hold < cfg.recipe_end <= 1.0:
+    if not (0.0 <= cfg.recipe_hold < cfg.recipe_end <= 1.0 or cfg.recipe_hold == cfg.recipe_end == 1.0):
         raise ValueError(
             "`recipe_hold` and `recipe_end` (fractions of training: lambda held until `recipe_hold`, at the floor from "
-            f"`recipe_end` on) must satisfy 0 <= recipe_hold < recipe_end <= 1, got {cfg.recipe_hold!r} and {cfg.recipe_end!r}"
+            "`recipe_end` on) must satisfy 0 <= recipe_hold < recipe_end <= 1 (or both 1: lambda constant), "
+            f"got {cfg.recipe_hold!r} and {cfg.recipe_end!r}"
         )
 
 
@@ -270,7 +320,7 @@ def run_one(
     t0, c0 = time.perf_counter(), time.process_time()
     model = TextVAE(
         vocab_size=dm.vocab_size, emb_dim=cfg.emb_dim, hidden_dim=cfg.hidden_dim, latent_dim=cfg.latent_dim,
-        dropout=cfg.dropout, dec_init=cfg.dec_init, lr=cfg.lr, **row.get("model", {}),
+        dropout=cfg.dropout, dec_init=cfg.dec_init, lr=cfg.lr, **{"bn_gamma": cfg.bn_gamma, **row.get("model", {})},
     )  # fmt: skip
     # the collapse alert with its defaults, as a user would attach it; "warn" lets the run finish, so the
     # table is comparable, and records the step at which on_collapse="stop" would have ended it.
@@ -295,7 +345,7 @@ def run_one(
         max_epochs=cfg.max_epochs + cfg.persist_epochs, max_steps=cfg.max_steps + persist if cfg.max_steps > 0 else -1,
         accelerator=cfg.accelerator, devices=cfg.devices,
         gradient_clip_val=5.0,  # paper
-        callbacks=[schedule_callback(row, sched_total), *free_bits_callbacks(row, sched_total), monitor, curve,
+        callbacks=[schedule_callback(row, sched_total, total), *free_bits_callbacks(row, sched_total), monitor, curve,
                    *([phases] if persist else [ckpt]), *([progress] if progress else [])],
         logger=CSVLogger(Path(cfg.out) / "logs", name=name, version=f"seed{seed}"),
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
@@ -325,6 +375,8 @@ def run_one(
         metrics["step"] = step
     model.to("cpu")
     mu_test, z_test = sample_latents(model, dm.split("test"), seed)
+    # principal components of the test posterior means holding 90 % of their variance: AU next to how spread it is
+    metrics["dim90"] = principal_dimensionality(mu_test, 0.9)
     if dm.factor_names:
         _, z_train = sample_latents(model, dm.split("train"), seed + 1, limit=cfg.probe_size)
         ytr, yte = dm.split("train").labels, dm.split("test").labels
@@ -550,6 +602,8 @@ def compare(cfg: Config) -> dict[str, Any]:
             "`persist_epochs` > 0 with `lr_restart`: the learning-rate restarts would span the persistence phase too; "
             f"run them separately (got persist_epochs={cfg.persist_epochs})"
         )
+    if cfg.bn_gamma is not None and not (cfg.bn_gamma >= 0 and math.isfinite(cfg.bn_gamma)):
+        raise ValueError(f"`bn_gamma` must be None or a finite number >= 0 (0 or None = off), got {cfg.bn_gamma!r}")
     if cfg.recipe:
         check_recipe(cfg)
     rows = schedules(cfg)
@@ -711,6 +765,37 @@ def parse_args(argv: list[str] | None = None) -> Config:
     )
     p.add_argument(
         "--recipe-floor", type=float, default=d.recipe_floor, help="recipe: lambda at the end (0: the true ELBO)"
+    )
+    p.add_argument(
+        "--recipe-n-cycle", type=int, default=d.recipe_n_cycle, help="recipe: beta cycles (default: --n-cycle)"
+    )
+    p.add_argument(
+        "--recipe-ratio", type=float, default=d.recipe_ratio, help="recipe: ramp share of a cycle (default: --ratio)"
+    )
+    p.add_argument(
+        "--recipe-start", type=float, default=d.recipe_start, help="recipe: beta at a cycle's start (default: --start)"
+    )
+    p.add_argument("--recipe-stop", type=float, default=d.recipe_stop, help="recipe: beta at the plateau (default: 1)")
+    p.add_argument(
+        "--recipe-shape",
+        choices=SHAPES,
+        default=d.recipe_shape,
+        help="recipe: the ramps' shape (CyclicalKLAnnealing's)",
+    )
+    p.add_argument(
+        "--recipe-delay",
+        type=float,
+        default=d.recipe_delay,
+        help="recipe: fraction of the run at the start value first",
+    )
+    p.add_argument(
+        "--recipe-bn-gamma", type=float, default=d.recipe_bn_gamma, help="recipe: BN-VAE's fixed scale of mu (0: off)"
+    )
+    p.add_argument(
+        "--bn-gamma",
+        type=float,
+        default=d.bn_gamma,
+        help="BN-VAE in every row: batch-normalise the posterior mean with this fixed scale (0 or unset: off)",
     )
     p.add_argument(
         "--select", choices=("best", "last"), default=d.select, help="test the best-val-PPL or the last checkpoint"

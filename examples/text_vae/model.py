@@ -28,6 +28,7 @@ from examples.text_vae.metrics import perplexity
 from lightning_kl_anneal import (
     FREE_BITS_MODES,
     ActiveUnits,
+    BatchNormPosterior,
     FreeBitsMode,
     KLPerDimension,
     MutualInformation,
@@ -65,6 +66,10 @@ class TextVAE(L.LightningModule):
         beta: KL weight before the callback's first write; 1.0 makes a model without the callback
             the constant-beta baseline.
         pad_id: Padding id of the data (``data.Vocab``: 0); BOS is ``pad_id + 1``.
+        bn_gamma: If set (> 0), the posterior mean goes through
+            ``lightning_kl_anneal.BatchNormPosterior(latent_dim, gamma=bn_gamma)`` (BN-VAE, Zhu et al.
+            2020: mu batch-normalised with a fixed scale, so the batch's KL cannot fall below
+            ``latent_dim * bn_gamma**2 / 2`` nats); None or 0 (the default) leaves mu as it is.
     """
 
     def __init__(
@@ -82,6 +87,7 @@ class TextVAE(L.LightningModule):
         dec_init: Literal["h0", "h0c0"] = "h0",
         beta: float = 1.0,
         pad_id: int = 0,
+        bn_gamma: float | None = None,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -104,6 +110,8 @@ class TextVAE(L.LightningModule):
             raise ValueError(
                 f"`dec_init` must be 'h0' (z -> h0, as in the paper's code) or 'h0c0' (z -> h0 and c0), got {dec_init!r}"
             )
+        if bn_gamma is not None and (isinstance(bn_gamma, bool) or not bn_gamma >= 0.0 or not math.isfinite(bn_gamma)):
+            raise ValueError(f"`bn_gamma` must be None or a finite number >= 0 (0 or None = off), got {bn_gamma!r}")
         self.save_hyperparameters()
         self.beta = beta
         self.free_bits = free_bits
@@ -117,6 +125,9 @@ class TextVAE(L.LightningModule):
         self.out = nn.Linear(hidden_dim, vocab_size)
         for p in self.parameters():
             nn.init.uniform_(p, -init_range, init_range)
+        # made after the uniform initialisation: it keeps its own (shift 0), and the other weights are
+        # drawn exactly as without it, so a run with and without BN starts from the same weights
+        self.mu_norm = BatchNormPosterior(latent_dim, gamma=bn_gamma) if bn_gamma else None
         # Evaluation sums and latent diagnostics are torchmetrics metrics: under DDP they are reduced
         # over every process once per epoch (and the data module shards without repeats), so each
         # sentence counts exactly once. Their states are not saved in checkpoints.
@@ -133,6 +144,8 @@ class TextVAE(L.LightningModule):
         # the LSTM is unidirectional, so the state at the last real token ignores any padding after it
         last = states[torch.arange(len(lengths), device=tokens.device), lengths - 1]
         mu, logvar = self.to_posterior(last).chunk(2, dim=-1)
+        if self.mu_norm is not None:
+            mu = self.mu_norm(mu)
         return mu, logvar
 
     def decode(self, tokens: Tensor, z: Tensor) -> Tensor:
