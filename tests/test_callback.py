@@ -333,7 +333,7 @@ def test_crash_and_resume_continues_exactly(tmp_path: Path, crash_at: int, accum
     assert resumed.seen[-1][0] == max(truth)  # and runs to the same end
     for step, _, beta in before + resumed.seen:
         assert beta == truth[step], step
-    assert cb._total == 30 // accumulate
+    assert cb.total == 30 // accumulate
 
 
 def test_checkpoint_loads_with_weights_only_and_keeps_total_steps(tmp_path: Path) -> None:

@@ -202,7 +202,7 @@ def test_gradient_accumulation_scheduler_gives_the_exact_length(tmp_path: Path) 
     cb = CyclicalKLAnnealing(n_cycle=2, ratio=0.5)
     _no_warning_fit(make_trainer(tmp_path, [cb, scheduler], max_epochs=3), model)
     total = 12 + 4 + 4  # Lightning's estimate would be 36
-    assert cb._total == total
+    assert cb.total == total
     steps = sorted({s for s, _, _ in model.seen})
     assert steps == list(range(total))
     assert all(b == expected(s, total, n_cycle=2) for s, _, b in model.seen)
@@ -551,7 +551,7 @@ def test_pickles_after_a_fit(tmp_path: Path) -> None:
     trainer = make_trainer(tmp_path, [cb], max_epochs=1)
     trainer.fit(TinyVAE(n_batches=4))
     copy = pickle.loads(pickle.dumps(cb))
-    assert repr(copy) == repr(cb) and copy._total == 4
+    assert repr(copy) == repr(cb) and copy.total == 4
 
 
 # ---------------------------------------------------------------- found by trying the API as a new user
