@@ -25,7 +25,7 @@ class Lookahead:
 
     Example:
         >>> values = Lookahead(lambda step, total: step / total, total=10, size=4)
-        >>> values(2), values.ahead
+        >>> values.at(2), values.ahead
         (0.2, [0.2, 0.3, 0.4, 0.5])
     """
 
@@ -36,13 +36,14 @@ class Lookahead:
         self.ahead: list[float] = []  # the values at steps `first + i`
         self.first = self.n = 0
 
-    def __call__(self, step: int) -> float:
+    def at(self, step: int) -> float:
+        """The value at ``step``; the per-step hook holds this bound method (cheaper to call than the object)."""
         i = step - self.first
         if 0 <= i < self.n:
             return self.ahead[i]
-        total = self.total
+        total, value_at = self.total, self.value_at
         end = step + self.size if total is None else max(step + 1, min(step + self.size, total))
-        return self.keep(step, [self.value_at(s, total) for s in range(step, end)])
+        return self.keep(step, [value_at(s, total) for s in range(step, end)])
 
     def keep(self, first: int, values: list[float]) -> float:
         """Hold ``values`` for steps ``first, first + 1, ...`` (a value already evaluated is not evaluated again)."""

@@ -379,7 +379,7 @@ class ScheduledAttribute(Callback):
         )
         if fit.probe is not None and fit.probe[0] == fit.total and getattr(fit.counter, fit.field) == 0:
             values.keep(0, [fit.probe[1]])  # step 0's value, evaluated by the probe: not evaluated again
-        fit.values = values
+        fit.values = values.at
         fit.log_name, fit.log_every = self._log_name, trainer.log_every_n_steps  # type: ignore[attr-defined]
         fit.loggers = list(trainer.loggers) if self._log_name is not None and fit.log_every else []
         fit.log_between_changes = self._unit == "epoch"  # the value changes per epoch; logging steps don't
