@@ -81,6 +81,7 @@ class Fit:
     step: int = -1  # the step whose value is written; -1: none yet
     value: float = math.nan
     logged_step: int = -1
+    stop_checked: int = -1  # the last step whose logging for `should_stop` was decided
     ended: bool = False  # the end-of-fit check ran
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -92,14 +93,14 @@ class Fit:
         value = self.value = self.values(step)  # type: ignore[misc]
         self.write(value)  # type: ignore[misc]
 
-    def log(self, force: bool = False) -> None:
-        """Send the value to the loggers on the Trainer's logging steps (``force``: on this one).
+    def log(self, force: bool = False, step: int | None = None) -> None:
+        """Send the value to the loggers on the Trainer's logging steps (``force``: on this one, or on ``step``).
 
         Straight to the loggers, as ``LearningRateMonitor`` does: ``self.log`` costs far more per step.
         ``_batches_that_stepped`` is the step the Trainer logs this step's losses at, and the condition is
         the Trainer's own ``should_update_logs`` for the fit loop, minus its lookups.
         """
-        step = self.epoch_loop._batches_that_stepped
+        step = self.epoch_loop._batches_that_stepped if step is None else step
         if (force or (step + 1) % self.log_every == 0) and step != self.logged_step:
             self.logged_step = step
             for logger in self.loggers:

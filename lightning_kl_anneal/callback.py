@@ -418,6 +418,8 @@ class ScheduledAttribute(Callback):
 
     @override
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
+            self._log_if_stopped(trainer, trainer.fit_loop.epoch_loop._batches_that_stepped)
         self._write_eval_value(pl_module)
 
     @override
@@ -427,7 +429,11 @@ class ScheduledAttribute(Callback):
         if trainer.state.fn == TrainerFn.FITTING and self._fit.step >= 0:
             self._writer.write(pl_module, self._fit.value)
 
-    on_test_start = on_predict_start = on_validation_start  # every evaluation runs at the evaluation value
+    @override
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write_eval_value(pl_module)
+
+    on_predict_start = on_test_start
 
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -449,6 +455,20 @@ class ScheduledAttribute(Callback):
             fit.warned_end = run  # the end-of-fit warning would say it again
             advice = off_plateau(self._cyclical, self._total_steps, self._unit, run, fit.total, phase)
             rank_zero_warn(f"{self._label}: {advice}")
+
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._log_if_stopped(trainer, trainer.fit_loop.epoch_loop._batches_that_stepped - 1)  # counted after logging
+
+    def _log_if_stopped(self, trainer: pl.Trainer, step: int) -> None:
+        """Log beside the losses of ``step`` that the Trainer logged because ``should_stop`` was set after
+        ``on_train_batch_end`` had run here (by a later callback, or the module's own hook)."""
+        fit, loop = self._fit, trainer.fit_loop.epoch_loop
+        if not fit.loggers or fit.step < 0 or step == fit.stop_checked:
+            return
+        fit.stop_checked = step  # once per step: validation may set `should_stop` after the Trainer has logged
+        if trainer.should_stop and not (loop._should_accumulate() and trainer.lightning_module.automatic_optimization):
+            fit.log(force=True, step=step)  # the Trainer's own condition for logging a step's losses
 
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
