@@ -406,8 +406,9 @@ class ScheduledAttribute(Callback):
     ) -> None:
         # A step that sets `should_stop` (in training_step, or in a callback before this one) has its losses
         # logged by the Trainer after this hook, whatever `log_every_n_steps` says: log the value beside them.
-        if trainer.should_stop and self._fit.loggers and self._fit.step >= 0:
-            self._fit.log(force=True)
+        # (Set later, it is seen in the next hook: on_validation_start or on_train_epoch_end.)
+        if trainer.should_stop:
+            self._log_if_stopped(trainer, trainer.fit_loop.epoch_loop._batches_that_stepped)
 
     # ------------------------------------------------------------------ evaluation
 
@@ -574,6 +575,9 @@ class CyclicalKLAnnealing(ScheduledAttribute):
     - ``delay=D`` holds ``start`` for D units before the first cycle (Li et al. 2019: β = 0 first).
     - During validation, test and predict the attribute holds ``eval_beta`` (default ``stop``).
     - β is logged as ``log_name`` (default: the attribute's name) on the Trainer's logging steps.
+
+    Every argument can be read back, read-only, as an attribute of the same name (``callback.n_cycle``,
+    ``callback.eval_beta``, ...); the schedule's parameters are those of :attr:`schedule`.
 
     Args:
         n_cycle: number of cycles ``M``; 1 is monotonic annealing; None (with ``period``): endless.

@@ -334,8 +334,10 @@ class NeverImproves(TinyVAE):
 @pytest.mark.parametrize(
     ("kwargs", "losses"),
     [
-        (dict(limit_val_batches=1), [3, 7]),  # EarlyStopping stops after the Trainer logged step 9: no row there
-        (dict(limit_val_batches=1, val_check_interval=3), [3, 7]),
+        (dict(limit_val_batches=1), [3, 7]),
+        # validation at the 3rd batch of each epoch; EarlyStopping stops there at step 7, after the Trainer has
+        # logged (or not) that step's losses: no row of the value there either
+        (dict(limit_val_batches=1, val_check_interval=3, log_every_n_steps=5), [4]),
         (dict(accumulate_grad_batches=3), [3, 6]),  # stopped after a step of accumulated batches
     ],
     ids=["early-stopping", "early-stopping-mid-epoch", "accumulation"],
@@ -343,12 +345,39 @@ class NeverImproves(TinyVAE):
 def test_beta_and_losses_logged_at_the_same_steps_when_a_run_stops(tmp_path: Path, kwargs: dict, losses: list) -> None:
     stop = EarlyStopping(monitor="val_loss", patience=1) if "limit_val_batches" in kwargs else StopAt(7)
     logger = CSVLogger(tmp_path, name="csv")
-    model = NeverImproves(n_batches=5)
-    make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=2), stop], logger=logger, log_every_n_steps=4, max_epochs=10,
-                 **kwargs).fit(model)  # fmt: skip
+    kwargs = {"log_every_n_steps": 4, **kwargs}
+    make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=2), stop], logger=logger, max_epochs=10, **kwargs).fit(
+        NeverImproves(n_batches=5)
+    )
     rows = _csv_rows(logger)
     assert sorted(int(r["step"]) for r in rows if r.get("train_loss")) == losses
     assert sorted(int(r["step"]) for r in rows if r.get("beta")) == losses
+
+
+def test_no_value_logged_for_a_step_stopped_between_its_accumulated_batches(tmp_path: Path) -> None:
+    # `should_stop` set in the first of two accumulated batches of step 6: the run stops there, and the Trainer
+    # logs no losses for a step that never stepped.
+    logger = CSVLogger(tmp_path, name="csv")
+    model = StopsAt(stop_at=6, n_batches=20)
+    make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=2)], logger=logger, log_every_n_steps=5,
+                 accumulate_grad_batches=2).fit(model)  # fmt: skip
+    rows = _csv_rows(logger)
+    assert [s for s, _, _ in model.seen][-2:] == [5, 6]  # one batch of step 6
+    assert sorted(int(r["step"]) for r in rows if r.get("train_loss")) == [4]
+    assert {int(r["step"]): float(r["beta"]) for r in rows if r.get("beta")} == {4: 0.8}  # T = 20: cycles of 10
+
+
+def test_beta_logged_at_every_step_the_trainer_logs_while_min_steps_holds_a_stopped_run(tmp_path: Path) -> None:
+    # `should_stop` set at step 6 with `min_steps=9`: the Trainer runs on, logging the losses of every step after.
+    logger = CSVLogger(tmp_path, name="csv")
+    make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=2)], logger=logger, log_every_n_steps=5, min_steps=9).fit(
+        StopsAt(stop_at=6, n_batches=20)
+    )
+    rows = _csv_rows(logger)
+    losses = sorted(int(r["step"]) for r in rows if r.get("train_loss"))
+    betas = {int(r["step"]): float(r["beta"]) for r in rows if r.get("beta")}
+    assert losses[:4] == [4, 6, 7, 8] and sorted(betas) == losses
+    assert (betas[4], betas[6], betas[8]) == (0.4, 0.6, 0.8)  # by hand: T = 40, cycles of 20 rising over 10 steps
 
 
 @pytest.mark.parametrize("accumulate", [1, 2])
