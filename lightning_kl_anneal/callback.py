@@ -158,6 +158,7 @@ class ScheduledAttribute(Callback):
         self._log_name = _check_log_name(log_name, attribute)
         self._eval_value: float | None = check_real("eval_value", eval_value, optional=True)
         self._state_key = self._generate_state_key(attribute=attribute)
+        self._label = f"{type(self).__name__}(`{attribute}`)"  # who speaks in messages
         self._loaded: dict[str, Any] | None = None  # a checkpoint's state, for the Trainer call that restores it
         self._fit = Fit()  # the current (or last) fit: all of its state, replaced whole by the next fit's
 
@@ -204,10 +205,6 @@ class ScheduledAttribute(Callback):
         # Distinct per attribute, so one instance for `beta` and one for `beta_bow` coexist in a checkpoint.
         # Built once: Lightning reads it around every hook call.
         return self._state_key
-
-    @property
-    def _label(self) -> str:
-        return f"{type(self).__name__}(`{self.attribute}`)"
 
     def __getstate__(self) -> dict[str, Any]:
         # Spawned processes (ddp_spawn) pickle callbacks; the fit pickles as its T only (see `Fit`).
@@ -282,15 +279,13 @@ class ScheduledAttribute(Callback):
     @property
     def has_phases(self) -> bool:
         """Whether :meth:`phase_at` can say anything: the schedule has a ``phase`` method, or a subclass defines phases."""
-        return type(self).phase_at is not ScheduledAttribute.phase_at or callable(
-            getattr(self._schedule, "phase", None)
-        )
+        own = type(self).phase_at is not ScheduledAttribute.phase_at  # a subclass's phases
+        return own or callable(getattr(self._schedule, "phase", None))
 
     def current_phase(self, trainer: pl.Trainer) -> Phase | None:
         """The phase of the value that trained the model's current weights (the last step taken)."""
-        if self._unit == "epoch":
-            return self.phase_at(trainer.current_epoch)
-        return self.phase_at(max(read_step(trainer, self._unit) - 1, 0))
+        step = trainer.current_epoch if self._unit == "epoch" else max(read_step(trainer, self._unit) - 1, 0)
+        return self.phase_at(step)
 
     def _known_total(self) -> int | None:
         """``T``: the constructor's, else the current (or last) fit's; None before a fit resolves it."""
@@ -500,8 +495,7 @@ class ScheduledAttribute(Callback):
     @override
     def state_dict(self) -> dict[str, Any]:
         # Plain Python types only, so `torch.load(ckpt, weights_only=True)` works.
-        total = self.total if self.total is not None else self._total_steps
-        return {"total_steps": total, "config": self._config()}
+        return {"total_steps": self.total or self._total_steps, "config": self._config()}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
