@@ -37,7 +37,7 @@ class Lookahead:
         self.first = self.n = 0
 
     def at(self, step: int) -> float:
-        """The value at ``step``; the per-step hook holds this bound method (cheaper to call than the object)."""
+        """The value at ``step``, evaluating the next ``size`` steps when it is not held yet."""
         i = step - self.first
         if 0 <= i < self.n:
             return self.ahead[i]
@@ -70,7 +70,7 @@ class Fit:
     total: int | None = None  # T
     counter: Any = None  # `getattr(counter, field)` is the step
     field: str = ""
-    values: Callable[[int], float] | None = None
+    values: Lookahead | None = None
     write: Callable[[float], Any] | None = None
     log_name: str | None = None
     loggers: list[Any] = dataclasses.field(default_factory=list)
@@ -90,7 +90,9 @@ class Fit:
     def set(self, step: int) -> None:
         """Write the value at ``step``."""
         self.step = step
-        value = self.value = self.values(step)  # type: ignore[misc]
+        values = self.values  # its hit path inline: this runs at every step
+        i = step - values.first  # type: ignore[union-attr]
+        value = self.value = values.ahead[i] if 0 <= i < values.n else values.at(step)  # type: ignore[union-attr]
         self.write(value)  # type: ignore[misc]
 
     def log(self, force: bool = False, step: int | None = None) -> None:

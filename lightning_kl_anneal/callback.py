@@ -374,7 +374,7 @@ class ScheduledAttribute(Callback):
         )
         if fit.probe is not None and fit.probe[0] == fit.total and getattr(fit.counter, fit.field) == 0:
             values.keep(0, [fit.probe[1]])  # step 0's value, evaluated by the probe: not evaluated again
-        fit.values = values.at
+        fit.values = values
         fit.log_name, fit.log_every = self._log_name, trainer.log_every_n_steps  # type: ignore[attr-defined]
         fit.loggers = list(trainer.loggers) if self._log_name is not None and fit.log_every else []
         fit.log_between_changes = self._unit == "epoch"  # the value changes per epoch; logging steps don't
@@ -392,8 +392,8 @@ class ScheduledAttribute(Callback):
             fit.set(step)
         elif not fit.log_between_changes:
             return  # another micro-batch of the same optimizer step: the value is in place, and logged
-        if fit.loggers:
-            fit.log(trainer.should_stop)
+        if fit.loggers and (trainer.should_stop or (fit.epoch_loop._batches_that_stepped + 1) % fit.log_every == 0):
+            fit.log(force=True)  # on the Trainer's logging steps: `should_update_logs`, minus its lookups
 
     @override
     def on_train_batch_end(
@@ -457,8 +457,9 @@ class ScheduledAttribute(Callback):
         self._log_if_stopped(trainer, trainer.fit_loop.epoch_loop._batches_that_stepped - 1)  # counted after logging
 
     def _log_if_stopped(self, trainer: pl.Trainer, step: int) -> None:
-        """Log beside the losses of ``step`` that the Trainer logged because ``should_stop`` was set after
-        ``on_train_batch_end`` had run here (by a later callback, or the module's own hook)."""
+        """Log beside the losses of ``step`` that the Trainer logs because ``should_stop`` is set, whatever
+        ``log_every_n_steps`` says: asked in ``on_train_batch_end``, and again in the first hook after the
+        Trainer's decision (for ``should_stop`` set by a later callback, or the module's own hook)."""
         fit, loop = self._fit, trainer.fit_loop.epoch_loop
         if not fit.loggers or fit.step < 0 or step == fit.stop_checked:
             return

@@ -64,7 +64,7 @@ def test_set_writes_the_value_of_its_step_and_log_follows_the_trainers_logging_s
     written: list[float] = []
     loop = type("Loop", (), {"_batches_that_stepped": 0})()
     logger = Recorder()
-    fit = Fit(values=lambda step: step / 4, write=written.append, loggers=[logger], log_name="beta", log_every=3,
+    fit = Fit(values=Lookahead(lambda step, total: step / 4, None, 1), write=written.append, loggers=[logger], log_name="beta", log_every=3,
               epoch_loop=loop)  # fmt: skip
     for step in range(7):
         loop._batches_that_stepped = step
