@@ -2,32 +2,36 @@
 
 :class:`ScheduledAttribute` is the general mechanism (any pure function of the step, like
 optax's ``inject_hyperparams``); :class:`CyclicalKLAnnealing` is that callback configured
-with :func:`~lightning_kl_anneal.cyclical_beta`. The math lives in
-:mod:`lightning_kl_anneal.schedules`; here is only how the step counter and ``T`` are bound
-to a Lightning run.
+with :class:`~lightning_kl_anneal.CyclicalSchedule`. The math lives in
+:mod:`lightning_kl_anneal.schedules`; how long a run is and which ``T`` a fit uses in
+``_run.py``; writing the attribute in ``_attribute.py``; one fit's state and the per-step
+path in ``_fit.py``; the words of the warnings in ``_advice.py``. Here are the hooks.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import math
 import numbers
 import pickle
 import reprlib
 import weakref
-from collections.abc import Callable
-from typing import Any, Literal, get_args
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import lightning.pytorch as pl
-import torch
-from lightning.pytorch.callbacks import Callback, GradientAccumulationScheduler, Timer
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from typing_extensions import override
 
+from lightning_kl_anneal._advice import changed_config, manual_max_steps, off_plateau, too_short, unfinished
+from lightning_kl_anneal._attribute import AttributeWriter
 from lightning_kl_anneal._checks import check_choice, check_int, check_real
-from lightning_kl_anneal._run import choose_total
+from lightning_kl_anneal._fit import Fit, Lookahead
+from lightning_kl_anneal._run import choose_total, read_step, run_length, step_counter
 from lightning_kl_anneal.exceptions import misconfiguration
 from lightning_kl_anneal.schedules import PHASES, CyclicalSchedule, Phase, Shape
 
@@ -38,13 +42,27 @@ Unit = Literal["step", "epoch"]
 batches); ``"epoch"``, epochs."""
 UNITS: tuple[str, ...] = get_args(Unit)
 
-_TENSOR, _DICT, _SETATTR = 0, 1, 2  # how `_write` reaches the attribute, chosen once per fit
+# Steps of the library's (pure) schedule evaluated at once by the per-step hook; see `Lookahead`.
+_LOOKAHEAD = 256
 
 
-def _has_setter(owner: object, name: str) -> bool:
-    """Whether ``owner.name`` is a data descriptor on the class (a property), whose setter must be used."""
-    static = inspect.getattr_static(type(owner), name, None)
-    return hasattr(type(static), "__set__") and not isinstance(static, type)
+@functools.cache
+def _parameters(cls: type) -> tuple[str, ...]:
+    """The constructor's parameter names: the configuration, in the order of the signature."""
+    return tuple(inspect.signature(cls).parameters)
+
+
+def _check_log_name(log_name: Any, attribute: str) -> str | None:
+    if log_name is True:
+        return attribute
+    if log_name is None or log_name is False:
+        return None
+    accepted = "a non-empty string, True (the attribute's name) or None (no logging)"
+    if not isinstance(log_name, str):
+        raise TypeError(f"`log_name` must be {accepted}, got {log_name!r} of type {type(log_name).__name__}")
+    if not log_name:
+        raise ValueError(f"`log_name` must be {accepted}, got {log_name!r}")
+    return log_name
 
 
 class ScheduledAttribute(Callback):
@@ -131,54 +149,18 @@ class ScheduledAttribute(Callback):
     ) -> None:
         if not callable(schedule):
             raise TypeError(f"`schedule` must be a callable `schedule(step, total_steps) -> float`, got {schedule!r}")
-        path = "an attribute name or dotted path such as 'beta', 'loss_fn.beta' or 'losses.0.beta'"
-        if not isinstance(attribute, str):
-            raise TypeError(f"`attribute` must be {path}, got {attribute!r} of type {type(attribute).__name__}")
-        if not all(part.isidentifier() or part.isdigit() for part in attribute.split(".")):
-            raise ValueError(f"`attribute` must be {path}, got {attribute!r}")
-        total_steps = check_int("total_steps", total_steps, 1, optional=True)
-        check_choice("unit", unit, UNITS)
-        if log_name is True:
-            log_name = attribute
-        elif log_name is False:
-            log_name = None
-        if log_name is not None and (not isinstance(log_name, str) or not log_name):
-            accepted = "a non-empty string, True (the attribute's name) or None (no logging)"
-            if isinstance(log_name, str):
-                raise ValueError(f"`log_name` must be {accepted}, got {log_name!r}")
-            raise TypeError(f"`log_name` must be {accepted}, got {log_name!r} of type {type(log_name).__name__}")
         self._schedule = schedule
         # The library's own schedule: pure, so values are evaluated ahead, and its rules (T, length, advice) known.
         self._cyclical = schedule if isinstance(schedule, CyclicalSchedule) else None
-        self._warned_cycles = False
-        self._attribute = attribute
-        self._path = tuple(attribute.split("."))
-        self._total_steps = total_steps
-        self._unit = unit
-        self._eval_value = check_real("eval_value", eval_value, optional=True)
-        self._log_name: str | None = log_name
+        self._writer = AttributeWriter(attribute, type(self).__name__)
+        self._total_steps: int | None = check_int("total_steps", total_steps, 1, optional=True)
+        self._unit: Unit = check_choice("unit", unit, UNITS)
+        self._log_name = _check_log_name(log_name, attribute)
+        self._eval_value: float | None = check_real("eval_value", eval_value, optional=True)
         self._state_key = self._generate_state_key(attribute=attribute)
-
-        self._total: int | None = None  # T of the current (or last) fit
-        self._estimate: int | None = None  # the Trainer's T, read in on_fit_start
-        self._loaded: dict[str, Any] | None = None  # state restored from a checkpoint by this Trainer call
-        self._last_run: tuple[weakref.ref[pl.Trainer], int | None] | None = None
-        self._counter: tuple[Any, str] | None = None  # (object, attribute) holding the step counter
-        self._kind = _SETATTR
-        self._target: Any = None
-        self._name = ""
-        self._cached_step = -1
-        self._value: float | None = None
-        self._probed: tuple[int | None, float] | None = None  # (T, value at step 0) of a fresh fit's probe
-        self._warned_end: int | None = None  # the run length at whose end a warning at the start said β is off
-        self._ahead: list[float] = []  # values for steps `_ahead_start + i`, evaluated in one batch
-        self._ahead_start = 0
-        self._ahead_len = 0
-        self._loggers: list[Any] = []
-        self._log_every = 0
-        self._epoch_loop: Any = None
-        self._logged_step = -1
-        self._log_between_changes = False
+        self._label = f"{type(self).__name__}(`{attribute}`)"  # who speaks in messages
+        self._loaded: dict[str, Any] | None = None  # a checkpoint's state, for the Trainer call that restores it
+        self._fit = Fit()  # the current (or last) fit: all of its state, replaced whole by the next fit's
 
     # ------------------------------------------------------------------ configuration (read-only)
 
@@ -190,7 +172,7 @@ class ScheduledAttribute(Callback):
     @property
     def attribute(self) -> str:
         """The attribute (or dotted path) written."""
-        return self._attribute
+        return self._writer.path
 
     @property
     def total_steps(self) -> int | None:
@@ -200,7 +182,7 @@ class ScheduledAttribute(Callback):
     @property
     def total(self) -> int | None:
         """``T`` of the current (or last) fit, as resolved at its start; None before a fit resolves it."""
-        return self._total
+        return self._fit.total
 
     @property
     def unit(self) -> Unit:
@@ -225,115 +207,47 @@ class ScheduledAttribute(Callback):
         return self._state_key
 
     def __getstate__(self) -> dict[str, Any]:
-        # Spawned processes (ddp_spawn) pickle callbacks: leave out what binds this object to one run.
-        if getattr(self._schedule, "__self__", None) is not self:
-            try:
-                pickle.dumps(self._schedule)
-            except Exception as err:  # pickle raises several types
-                raise pickle.PicklingError(
-                    f"{type(self).__name__}(`{self._attribute}`): its schedule {self._schedule!r} cannot be pickled, "
-                    "which spawning strategies such as `ddp_spawn` need: define it with `def` at module level (or "
-                    "as `functools.partial` of such a function) instead of a lambda or a local function"
-                ) from err
-        state = self.__dict__.copy()
-        state.update(
-            _last_run=None,
-            _counter=None,
-            _target=None,
-            _epoch_loop=None,
-            _loggers=[],
-            _kind=_SETATTR,
-            _ahead=[],
-            _ahead_start=0,
-            _ahead_len=0,
-        )
-        return state
+        # Spawned processes (ddp_spawn) pickle callbacks; the fit pickles as its T only (see `Fit`).
+        if getattr(self._schedule, "__self__", None) is not self:  # a method of this callback pickles with it
+            _check_picklable(self._schedule, self._label)
+        return dict(self.__dict__)
 
     def _init_args(self) -> dict[str, Any]:
-        return {
-            "schedule": self._schedule, "attribute": self._attribute, "total_steps": self._total_steps,
-            "unit": self._unit, "eval_value": self._eval_value, "log_name": self._log_name,
-        }  # fmt: skip
+        return {name: getattr(self, name) for name in _parameters(ScheduledAttribute)}
 
     @reprlib.recursive_repr()  # a schedule that refers back to this callback (a bound method) prints as `...`
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self._init_args().items())})"
 
-    # ------------------------------------------------------------------ what subclasses specialise
+    def _config(self) -> dict[str, Any]:
+        """The configuration saved in checkpoints (plain types), compared on resume."""
+        cyc = {} if self._cyclical is None else dataclasses.asdict(self._cyclical)
+        return {**cyc, "unit": self._unit}
+
+    # ------------------------------------------------------------------ the schedule, asked
+
+    def value_at(self, step: int, total_steps: int | None = None) -> float:
+        """The value written at ``step``; ``total_steps`` defaults to the constructor's, then the current fit's ``T``.
+
+        Example:
+            >>> ScheduledAttribute(lambda step, total: step / total, total_steps=10).value_at(5)
+            0.5
+        """
+        total = total_steps if total_steps is not None else self._known_total()
+        if total is None and self._cyclical is not None and self._cyclical.needs_total:
+            raise ValueError("`total_steps` is not known before the fit starts: pass `total_steps=`")
+        return self._value_at(step, total)
 
     def _value_at(self, step: int, total: int | None) -> float:
         if self._cyclical is not None:
-            return self._cyclical._value(step, total)  # finite by construction; checked once per fit
+            return self._cyclical._value(step, total)  # finite by construction
         value = float(self._schedule(step, total))
         if value - value != 0.0:  # NaN or inf, in one subtraction: this runs at every step
             raise ValueError(
-                f"{type(self).__name__}(`{self._attribute}`): `schedule({step}, {total})` returned {value}; the value "
-                "is written into the model, so the schedule must return a finite number at every step"
+                f"{self._label}: `schedule({step}, {total})` returned {value}; the value is written into the model, "
+                "so the schedule must return a finite number at every step"
             )
         return value
-
-    # Steps evaluated at once by the per-step hook when the schedule is known to be pure (the library's
-    # CyclicalSchedule): one tight loop every `_LOOKAHEAD` steps costs less than one call per step, each with
-    # caches cold from Lightning's work in between. A user's function may keep state: called on its own step only.
-    _LOOKAHEAD = 256
-
-    def _evaluate(self, step: int) -> float:
-        """The value at ``step``, for the per-step hook; looks ahead where the schedule allows."""
-        total = self._total
-        if self._cyclical is None:
-            return self._value_at(step, total)
-        end = step + self._LOOKAHEAD if total is None else max(step + 1, min(step + self._LOOKAHEAD, total))
-        value_at = self._cyclical._value
-        ahead = self._ahead = [value_at(s, total) for s in range(step, end)]  # the same function, step by step
-        self._ahead_start, self._ahead_len = step, len(ahead)
-        return ahead[0]
-
-    def _needs_total(self) -> bool:
-        """Whether the schedule needs ``T``; a user's function gets None where it is not known."""
-        return self._cyclical is not None and self._cyclical.needs_total
-
-    def _schedule_length(self, total: int | None) -> int | None:
-        """Units after which the schedule has reached its end (None: no end)."""
-        return total if self._cyclical is None else self._cyclical.length(total)
-
-    def _check_total(self, total: int, trainer: pl.Trainer) -> None:
-        """Checks that need ``T``, before the first step."""
-        cyc = self._cyclical
-        if cyc is None or cyc.period is not None:
-            return
-        where = f"`total_steps`={total}" if self._total_steps is not None else f"the run's {total} {self._unit}s"
-        if cyc.delay >= total:
-            message = (
-                f"{type(self).__name__}: `delay`={cyc.delay} must be smaller than {where}: no cycle would run. "
-                "Use a shorter delay or a longer run."
-            )
-            if not trainer.fast_dev_run:  # type: ignore[attr-defined]  # set at runtime by a connector
-                raise misconfiguration(message)
-            if not self._warned_cycles:  # a debug run: say it, and let it run at `start`
-                self._warned_cycles = True
-                rank_zero_warn(message)
-            return
-        if cyc.n_cycle is not None and cyc.n_cycle >= total - cyc.delay and not self._warned_cycles:
-            self._warned_cycles = True  # once: fast_dev_run and tiny debug runs still train
-            span = total - cyc.delay
-            rank_zero_warn(
-                f"{type(self).__name__}: `n_cycle`={cyc.n_cycle} cycles need more than {cyc.n_cycle} {self._unit}s, "
-                f"but the schedule has {span} ({where}{f' minus `delay`={cyc.delay}' if cyc.delay else ''}); every "
-                f"cycle would be one {self._unit} long and β would never leave `start`. Use fewer cycles"
-                f"{' or a longer run' if self._total_steps is None else ' or a larger `total_steps`'}."
-            )
-
-    def _config(self) -> dict[str, Any]:
-        """The configuration saved in checkpoints (plain types), compared on resume."""
-        if self._cyclical is None:
-            return {"unit": self._unit}
-        return {**dataclasses.asdict(self._cyclical), "unit": self._unit}
-
-    def _unbounded_hint(self) -> str:
-        period = ", or `period=` (units per cycle) to cycle without knowing the run's length," if self._cyclical else ""
-        if self._unit == "epoch":
-            return f"pass `total_steps=` (in epochs) to the callback{period or ','} or set `max_epochs`"
-        return f"pass `total_steps=` to the callback{period or ','} or bound the run with `max_steps` / `max_epochs`"
 
     def phase_at(self, step: int) -> Phase | None:
         """The schedule's phase at ``step`` (in ``unit``\\ s): ``schedule.phase(step, T)``; None where it has none.
@@ -357,41 +271,27 @@ class ScheduledAttribute(Callback):
         value = phase(step, self._known_total())
         if value is not None and value not in PHASES:
             raise ValueError(
-                f"{type(self).__name__}(`{self._attribute}`): `schedule.phase({step}, {self._known_total()})` must "
-                f"return one of {PHASES} or None, got {value!r}"
+                f"{self._label}: `schedule.phase({step}, {self._known_total()})` must return one of {PHASES} or "
+                f"None, got {value!r}"
             )
         return value
 
     @property
     def has_phases(self) -> bool:
         """Whether :meth:`phase_at` can say anything: the schedule has a ``phase`` method, or a subclass defines phases."""
-        return type(self).phase_at is not ScheduledAttribute.phase_at or callable(
-            getattr(self._schedule, "phase", None)
-        )
+        own = type(self).phase_at is not ScheduledAttribute.phase_at  # a subclass's phases
+        return own or callable(getattr(self._schedule, "phase", None))
 
     def current_phase(self, trainer: pl.Trainer) -> Phase | None:
         """The phase of the value that trained the model's current weights (the last step taken)."""
-        if self._unit == "epoch":
-            return self.phase_at(trainer.current_epoch)
-        return self.phase_at(max(self._read_counter(trainer) - 1, 0))
+        step = trainer.current_epoch if self._unit == "epoch" else max(read_step(trainer, self._unit) - 1, 0)
+        return self.phase_at(step)
 
     def _known_total(self) -> int | None:
         """``T``: the constructor's, else the current (or last) fit's; None before a fit resolves it."""
-        return self._total_steps if self._total_steps is not None else self._total
+        return self._total_steps if self._total_steps is not None else self._fit.total
 
-    def value_at(self, step: int, total_steps: int | None = None) -> float:
-        """The value written at ``step``; ``total_steps`` defaults to the constructor's, then the current fit's ``T``.
-
-        Example:
-            >>> ScheduledAttribute(lambda step, total: step / total, total_steps=10).value_at(5)
-            0.5
-        """
-        total = total_steps if total_steps is not None else self._known_total()
-        if total is None and self._needs_total():
-            raise ValueError("`total_steps` is not known before the fit starts: pass `total_steps=`")
-        return self._value_at(step, total)
-
-    # ------------------------------------------------------------------ binding T and the counter to a run
+    # ------------------------------------------------------------------ a fit starts: check, then bind T
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -401,281 +301,99 @@ class ScheduledAttribute(Callback):
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Everything that can be checked is checked here, before the sanity check and the first step.
-        self._probed = None
-        self._check_attribute(pl_module, writing=True)
-        self._check_other_schedules(trainer)
-        self._estimate = self._estimate_total(trainer)
-        if self._estimate == 0 and self._total_steps is None:
+        self._writer.check(pl_module)
+        _refuse_clashes(self, trainer.callbacks)  # type: ignore[attr-defined]
+        fit = self._fit = self._new_fit(trainer)
+        total = self._total_steps if self._total_steps is not None else fit.estimate
+        if total == 0:
             return  # no training step will run
-        total = self._total_steps if self._total_steps is not None else self._estimate
         if total is not None:
             self._check_total(total, trainer)
             self._warn_manual_max_steps(trainer, pl_module)
-        if self._estimate != 0 and self._loaded is None and self._read_counter(trainer, pl_module) == 0:
+        if fit.estimate != 0 and self._loaded is None and read_step(trainer, self._unit, pl_module) == 0:
             # A fresh fit: step 0 is the first step it takes, so evaluating it now calls the function on no step
             # the run does not take (a resumed or continued fit starts elsewhere, and is not probed).
-            self._probed = (total, self._probe_schedule(trainer, total))
+            fit.probe = (total, _probe(self._schedule, total, self._label, self._unit))
+
+    def _new_fit(self, trainer: pl.Trainer) -> Fit:
+        """A fit's state: the Trainer's length, and the ``T`` of the last fit on this Trainer (kept if it continues)."""
+        last = self._fit
+        continued = last.total if last.trainer is not None and last.trainer() is trainer else None
+        needed = self._total_steps is None and self._cyclical is not None and self._cyclical.needs_total
+        return Fit(weakref.ref(trainer), run_length(trainer, self._unit, needed=needed, who=self._label), continued)
+
+    def _check_total(self, total: int, trainer: pl.Trainer) -> None:
+        """Refuse a run too short for the schedule's cycles; in a debug run, or for too many cycles, warn once."""
+        problem = too_short(self._cyclical, self._total_steps, self._unit, total)
+        if problem is None:
+            return
+        fatal, message = problem[0], f"{type(self).__name__}: {problem[1]}"
+        if fatal and not trainer.fast_dev_run:  # type: ignore[attr-defined]  # set at runtime by a connector
+            raise misconfiguration(message)
+        if not self._fit.warned_short:  # once: fast_dev_run and tiny debug runs still train
+            self._fit.warned_short = True
+            rank_zero_warn(message)
 
     def _warn_manual_max_steps(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Under manual optimization `max_steps` counts every optimizer's steps, which no one knows per batch.
         if (
             self._total_steps is None and self._unit == "step" and not pl_module.automatic_optimization
-            and trainer.max_steps != -1 and self._estimate == trainer.max_steps
+            and trainer.max_steps != -1 and self._fit.estimate == trainer.max_steps
         ):  # fmt: skip
-            rank_zero_warn(
-                f"{type(self).__name__}(`{self._attribute}`): under manual optimization the schedule counts training "
-                f"batches, but the run is bounded by `max_steps={trainer.max_steps}`, which counts every optimizer's "
-                f"steps. T = {trainer.max_steps} batches assumes one optimizer step per batch; if `training_step` "
-                "steps several optimizers (or steps every k batches), pass `total_steps=` in batches, or bound the "
-                "run with `max_epochs`."
-            )
-
-    def _probe_schedule(self, trainer: pl.Trainer, total: int | None) -> float:
-        """Step 0's value, evaluated before training, so that a function that cannot run fails there."""
-        if self._cyclical is not None:
-            return self._cyclical._value(0, total)  # validated at construction; `_check_total` has judged T
-        try:
-            value = self._schedule(0, total)
-        except Exception as err:  # any failure of the user's function is reported the same way
-            hint = (
-                f" This run's length is not known (the Trainer gives no number of {self._unit}s), so the schedule "
-                "gets `total_steps=None`: pass `total_steps=` to the callback, bound the run, or make the "
-                "function work without it."
-            ) if total is None else ""  # fmt: skip
-            raise misconfiguration(
-                f"{type(self).__name__}(`{self._attribute}`): `schedule(0, {total})` raised "
-                f"{type(err).__name__}: {err}.{hint}"
-            ) from err
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-            raise misconfiguration(
-                f"{type(self).__name__}(`{self._attribute}`): `schedule(0, {total})` must return a finite real "
-                f"number, got {value!r}"
-            )
-        return float(value)
+            rank_zero_warn(f"{self._label}: {manual_max_steps(trainer.max_steps)}")
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        loaded, self._loaded = self._loaded, None
-        if loaded is not None:
-            self._warn_changed_config(loaded)
-        saved = None if loaded is None or loaded.get("total_steps") is None else int(loaded["total_steps"])
-        continued = self._continued_total(trainer, pl_module)
-        total, warning = choose_total(self._total_steps, saved, continued, self._estimate, self._unit)
-        if warning is not None:
-            rank_zero_warn(f"{type(self).__name__}(`{self._attribute}`): {warning}")
-        if total:
-            self._check_total(total, trainer)
-        self._total = total or None
-        self._last_run = (weakref.ref(trainer), self._total)
+        fit = self._fit
+        fit.total = self._choose_total(trainer, pl_module)
+        if fit.total is not None:
+            self._check_total(fit.total, trainer)
         self._bind(trainer, pl_module)
-        self._reuse_probe(trainer, pl_module)
-        self._warn_if_run_ends_off_plateau(trainer)
+        self._warn_if_run_ends_off_plateau()
 
-    def _continued_total(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> int | None:
-        """``T`` of the previous fit on this Trainer, when this fit continues it (past step 0); else None."""
-        last_run, self._last_run = self._last_run, None
-        if last_run is None or last_run[0]() is not trainer or self._read_counter(trainer, pl_module) == 0:
-            return None
-        return last_run[1]
-
-    def _reuse_probe(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Step 0's value, evaluated by the probe in ``on_fit_start``, is the one written: not called twice."""
-        probed, self._probed = self._probed, None
-        if probed is not None and probed[0] == self._total and self._read_counter(trainer, pl_module) == 0:
-            self._ahead, self._ahead_start, self._ahead_len = [float(probed[1])], 0, 1
-
-    def _warn_changed_config(self, loaded: dict[str, Any]) -> None:
-        saved = loaded.get("config")
-        if not isinstance(saved, dict):
-            return
-        now = self._config()
-        changed = [f"{k}: {saved[k]!r} -> {now.get(k)!r}" for k in saved if saved[k] != now.get(k)]
-        if changed:
-            rank_zero_warn(
-                f"{type(self).__name__}(`{self._attribute}`): the checkpoint was trained with another schedule "
-                f"({'; '.join(changed)}); the values change from the resumed step on"
-            )
-
-    def _estimate_total(self, trainer: pl.Trainer) -> int | None:
-        """The Trainer's length in ``unit``\\ s; 0 when no training step will run; None when unknown."""
-        if trainer.limit_train_batches == 0:
-            return 0  # a fit that only validates; Lightning's estimate reads -1 here
-        if self._unit == "epoch":
-            total: float = trainer.max_epochs if trainer.max_epochs is not None else -1
-            total = math.inf if total < 0 else total
-        else:
-            total = trainer.estimated_stepping_batches
-            exact = self._accumulation_scheduler_total(trainer)
-            total = exact if exact is not None else total
-        if not math.isfinite(total) or total < 0:
-            if self._needs_total() and self._total_steps is None:
-                raise misconfiguration(self._unbounded_message(trainer, total))
-            return None
-        return int(total)
-
-    def _unbounded_message(self, trainer: pl.Trainer, estimate: float) -> str:
-        name = f"{type(self).__name__}(`{self._attribute}`)"
-        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)  # type: ignore[attr-defined]
-        if timer is not None and timer._duration is not None:
-            why = (
-                f"the run is bounded only by `max_time` ({timer._duration} s), which gives no number of "
-                f"{self._unit}s to schedule over"
-            )
-        elif self._unit == "epoch":
-            why = f"`max_epochs={trainer.max_epochs}` sets no number of epochs"
-            if trainer.max_steps != -1:
-                why += f" (`max_steps={trainer.max_steps}` counts steps, not epochs)"
-        else:
-            why = (
-                f"the Trainer estimates {estimate} optimizer steps (`max_epochs=-1`, or an iterable dataset "
-                "without `max_steps`)"
-            )
-        return f"{name} needs the run's length, but {why}: {self._unbounded_hint()}."
-
-    def _accumulation_scheduler_total(self, trainer: pl.Trainer) -> int | None:
-        # `estimated_stepping_batches` ignores a GradientAccumulationScheduler; count its steps epoch by epoch.
-        scheduler = next((c for c in trainer.callbacks if isinstance(c, GradientAccumulationScheduler)), None)  # type: ignore[attr-defined]
-        module = trainer.lightning_module
-        if scheduler is None or module is None or not module.automatic_optimization:
-            return None
-        batches, epochs = trainer.num_training_batches, trainer.max_epochs
-        if not math.isfinite(batches) or epochs is None or epochs < 0:
-            return None
-        total = sum(math.ceil(batches / scheduler.get_accumulate_grad_batches(e)) for e in range(epochs))
-        return min(total, trainer.max_steps) if trainer.max_steps != -1 else total
-
-    def _counter_source(self, trainer: pl.Trainer, pl_module: pl.LightningModule | None) -> tuple[Any, str]:
-        """``(object, attribute)`` holding the step counter: read once per step, so resolved once per fit."""
-        loop = trainer.fit_loop
-        if self._unit == "epoch":
-            return loop.epoch_progress.current, "completed"  # `trainer.current_epoch`
-        if pl_module is None or pl_module.automatic_optimization:
-            return (
-                loop.epoch_loop.automatic_optimization.optim_progress.optimizer.step.total,
-                "completed",
-            )  # `global_step`
-        # Manual optimization: `global_step` counts every optimizer's steps; batches are what T counts.
-        return loop.epoch_loop, "_batches_that_stepped"
-
-    def _read_counter(self, trainer: pl.Trainer, pl_module: pl.LightningModule | None = None) -> int:
-        obj, field = self._counter_source(trainer, pl_module if pl_module is not None else trainer.lightning_module)
-        return getattr(obj, field)
+    def _choose_total(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> int | None:
+        """This fit's ``T``: given, the resumed checkpoint's, the continued fit's, or the Trainer's (see choose_total)."""
+        loaded, self._loaded = self._loaded, None
+        if loaded is not None and (changed := changed_config(loaded.get("config"), self._config())) is not None:
+            rank_zero_warn(f"{self._label}: {changed}")
+        saved = None if loaded is None or loaded.get("total_steps") is None else int(loaded["total_steps"])
+        continued = self._fit.continued if read_step(trainer, self._unit, pl_module) > 0 else None
+        total, warning = choose_total(self._total_steps, saved, continued, self._fit.estimate, self._unit)
+        if warning is not None:
+            rank_zero_warn(f"{self._label}: {warning}")
+        return total or None
 
     def _bind(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Resolve once per fit what the per-step hook reads and writes (a submodule may change between fits)."""
-        self._counter = self._counter_source(trainer, pl_module)
-        owner, name = self._owner(pl_module)
-        current = getattr(owner, name)
-        instance_dict = getattr(owner, "__dict__", None)  # None with __slots__
-        if _has_setter(owner, name):
-            self._kind, self._target = _SETATTR, owner  # a property (or other descriptor): through its setter
-        elif isinstance(current, torch.Tensor):
-            self._kind, self._target = _TENSOR, current
-        elif (
-            instance_dict is not None
-            and name in instance_dict
-            and not (isinstance(owner, torch.nn.Module) and name in owner._modules)
-        ):
-            self._kind, self._target = _DICT, instance_dict  # plain instance attribute: skip nn.Module.__setattr__
-        else:
-            self._kind, self._target = _SETATTR, owner
-        self._name = name
-        self._cached_step = -1
-        self._ahead, self._ahead_start, self._ahead_len = [], 0, 0  # T may differ from the last fit's
-        self._logged_step = -1
-        self._log_between_changes = self._unit == "epoch"  # the value changes per epoch; logging steps don't
-        self._log_every = trainer.log_every_n_steps  # type: ignore[attr-defined]  # set at runtime by a connector
-        self._loggers = list(trainer.loggers) if self._log_name is not None and self._log_every else []
-        self._epoch_loop = trainer.fit_loop.epoch_loop
+        fit = self._fit
+        fit.counter, fit.field = step_counter(trainer, self._unit, pl_module)
+        fit.write = self._writer.bind(pl_module)
+        cyc = self._cyclical
+        values = (
+            Lookahead(self._value_at, fit.total, 1) if cyc is None else Lookahead(cyc._value, fit.total, _LOOKAHEAD)
+        )
+        if fit.probe is not None and fit.probe[0] == fit.total and getattr(fit.counter, fit.field) == 0:
+            values.keep(0, [fit.probe[1]])  # step 0's value, evaluated by the probe: not evaluated again
+        fit.values = values
+        fit.log_name, fit.log_every = self._log_name, trainer.log_every_n_steps  # type: ignore[attr-defined]
+        fit.loggers = list(trainer.loggers) if self._log_name is not None and fit.log_every else []
+        fit.log_between_changes = self._unit == "epoch"  # the value changes per epoch; logging steps don't
+        fit.epoch_loop = trainer.fit_loop.epoch_loop
 
-    # ------------------------------------------------------------------ checks
-
-    def _owner(self, pl_module: pl.LightningModule) -> tuple[Any, str]:
-        *path, name = self._path
-        owner: Any = pl_module
-        for i, part in enumerate(path):
-            if not hasattr(owner, part):
-                raise misconfiguration(
-                    f"{type(pl_module).__name__} has no attribute `{'.'.join(path[: i + 1])}` on the way to "
-                    f"`{self._attribute}` for {type(self).__name__}; check the `attribute` argument"
-                )
-            owner = getattr(owner, part)
-        return owner, name
-
-    def _check_attribute(self, pl_module: pl.LightningModule, writing: bool = False) -> None:
-        owner, name = self._owner(pl_module)
-        cls = type(self).__name__
-        if not hasattr(owner, name):
-            raise misconfiguration(
-                f"{type(pl_module).__name__} has no attribute `{self._attribute}` for {cls} to write; "
-                f"add `self.{self._attribute} = 0.0` in __init__ (or "
-                f"`self.register_buffer({name!r}, torch.tensor(0.0))`), or pass `attribute=` naming yours"
-            )
-        value = getattr(owner, name)
-        if isinstance(value, torch.Tensor):
-            if not value.is_floating_point():
-                raise misconfiguration(
-                    f"`{self._attribute}` is a {value.dtype} tensor; {cls} needs a floating-point one, "
-                    "e.g. `torch.tensor(0.0)`"
-                )
-            if value.requires_grad:
-                raise misconfiguration(
-                    f"`{self._attribute}` is a tensor that requires grad (a Parameter?); {cls} writes a "
-                    "schedule into it: use a buffer, `self.register_buffer(...)`, or a float"
-                )
-            return
-        static = inspect.getattr_static(type(owner), name, None)
-        if writing and isinstance(static, property) and static.fset is None:
-            raise misconfiguration(
-                f"`{self._attribute}` is a read-only property of {type(owner).__name__}, so {cls} cannot write "
-                f"it; give it a setter, or store the value in a plain attribute (`self.{name} = 0.0`)"
-            )
-
-    def _check_other_schedules(self, trainer: pl.Trainer) -> None:
-        for other in trainer.callbacks:  # type: ignore[attr-defined]
-            if other is self or not isinstance(other, ScheduledAttribute):
-                continue
-            if other._attribute == self._attribute:
-                raise misconfiguration(
-                    f"{type(self).__name__} and {type(other).__name__} both write `{self._attribute}`; "
-                    "keep one, or point one of them at another `attribute`"
-                )
-            if self._log_name is not None and other._log_name == self._log_name:
-                raise misconfiguration(
-                    f"{type(self).__name__}(`{self._attribute}`) and {type(other).__name__}(`{other._attribute}`) "
-                    f"both log as `log_name={self._log_name!r}`; give each its own `log_name`"
-                )
-
-    # ------------------------------------------------------------------ writing the value
+    # ------------------------------------------------------------------ every training step
 
     @override
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        obj, field = self._counter  # type: ignore[misc]
-        step = getattr(obj, field)
-        if step != self._cached_step:
-            self._cached_step = step
-            i = step - self._ahead_start
-            value = self._value = self._ahead[i] if 0 <= i < self._ahead_len else self._evaluate(step)
-            kind = self._kind
-            if kind == _DICT:
-                self._target[self._name] = value
-            elif kind == _TENSOR:
-                self._target.fill_(value)  # in place: same object, dtype and device, so compiled graphs stay valid
-            else:
-                setattr(self._target, self._name, value)
-        elif not self._log_between_changes:
+        fit = self._fit
+        step = getattr(fit.counter, fit.field)
+        if step != fit.step:
+            fit.set(step)
+        elif not fit.log_between_changes:
             return  # another micro-batch of the same optimizer step: the value is in place, and logged
-        if self._loggers:
-            # Straight to the loggers, as LearningRateMonitor does: `self.log` costs far more per step.
-            # `_batches_that_stepped` is the step the Trainer logs this step's losses at, and the
-            # condition is the Trainer's own `should_update_logs` for the fit loop, minus its lookups.
-            logged_step = self._epoch_loop._batches_that_stepped
-            if ((logged_step + 1) % self._log_every == 0 or trainer.should_stop) and logged_step != self._logged_step:
-                self._logged_step = logged_step
-                for logger in self._loggers:
-                    logger.log_metrics({self._log_name: self._value}, step=logged_step)
+        if fit.loggers and (trainer.should_stop or (fit.epoch_loop._batches_that_stepped + 1) % fit.log_every == 0):
+            fit.log(force=True)  # on the Trainer's logging steps: `should_update_logs`, minus its lookups
 
     @override
     def on_train_batch_end(
@@ -683,55 +401,75 @@ class ScheduledAttribute(Callback):
     ) -> None:
         # A step that sets `should_stop` (in training_step, or in a callback before this one) has its losses
         # logged by the Trainer after this hook, whatever `log_every_n_steps` says: log the value beside them.
-        if trainer.should_stop and self._loggers and self._cached_step >= 0:
-            logged_step = self._epoch_loop._batches_that_stepped
-            if logged_step != self._logged_step:
-                self._logged_step = logged_step
-                for logger in self._loggers:
-                    logger.log_metrics({self._log_name: self._value}, step=logged_step)
+        # (Set later, it is seen in the next hook: on_validation_start or on_train_epoch_end.)
+        if trainer.should_stop:
+            self._log_if_stopped(trainer, trainer.fit_loop.epoch_loop._batches_that_stepped)
 
-    def _write_slow(self, pl_module: pl.LightningModule, value: float) -> None:
-        owner, name = self._owner(pl_module)
-        current = getattr(owner, name)
-        if isinstance(current, torch.Tensor) and not _has_setter(owner, name):
-            current.fill_(value)
-        else:
-            setattr(owner, name, value)
+    # ------------------------------------------------------------------ evaluation
 
     def _write_eval_value(self, pl_module: pl.LightningModule) -> None:
         if self._eval_value is not None:
-            self._check_attribute(pl_module)
-            self._write_slow(pl_module, self._eval_value)
+            self._writer.check(pl_module, writing=False)
+            self._writer.write(pl_module, self._eval_value)
 
     @override
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
+            self._log_if_stopped(trainer, trainer.fit_loop.epoch_loop._batches_that_stepped)
         self._write_eval_value(pl_module)
 
     @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # The training value is back before the next step (and for hooks such as on_train_epoch_end),
         # also when validation interrupts the micro-batches of one optimizer step.
-        if trainer.state.fn == TrainerFn.FITTING and self._cached_step >= 0 and self._value is not None:
-            self._write_slow(pl_module, self._value)
+        if trainer.state.fn == TrainerFn.FITTING and self._fit.step >= 0:
+            self._writer.write(pl_module, self._fit.value)
 
     @override
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write_eval_value(pl_module)
 
-    @override
-    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._write_eval_value(pl_module)
-
-    # ------------------------------------------------------------------ runs that end early
-
-    @override
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._warn_if_unfinished(trainer, pl_module)
+    on_predict_start = on_test_start
 
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # After fit the model is evaluated (by hand, or by a later test) at the evaluation value.
         self._write_eval_value(pl_module)
+
+    # ------------------------------------------------------------------ runs that end off the plateau, or early
+
+    def _warn_if_run_ends_off_plateau(self) -> None:
+        """Warn at the start when the run's known length makes its last step fall on a ramp (or the delay)."""
+        fit = self._fit
+        run = fit.estimate  # the Trainer's length in units; None when unknown
+        if not run or not self.has_phases:
+            return  # a schedule without phases cannot tell
+        if fit.total is not None and too_short(self._cyclical, self._total_steps, self._unit, fit.total):
+            return  # `_check_total` has said why: too many cycles, or a delay as long as the run
+        phase = self.phase_at(run - 1)
+        if phase in ("ramp", "delay"):
+            fit.warned_end = run  # the end-of-fit warning would say it again
+            advice = off_plateau(self._cyclical, self._total_steps, self._unit, run, fit.total, phase)
+            rank_zero_warn(f"{self._label}: {advice}")
+
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._log_if_stopped(trainer, trainer.fit_loop.epoch_loop._batches_that_stepped - 1)  # counted after logging
+
+    def _log_if_stopped(self, trainer: pl.Trainer, step: int) -> None:
+        """Log beside the losses of ``step`` that the Trainer logs because ``should_stop`` is set, whatever
+        ``log_every_n_steps`` says: asked in ``on_train_batch_end``, and again in the first hook after the
+        Trainer's decision (for ``should_stop`` set by a later callback, or the module's own hook)."""
+        fit, loop = self._fit, trainer.fit_loop.epoch_loop
+        if not fit.loggers or fit.step < 0 or step == fit.stop_checked:
+            return
+        fit.stop_checked = step  # once per step: validation may set `should_stop` after the Trainer has logged
+        if trainer.should_stop and not (loop._should_accumulate() and trainer.lightning_module.automatic_optimization):
+            fit.log(force=True, step=step)  # the Trainer's own condition for logging a step's losses
+
+    @override
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._warn_if_unfinished(trainer, pl_module)
 
     @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
@@ -741,110 +479,74 @@ class ScheduledAttribute(Callback):
     def _warn_if_unfinished(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Runs in `on_exception` too: nothing here may call the user's function (a step the run never took) or
         # raise, so that the user's own exception reaches them as it is.
-        if self._counter is None or self._cached_step < 0:
-            return  # no training step ran
-        self._counter = None  # once per fit
-        length = self._schedule_length(self._total)
-        reached = self._read_counter(trainer, pl_module)
-        if length is None or reached >= length or reached == self._warned_end:
-            return  # finished, endless, or ended where the warning at the start said it would
-        final = self._final_value()
-        held = f"`{self._attribute}` last held {self._value:.6g}"
-        if final is None:
-            held += f"; the rest of the schedule did not run. {self._unfinished_advice()}"
-        elif self._value == final:
-            held += ", its final value, but the rest of the schedule did not run."
-        else:
-            held += f", not its final value {final:.6g}. {self._unfinished_advice()}"
-        rank_zero_warn(
-            f"{type(self).__name__}(`{self._attribute}`): the fit ended after {reached} of the schedule's "
-            f"{length} {self._unit}s ({self._length_source()}); {held}"
-        )
-
-    def _final_value(self) -> float | None:
-        """The value at the schedule's end, where it is known without calling the user's function."""
-        return None if self._cyclical is None else self._cyclical.stop
-
-    def _length_source(self) -> str:
-        """Where the schedule's length came from, in the words of the arguments that set it."""
-        cyc = self._cyclical
-        if cyc is not None and cyc.period is not None:
-            delay = f"`delay`={cyc.delay} + " if cyc.delay else ""
-            return f"{delay}`n_cycle`={cyc.n_cycle} × `period`={cyc.period}"
-        return "`total_steps`" if self._total_steps is not None else "the Trainer's planned length"
-
-    def _unfinished_advice(self) -> str:
-        cyc = self._cyclical
-        if cyc is not None:
-            if cyc.period is not None:
-                fit = "pass a smaller `n_cycle`, or `n_cycle=None` to cycle for as long as the run lasts"
-            elif self._total_steps is not None:
-                fit = "pass `total_steps=` matching the run's real length"
-            else:
-                fit = "for a run that may stop early, pass `period=` (units per cycle) instead of relying on its planned length"
-            return f"A model whose β never reached `stop` was not trained on the ELBO: {fit}."
-        if self._total_steps is not None:
-            return "If the run was meant to be shorter, pass `total_steps=` to match it."
-        return "For a run that may stop early, pass `total_steps=` (the length to schedule over)."
-
-    def _warn_if_run_ends_off_plateau(self, trainer: pl.Trainer) -> None:
-        """Warn at the start when the run's known length makes its last step fall on a ramp (or the delay)."""
-        self._warned_end = None
-        cyc, total = self._cyclical, self._total
-        if cyc is not None and cyc.period is None and total is not None and (cyc.n_cycle or 1) >= total - cyc.delay:
-            return  # `_check_total` has said why: too many cycles, or a delay as long as the run
-        run = self._estimate  # the Trainer's length in units; None when unknown
-        if not run or not self.has_phases:
-            return  # a schedule without phases cannot tell
-        last = run - 1
-        phase = self.phase_at(last)
-        if phase not in ("ramp", "delay"):
-            return
-        self._warned_end = run  # the end-of-fit warning would say it again
-        rank_zero_warn(
-            f"{type(self).__name__}(`{self._attribute}`): this run's last {self._unit} ({last}, of {run}) is in the "
-            f"schedule's {phase} phase{self._ends_off_plateau_detail(last)}, so training ends off the plateau. "
-            f"{self._ends_off_plateau_advice(run)}"
-        )
-
-    def _ends_off_plateau_detail(self, last: int) -> str:
-        if self._cyclical is None:
-            return ""
-        return f", at β = {self._cyclical._value(last, self._total):.6g} instead of `stop`={self._cyclical.stop:g}"
-
-    def _ends_off_plateau_advice(self, run: int) -> str:
-        cyc, unit = self._cyclical, self._unit
-        if cyc is None:
-            return f"Fit the schedule to the run's {run} {unit}s (`total_steps=`), or run longer."
-        if cyc.period is not None:
-            first = cyc.delay + math.ceil(cyc.ratio * cyc.period)
-            return (
-                f"With `period`={cyc.period} the first plateau starts at {unit} {first}: use a shorter `period` "
-                f"(the last cycle's ramp must end before {unit} {run}), or a longer run."
+        fit = self._fit
+        if fit.step < 0 or fit.ended:
+            return  # no training step ran, or said already
+        fit.ended = True
+        length = fit.total if self._cyclical is None else self._cyclical.length(fit.total)
+        reached = read_step(trainer, self._unit, pl_module)
+        if length is not None and reached < length and reached != fit.warned_end:
+            advice = unfinished(
+                self._cyclical, self._total_steps, self._unit, self.attribute, reached, length, fit.value
             )
-        total = self._total if self._total is not None else run
-        if total > run:
-            return f"`total_steps`={total} is longer than the run: pass `total_steps={run}`, or run longer."
-        n_cycle, span = cyc.n_cycle or 1, total - cyc.delay
-        fits = sorted((m for m in range(1, span) if span % m == 0), key=lambda m: (abs(m - n_cycle), m))[:2]
-        return (
-            f"`n_cycle`={cyc.n_cycle} cuts the {span} {unit}s{' after `delay`' if cyc.delay else ''} into cycles of "
-            f"{-(-span // n_cycle)} and a shorter last one that ends on its ramp: use an `n_cycle` that divides {span} "
-            f"(e.g. {' or '.join(map(str, fits))})"
-            + (f", or a run length that {cyc.n_cycle} divides." if self._total_steps is None else ".")
-        )
+            rank_zero_warn(f"{self._label}: {advice}")
 
     # ------------------------------------------------------------------ checkpoints
 
     @override
     def state_dict(self) -> dict[str, Any]:
         # Plain Python types only, so `torch.load(ckpt, weights_only=True)` works.
-        total = self._total if self._total is not None else self._total_steps
-        return {"total_steps": total, "config": self._config()}
+        return {"total_steps": self.total or self._total_steps, "config": self._config()}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._loaded = dict(state_dict)
+
+
+def _check_picklable(schedule: Any, who: str) -> None:
+    try:
+        pickle.dumps(schedule)
+    except Exception as err:  # pickle raises several types
+        raise pickle.PicklingError(
+            f"{who}: its schedule {schedule!r} cannot be pickled, which spawning strategies such as `ddp_spawn` "
+            "need: define it with `def` at module level (or as `functools.partial` of such a function) instead of "
+            "a lambda or a local function"
+        ) from err
+
+
+def _probe(schedule: Callable[[int, int | None], float], total: int | None, who: str, unit: str) -> float:
+    """Step 0's value, evaluated before training, so that a function that cannot run fails there, with the reason."""
+    if isinstance(schedule, CyclicalSchedule):
+        return schedule._value(0, total)  # validated at construction; `_check_total` has judged T
+    try:
+        value = schedule(0, total)
+    except Exception as err:  # any failure of the user's function is reported the same way
+        hint = (
+            f" This run's length is not known (the Trainer gives no number of {unit}s), so the schedule gets "
+            "`total_steps=None`: pass `total_steps=` to the callback, bound the run, or make the function work "
+            "without it."
+        ) if total is None else ""  # fmt: skip
+        raise misconfiguration(f"{who}: `schedule(0, {total})` raised {type(err).__name__}: {err}.{hint}") from err
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise misconfiguration(f"{who}: `schedule(0, {total})` must return a finite real number, got {value!r}")
+    return float(value)
+
+
+def _refuse_clashes(callback: ScheduledAttribute, callbacks: Iterable[Callback]) -> None:
+    """Two scheduling callbacks that write one attribute, or log under one name, are refused before training."""
+    for other in callbacks:
+        if other is callback or not isinstance(other, ScheduledAttribute):
+            continue
+        if other.attribute == callback.attribute:
+            raise misconfiguration(
+                f"{type(callback).__name__} and {type(other).__name__} both write `{callback.attribute}`; "
+                "keep one, or point one of them at another `attribute`"
+            )
+        if callback.log_name is not None and other.log_name == callback.log_name:
+            raise misconfiguration(
+                f"{callback._label} and {other._label} both log as `log_name={callback.log_name!r}`; "
+                "give each its own `log_name`"
+            )
 
 
 class CyclicalKLAnnealing(ScheduledAttribute):
@@ -868,6 +570,9 @@ class CyclicalKLAnnealing(ScheduledAttribute):
     - ``delay=D`` holds ``start`` for D units before the first cycle (Li et al. 2019: β = 0 first).
     - During validation, test and predict the attribute holds ``eval_beta`` (default ``stop``).
     - β is logged as ``log_name`` (default: the attribute's name) on the Trainer's logging steps.
+
+    Every argument can be read back, read-only, as an attribute of the same name (``callback.n_cycle``,
+    ``callback.eval_beta``, ...); the schedule's parameters are those of :attr:`schedule`.
 
     Args:
         n_cycle: number of cycles ``M``; 1 is monotonic annealing; None (with ``period``): endless.
@@ -944,6 +649,10 @@ class CyclicalKLAnnealing(ScheduledAttribute):
             eval_value=schedule.stop if eval_beta is None else eval_beta, log_name=log_name,
         )  # fmt: skip
 
+    if TYPE_CHECKING:  # the schedule's parameters, as read-only attributes (made below from its fields)
+
+        def __getattr__(self, name: str) -> Any: ...
+
     @property
     def schedule(self) -> CyclicalSchedule:
         """The :class:`~lightning_kl_anneal.CyclicalSchedule` this callback writes; its phases are the callback's.
@@ -953,47 +662,7 @@ class CyclicalKLAnnealing(ScheduledAttribute):
             >>> callback.schedule.phase(3, 8), callback.phase_at(3)
             ('plateau', 'plateau')
         """
-        return self._cyclical  # type: ignore[return-value]
-
-    @property
-    def n_cycle(self) -> int | None:
-        """Number of cycles ``M`` (None: endless)."""
-        return self.schedule.n_cycle
-
-    @property
-    def ratio(self) -> float:
-        """Fraction ``R`` of each cycle spent rising."""
-        return self.schedule.ratio
-
-    @property
-    def start(self) -> float:
-        """β at the start of each cycle."""
-        return self.schedule.start
-
-    @property
-    def stop(self) -> float:
-        """β on the plateau."""
-        return self.schedule.stop
-
-    @property
-    def shape(self) -> Shape:
-        """The ramp's shape."""
-        return self.schedule.shape
-
-    @property
-    def ratio_zero(self) -> float:
-        """Leading fraction of each cycle held at ``start``."""
-        return self.schedule.ratio_zero
-
-    @property
-    def period(self) -> int | None:
-        """Units per cycle, or None (derived from ``T``)."""
-        return self.schedule.period
-
-    @property
-    def delay(self) -> int:
-        """Units held at ``start`` before the first cycle."""
-        return self.schedule.delay
+        return self._schedule  # type: ignore[return-value]
 
     @property
     def eval_beta(self) -> float | None:
@@ -1013,10 +682,16 @@ class CyclicalKLAnnealing(ScheduledAttribute):
 
     @override
     def _init_args(self) -> dict[str, Any]:
-        cyc = self.schedule
-        return {
-            "n_cycle": cyc.n_cycle, "ratio": cyc.ratio, "start": cyc.start, "stop": cyc.stop,
-            "total_steps": self._total_steps, "shape": cyc.shape, "ratio_zero": cyc.ratio_zero,
-            "attribute": self._attribute, "eval_beta": self._eval_value, "log_name": self._log_name,
-            "period": cyc.period, "unit": self._unit, "delay": cyc.delay,
-        }  # fmt: skip
+        return {name: getattr(self, name) for name in _parameters(CyclicalKLAnnealing)}
+
+
+def _schedule_parameter(name: str) -> property:
+    def get(self: CyclicalKLAnnealing) -> Any:
+        return getattr(self.schedule, name)
+
+    return property(get, doc=f"``schedule.{name}`` (read-only): see the argument of that name.")
+
+
+for _field in dataclasses.fields(CyclicalSchedule):  # n_cycle, ratio, ...: written out once, in CyclicalSchedule
+    setattr(CyclicalKLAnnealing, _field.name, _schedule_parameter(_field.name))
+del _field

@@ -102,6 +102,24 @@ class Unbounded(TinyVAE):
         return DataLoader(Stream(), batch_size=2)
 
 
+class CLIModel(TinyVAE):
+    """TinyVAE with a signature LightningCLI can read (the tests that configure the callbacks from YAML)."""
+
+    def __init__(self, n_batches: int = 4) -> None:
+        super().__init__(n_batches=n_batches)
+
+
+class StopAt(L.Callback):
+    """Stops the fit after an arbitrary optimizer step, as a time limit or a user's signal would."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True
+
+
 def make_trainer(tmp_path: Path, callbacks: list, **kwargs: Any) -> L.Trainer:
     defaults: dict[str, Any] = dict(
         default_root_dir=tmp_path,

@@ -12,7 +12,19 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from helpers import NoBeta, TinyVAE, Unbounded, WithLossFn, _csv_rows, _fit_with_crash, expected, make_trainer
+from helpers import (
+    CLIModel,
+    NoBeta,
+    StopAt,
+    TinyVAE,
+    Unbounded,
+    WithLossFn,
+    _csv_rows,
+    _fit_with_crash,
+    expected,
+    make_trainer,
+)
+from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
@@ -41,6 +53,7 @@ def test_gradient_accumulation_counts_optimizer_steps(tmp_path: Path) -> None:
     for i, (step, _, beta) in enumerate(model.seen):
         assert step == i // 3  # every micro-batch of one optimizer step ...
         assert beta == expected(step, total, n_cycle=2)  # ... sees that step's β
+    assert [b for _, _, b in model.seen[::3]] == [0.0, 0.5, 1.0, 1.0] * 2  # by hand: cycles of 4 steps rising over 2
 
 
 def test_explicit_total_steps_then_plateau(tmp_path: Path) -> None:
@@ -50,6 +63,7 @@ def test_explicit_total_steps_then_plateau(tmp_path: Path) -> None:
     betas = [b for _, _, b in model.seen]
     assert betas[:10] == [expected(t, 10, n_cycle=2, stop=0.8) for t in range(10)]
     assert betas[10:] == [0.8] * 5
+    assert betas[:5] == pytest.approx([0.0, 0.32, 0.64, 0.8, 0.8])  # by hand: cycles of 5 rising over 2.5 steps
 
 
 def test_buffer_is_updated_in_place(tmp_path: Path) -> None:
@@ -84,7 +98,7 @@ def test_dotted_attribute_and_two_instances(tmp_path: Path) -> None:
     ]
     make_trainer(tmp_path, cbs, max_epochs=1).fit(model)
     assert [b for _, _, b in model.seen] == [expected(t, 8, n_cycle=2) for t in range(8)]
-    assert bow == [expected(t, 8, n_cycle=1) for t in range(8)]
+    assert bow == [expected(t, 8, n_cycle=1) for t in range(8)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0]
     assert model.loss_fn.beta_bow.dtype == torch.float64
 
 
@@ -99,6 +113,8 @@ def test_values_evaluated_ahead_equal_the_schedule_across_batches_and_fits(tmp_p
         assert [b for _, _, b in model.seen] == [
             expected(t, total, n_cycle=3, ratio=0.6, shape="cosine") for t in range(total)
         ]
+        # by hand, for T = 600: cycles of 200 rising over 120; step 10, (1 - cos(pi * (10 * 3 / 600) / 0.6)) / 2
+        assert n_batches != 300 or model.seen[10][2] == pytest.approx(0.017037, abs=1e-6)
 
 
 # ---------------------------------------------------------------- errors before any training step
@@ -176,15 +192,42 @@ def test_bad_arguments(kwargs: dict, exc: type, match: str) -> None:
         CyclicalKLAnnealing(**kwargs)
 
 
-def test_keyword_only_after_stop_and_the_schedule_object_left_as_given() -> None:
+def test_keyword_only_after_stop_and_the_schedule_object_left_as_given(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match=r"takes from 1 to 5 positional arguments but 6 were given"):
         CyclicalKLAnnealing(4, 0.5, 0.0, 1.0, 1000)  # type: ignore[misc]
     cb = CyclicalKLAnnealing(total_steps=1000, stop=0.8)
     assert cb.total_steps == 1000 and cb.eval_beta == cb.stop == 0.8
-    schedule = CyclicalSchedule(n_cycle=2, ratio=0.25)
-    given = dataclasses.astuple(schedule)
-    ScheduledAttribute(schedule, "beta", total_steps=10).value_at(3)
-    assert dataclasses.astuple(schedule) == given and ScheduledAttribute(schedule).schedule is schedule
+    # The schedule objects the user passed in are used as they are, and left as they were, by a whole fit.
+    schedule, warmup = CyclicalSchedule(n_cycle=2, ratio=0.25), Warmup(3)
+    given = (dataclasses.astuple(schedule), dict(vars(schedule)), dict(vars(warmup)))
+    model = WithLossFn(n_batches=4)
+    model.temperature = 0.0
+    callbacks = [
+        ScheduledAttribute(schedule, "loss_fn.beta", total_steps=10),
+        ScheduledAttribute(warmup, "temperature"),
+    ]
+    make_trainer(tmp_path, callbacks, max_epochs=2).fit(model)
+    assert callbacks[0].value_at(3) == schedule(3, 10) == 1.0 and callbacks[0].total == 10
+    assert (
+        [b for _, _, b in model.seen] == [schedule(t, 10) for t in range(8)] == [0.0, 0.8, 1.0, 1.0, 1.0, 0.0, 0.8, 1.0]
+    )
+    assert (dataclasses.astuple(schedule), dict(vars(schedule)), dict(vars(warmup))) == given
+    assert (
+        callbacks[0].schedule is schedule and callbacks[1].schedule is warmup and schedule == CyclicalSchedule(2, 0.25)
+    )
+
+
+class Warmup:
+    """A schedule object with state of its own (``steps``) that a fit must not touch."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def __call__(self, step: int, total: int | None) -> float:
+        return min(1.0, step / self.steps)
+
+    def phase(self, step: int, total: int | None) -> str:
+        return "ramp" if step < self.steps else "final"
 
 
 # ---------------------------------------------------------------- evaluation β
@@ -262,6 +305,81 @@ def test_beta_logged_at_the_step_where_should_stop_is_set(tmp_path: Path) -> Non
     assert betas == {4: expected(4, 40, n_cycle=2), 6: expected(6, 40, n_cycle=2)} == {4: 0.4, 6: 0.6}
 
 
+class StopsInItsHook(TinyVAE):
+    """Sets ``trainer.should_stop`` in its own ``on_train_batch_end``, which runs after every callback's."""
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        if self.global_step > 6:
+            self.trainer.should_stop = True
+
+
+@pytest.mark.parametrize("who", ["a-later-callback", "the-modules-hook"])
+def test_beta_logged_where_should_stop_is_set_after_this_callbacks_hook(tmp_path: Path, who: str) -> None:
+    # Set after this callback's on_train_batch_end, `should_stop` still makes the Trainer log the step's losses.
+    model = StopsInItsHook(n_batches=20) if who == "the-modules-hook" else TinyVAE(n_batches=20)
+    callbacks = [CyclicalKLAnnealing(n_cycle=2)] + ([StopAt(7)] if who == "a-later-callback" else [])
+    logger = CSVLogger(tmp_path, name="csv")
+    make_trainer(tmp_path, callbacks, logger=logger, log_every_n_steps=5).fit(model)
+    rows = _csv_rows(logger)
+    losses = sorted(int(r["step"]) for r in rows if r.get("train_loss"))
+    betas = {int(r["step"]): float(r["beta"]) for r in rows if r.get("beta")}
+    assert losses == [4, 6] and betas == {4: 0.4, 6: 0.6}  # by hand: T = 40, cycles of 20 rising over 10 steps
+
+
+class NeverImproves(TinyVAE):
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.log("val_loss", float(self.current_epoch))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "losses"),
+    [
+        (dict(limit_val_batches=1), [3, 7]),
+        # validation at the 3rd batch of each epoch; EarlyStopping stops there at step 7, after the Trainer has
+        # logged (or not) that step's losses: no row of the value there either
+        (dict(limit_val_batches=1, val_check_interval=3, log_every_n_steps=5), [4]),
+        (dict(accumulate_grad_batches=3), [3, 6]),  # stopped after a step of accumulated batches
+    ],
+    ids=["early-stopping", "early-stopping-mid-epoch", "accumulation"],
+)
+def test_beta_and_losses_logged_at_the_same_steps_when_a_run_stops(tmp_path: Path, kwargs: dict, losses: list) -> None:
+    stop = EarlyStopping(monitor="val_loss", patience=1) if "limit_val_batches" in kwargs else StopAt(7)
+    logger = CSVLogger(tmp_path, name="csv")
+    kwargs = {"log_every_n_steps": 4, **kwargs}
+    make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=2), stop], logger=logger, max_epochs=10, **kwargs).fit(
+        NeverImproves(n_batches=5)
+    )
+    rows = _csv_rows(logger)
+    assert sorted(int(r["step"]) for r in rows if r.get("train_loss")) == losses
+    assert sorted(int(r["step"]) for r in rows if r.get("beta")) == losses
+
+
+def test_no_value_logged_for_a_step_stopped_between_its_accumulated_batches(tmp_path: Path) -> None:
+    # `should_stop` set in the first of two accumulated batches of step 6: the run stops there, and the Trainer
+    # logs no losses for a step that never stepped.
+    logger = CSVLogger(tmp_path, name="csv")
+    model = StopsAt(stop_at=6, n_batches=20)
+    make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=2)], logger=logger, log_every_n_steps=5,
+                 accumulate_grad_batches=2).fit(model)  # fmt: skip
+    rows = _csv_rows(logger)
+    assert [s for s, _, _ in model.seen][-2:] == [5, 6]  # one batch of step 6
+    assert sorted(int(r["step"]) for r in rows if r.get("train_loss")) == [4]
+    assert {int(r["step"]): float(r["beta"]) for r in rows if r.get("beta")} == {4: 0.8}  # T = 20: cycles of 10
+
+
+def test_beta_logged_at_every_step_the_trainer_logs_while_min_steps_holds_a_stopped_run(tmp_path: Path) -> None:
+    # `should_stop` set at step 6 with `min_steps=9`: the Trainer runs on, logging the losses of every step after.
+    logger = CSVLogger(tmp_path, name="csv")
+    make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=2)], logger=logger, log_every_n_steps=5, min_steps=9).fit(
+        StopsAt(stop_at=6, n_batches=20)
+    )
+    rows = _csv_rows(logger)
+    losses = sorted(int(r["step"]) for r in rows if r.get("train_loss"))
+    betas = {int(r["step"]): float(r["beta"]) for r in rows if r.get("beta")}
+    assert losses[:4] == [4, 6, 7, 8] and sorted(betas) == losses
+    assert (betas[4], betas[6], betas[8]) == (0.4, 0.6, 0.8)  # by hand: T = 40, cycles of 20 rising over 10 steps
+
+
 @pytest.mark.parametrize("accumulate", [1, 2])
 def test_beta_logged_at_the_step_of_its_losses(tmp_path: Path, accumulate: int) -> None:
     model = TinyVAE(n_batches=20)
@@ -333,7 +451,7 @@ def test_crash_and_resume_continues_exactly(tmp_path: Path, crash_at: int, accum
     assert resumed.seen[-1][0] == max(truth)  # and runs to the same end
     for step, _, beta in before + resumed.seen:
         assert beta == truth[step], step
-    assert cb._total == 30 // accumulate
+    assert cb.total == 30 // accumulate
 
 
 def test_checkpoint_loads_with_weights_only_and_keeps_total_steps(tmp_path: Path) -> None:
@@ -436,11 +554,6 @@ def test_torch_compile_one_graph_for_a_cyclical_run(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- LightningCLI
-
-
-class CLIModel(TinyVAE):
-    def __init__(self, n_batches: int = 4) -> None:
-        super().__init__(n_batches=n_batches)
 
 
 def test_configurable_from_lightning_cli_yaml(tmp_path: Path) -> None:

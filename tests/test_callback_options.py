@@ -10,7 +10,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from helpers import TinyVAE, Unbounded, WithLossFn, _csv_rows, expected, make_trainer
+from helpers import CLIModel, StopAt, TinyVAE, Unbounded, WithLossFn, _csv_rows, expected, make_trainer
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
@@ -23,17 +23,6 @@ from lightning_kl_anneal import (
 )
 
 # ---------------------------------------------------------------- period: runs of unknown length
-
-
-class StopAt(L.Callback):
-    """Stops the fit after an arbitrary optimizer step, as a time limit or a user's signal would."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        if trainer.global_step >= self.step:
-            trainer.should_stop = True
 
 
 def test_period_runs_without_a_length_and_stops_anywhere(tmp_path: Path) -> None:
@@ -361,11 +350,6 @@ def test_crash_and_resume_scheduled_attribute(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- configuration files
-
-
-class CLIModel(TinyVAE):
-    def __init__(self, n_batches: int = 4) -> None:
-        super().__init__(n_batches=n_batches)
 
 
 def test_every_new_argument_from_lightning_cli_yaml(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from helpers import TinyVAE, WithLossFn, _csv_rows, _fit_with_crash, expected, make_trainer
+from helpers import StopAt, TinyVAE, WithLossFn, _csv_rows, _fit_with_crash, expected, make_trainer
 from lightning.pytorch.callbacks import EarlyStopping, GradientAccumulationScheduler, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
@@ -60,6 +60,7 @@ def test_manual_optimization_traces_the_whole_schedule(tmp_path: Path, n_opt: in
     # The step counts training batches, and so does T (24), whatever the optimizers do.
     assert [b for _, _, b in model.seen] == [expected(t, 24, n_cycle=2) for t in range(24)]
     assert model.seen[-1][2] == 1.0 and [b for _, _, b in model.seen].count(0.0) == 2  # both cycles, whole run
+    assert model.seen[1][2] == pytest.approx(1 / 6)  # by hand: cycles of 12 batches rising over 6
 
 
 def test_manual_optimization_resumes_exactly(tmp_path: Path) -> None:
@@ -202,7 +203,7 @@ def test_gradient_accumulation_scheduler_gives_the_exact_length(tmp_path: Path) 
     cb = CyclicalKLAnnealing(n_cycle=2, ratio=0.5)
     _no_warning_fit(make_trainer(tmp_path, [cb, scheduler], max_epochs=3), model)
     total = 12 + 4 + 4  # Lightning's estimate would be 36
-    assert cb._total == total
+    assert cb.total == total
     steps = sorted({s for s, _, _ in model.seen})
     assert steps == list(range(total))
     assert all(b == expected(s, total, n_cycle=2) for s, _, b in model.seen)
@@ -217,6 +218,8 @@ def test_gradient_accumulation_scheduler_counts_a_partial_last_step(tmp_path: Pa
     assert cb.total == 18
     assert sorted({s for s, _, _ in model.seen}) == list(range(18))
     assert all(b == expected(s, 18, n_cycle=2) for s, _, b in model.seen)
+    beta = {s: b for s, _, b in model.seen}  # by hand: cycles of 9 steps (of 8 with floor's T = 16)
+    assert beta[2] == pytest.approx(4 / 9) and beta[9] == 0.0
 
 
 # ---------------------------------------------------------------- a changed schedule on resume
@@ -357,8 +360,6 @@ def test_a_run_ending_on_a_ramp_warns_once_at_the_start_and_not_again_at_the_end
 
 
 def test_stopping_early_with_period_names_the_arguments_that_set_the_length(tmp_path: Path) -> None:
-    from test_callback_options import StopAt
-
     cb = CyclicalKLAnnealing(period=6)  # n_cycle=4 (the default): 24 steps, in a run stopped at 9
     with pytest.warns(UserWarning) as record:
         make_trainer(tmp_path, [cb, StopAt(9)], max_epochs=3).fit(TinyVAE(n_batches=10))
@@ -381,12 +382,25 @@ def test_delay_not_shorter_than_the_run_is_refused_before_training(tmp_path: Pat
 
 def test_no_training_batches_is_not_unbounded(tmp_path: Path) -> None:
     model = TinyVAE(n_batches=5)
+    model.temperature = 1.0
+    calls: list[tuple[int, Any]] = []
+
+    def schedule(step: int, total: Any) -> float:
+        calls.append((step, total))
+        return 1.0 / total  # fails on T = 0 or None
+
     cb = CyclicalKLAnnealing(eval_beta=0.7)
-    # Lightning's estimate reads -1 here: read as "unbounded", this fit would be refused before the sanity check.
-    trainer = make_trainer(tmp_path, [cb], limit_train_batches=0, limit_val_batches=2, num_sanity_val_steps=2)
+    given = ScheduledAttribute(schedule, "temperature", total_steps=10, eval_value=0.5)
+    make_trainer(tmp_path, [cb, given], max_epochs=1).fit(model)  # a first fit, with T to carry over
+    assert cb.total == 5 and given.total == 10 and calls == [(t, 10) for t in range(5)]
+    calls.clear()
+    # Lightning's estimate reads -1 here: read as "unbounded", this fit would be refused before the sanity check;
+    # read as a length of 0, `delay`=0 would be "not smaller than the run" and the function probed at step 0.
+    trainer = make_trainer(tmp_path, [cb, given], limit_train_batches=0, limit_val_batches=2, num_sanity_val_steps=2)
     _no_warning_fit(trainer, model)
-    assert model.seen == [] and cb.total is None  # no T resolved: no step ran
-    assert model.eval_seen == [0.7, 0.7] and model.beta == 0.7  # the sanity check ran, at the evaluation value
+    assert calls == [] and len(model.seen) == 5  # no step taken, none asked about
+    assert cb.total is None and given.total is None  # this fit resolved no T; the last fit's is not carried over
+    assert model.eval_seen == [0.7, 0.7] and model.beta == 0.7 and model.temperature == 0.5  # the sanity check ran
 
 
 def test_max_time_without_max_epochs_names_max_time(tmp_path: Path) -> None:
@@ -551,7 +565,7 @@ def test_pickles_after_a_fit(tmp_path: Path) -> None:
     trainer = make_trainer(tmp_path, [cb], max_epochs=1)
     trainer.fit(TinyVAE(n_batches=4))
     copy = pickle.loads(pickle.dumps(cb))
-    assert repr(copy) == repr(cb) and copy._total == 4
+    assert repr(copy) == repr(cb) and copy.total == 4
 
 
 # ---------------------------------------------------------------- found by trying the API as a new user
