@@ -47,13 +47,17 @@ class BatchNormPosterior(nn.Module):
 
         mean_b KL  >=  ½ Σ_d γ² v_d / (v_d + eps)  ->  n γ² / 2  as eps -> 0
 
-    **What ``eps`` does to it.** The factor ``v_d / (v_d + eps)`` is below 1: with the default
-    ``eps=1e-5`` and raw means whose batch variance is ``v_d >= 1e-3`` the floor is above 99 % of
-    ``n γ² / 2``; at ``v_d = eps`` it is half; as ``v_d -> 0`` (an encoder whose means for dimension ``d``
-    no longer vary across the batch) it vanishes. So the floor is exact only up to that factor: the
-    encoder can escape it only by shrinking the spread of its raw means to the order of ``eps``. The
-    gradient of the floor in ``v_d``, ``γ² eps / (v_d + eps)²``, is tiny while ``v_d >> eps``, so this
-    is slow; a smaller ``eps`` makes it slower still.
+    **What ``eps`` does to it.** The factor ``v_d / (v_d + eps)`` is below 1: it is above 99 % of 1 while
+    ``v_d >= 100 eps``, half at ``v_d = eps``, and it vanishes as ``v_d -> 0`` (an encoder whose means for
+    dimension ``d`` no longer vary across the batch). That is the floor's one way out: while ``v_d >> eps``
+    the normalisation is scale-invariant and no gradient can shrink ``v_d``, but once ``v_d`` is near
+    ``eps`` the KL pulls it down and the floor fades. Hence the default ``eps=1e-8``, far below
+    ``torch.nn.BatchNorm1d``'s ``1e-5``: measured on the text example (WordNet glosses, γ = 0.5, 16
+    dimensions, the floor 2 nats), with ``eps=1e-5`` the raw means' batch variance fell to about
+    ``1e-7`` within the first epoch, the factor to 1-4 %, and the validation KL to 0.1-0.5 nats; with
+    ``1e-8`` (or ``1e-9``) it stayed at ``1e-3`` to ``1e-2``, the factor at 1.000, and the validation KL
+    at 5.9-6.9 nats over the first three epochs. If your encoder's raw means vary less than that, lower
+    ``eps`` further: the floor holds as long as ``v_d >> eps``.
 
     **In eval mode** the running mean and variance (updated with ``momentum`` during training) replace
     the batch statistics: the output is a fixed affine map of ``mu``, and the floor holds only on
@@ -99,7 +103,7 @@ class BatchNormPosterior(nn.Module):
         gamma: float = 0.5,
         *,
         learn_shift: bool = True,
-        eps: float = 1e-5,
+        eps: float = 1e-8,
         momentum: float = 0.1,
     ) -> None:
         super().__init__()
