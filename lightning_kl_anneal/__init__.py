@@ -12,10 +12,10 @@ Example:
 """
 
 from lightning_kl_anneal.callback import CyclicalKLAnnealing, ScheduledAttribute, Unit
-from lightning_kl_anneal.diagnostics import active_units, mutual_information
+from lightning_kl_anneal.diagnostics import active_units, latent_dimensionality, mutual_information
 from lightning_kl_anneal.exceptions import MisconfigurationException
 from lightning_kl_anneal.kl import FREE_BITS_MODES, FreeBitsMode, capacity_kl, free_bits_kl, gaussian_kl
-from lightning_kl_anneal.metrics import ActiveUnits, KLPerDimension, MutualInformation
+from lightning_kl_anneal.metrics import ActiveUnits, KLPerDimension, LatentDimensionality, MutualInformation
 from lightning_kl_anneal.monitor import LatentCollapseError, LatentMonitor
 from lightning_kl_anneal.schedules import (
     PHASES,
@@ -46,6 +46,7 @@ __all__ = [
     "FreeBitsMode",
     "KLPerDimension",
     "LatentCollapseError",
+    "LatentDimensionality",
     "LatentMonitor",
     "MisconfigurationException",
     "MutualInformation",
@@ -68,5 +69,6 @@ __all__ = [
     "frange_cycle_sigmoid",
     "free_bits_kl",
     "gaussian_kl",
+    "latent_dimensionality",
     "mutual_information",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -22,9 +22,9 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
-from lightning_kl_anneal._checks import check_choice, check_int, check_name, check_real
+from lightning_kl_anneal._checks import check_choice, check_fractions, check_int, check_name, check_real
 from lightning_kl_anneal.exceptions import misconfiguration
-from lightning_kl_anneal.metrics import ActiveUnits, KLPerDimension, MutualInformation
+from lightning_kl_anneal.metrics import ActiveUnits, KLPerDimension, LatentDimensionality, MutualInformation
 
 __all__ = ["ON_COLLAPSE", "LatentCollapseError", "LatentMonitor", "OnCollapse"]
 
@@ -127,6 +127,11 @@ class LatentMonitor(Callback):
     - ``latent/kl``: KL(q(z|x) ‖ p) per example, summed over dimensions, in nats;
     - ``latent/active_units``: dimensions whose posterior mean varies over the validation set
       (variance > ``au_threshold``, Burda et al. 2016); with a conditional prior, of ``mu - prior_mu``;
+    - ``latent/dim90``, ``latent/dim95``, ``latent/dim99`` (one per share in ``dim_shares``, named by its
+      percentage): the principal components of the posterior means (of ``mu - prior_mu`` with a
+      conditional prior) that hold 90, 95 and 99 % of their variance,
+      :func:`~lightning_kl_anneal.latent_dimensionality`; never more than ``d``, and below the active
+      units when active dimensions move together;
     - ``latent/mi``: I(x; z), the whole-set estimator of :func:`~lightning_kl_anneal.mutual_information`
       on at most ``mi_max_samples`` rows per process (aggregate posterior over all of them, outer
       average over ``mi_outer_rows``); only with the unconditional prior N(0, I)
@@ -134,8 +139,10 @@ class LatentMonitor(Callback):
     - the KL of each dimension as a histogram ``latent/kl_per_dim`` on every ``TensorBoardLogger``
       (never as d scalars).
 
-    The values come from :class:`~lightning_kl_anneal.ActiveUnits`, :class:`~lightning_kl_anneal.KLPerDimension`
-    and :class:`~lightning_kl_anneal.MutualInformation`, so under DDP they cover every process's rows.
+    The values come from :class:`~lightning_kl_anneal.ActiveUnits`, :class:`~lightning_kl_anneal.KLPerDimension`,
+    :class:`~lightning_kl_anneal.LatentDimensionality` and :class:`~lightning_kl_anneal.MutualInformation`,
+    so under DDP they cover every process's rows. The dimensionality is logged, not judged: the
+    collapse alert reads the KL and the active units only.
 
     **Collapse alert.** A validation is *collapsed* when ``latent/kl < kl_threshold`` or
     ``latent/active_units < min_active_units``. Only validations during ``fit`` are judged, and only
@@ -195,6 +202,8 @@ class LatentMonitor(Callback):
         patience: consecutive collapsed validations, judged on a plateau or after the last ramp, before the alert.
         on_collapse: ``"warn"``, ``"raise"`` or ``"stop"``.
         au_threshold: variance of the posterior mean above which a dimension is active.
+        dim_shares: the shares of the means' variance whose dimensionality is logged, each in (0, 1],
+            as ``f"dim{100 * share:g}"``; ``()`` turns it off (it costs O(rows x d²) per validation).
         mi_samples: z draws per row for the MI estimate.
         mi_outer_rows: rows (evenly spaced) whose draws are scored against the aggregate posterior
             of all rows; ``None`` for all. The draws are seeded, so two validations of one model agree
@@ -237,8 +246,9 @@ class LatentMonitor(Callback):
     def __init__(
         self, mu_key: str = "mu", logvar_key: str = "logvar", *, prior_mu_key: str | None = None,
         prior_logvar_key: str | None = None, kl_threshold: float | None = 0.05, min_active_units: int | None = 1,
-        patience: int = 3, on_collapse: OnCollapse = "warn", au_threshold: float = 0.01, mi_samples: int = 1,
-        mi_outer_rows: int | None = 512, mi_max_samples: int = 4096, log_prefix: str = "latent",
+        patience: int = 3, on_collapse: OnCollapse = "warn", au_threshold: float = 0.01,
+        dim_shares: Sequence[float] = (0.9, 0.95, 0.99), mi_samples: int = 1, mi_outer_rows: int | None = 512,
+        mi_max_samples: int = 4096, log_prefix: str = "latent",
     ) -> None:  # fmt: skip
         self.mu_key, self.logvar_key = check_name("mu_key", mu_key), check_name("logvar_key", logvar_key)
         self.prior_mu_key = check_name("prior_mu_key", prior_mu_key, optional=True)
@@ -250,8 +260,8 @@ class LatentMonitor(Callback):
         self.on_collapse: OnCollapse = check_choice("on_collapse", on_collapse, ON_COLLAPSE)
         self.conditional = prior_mu_key is not None or prior_logvar_key is not None
         self._state_key = self._generate_state_key(mu_key=mu_key, log_prefix=log_prefix)
-        self._make_metrics(au_threshold, mi_samples, mi_outer_rows, mi_max_samples)
-        #: the values of the last validation, e.g. ``{"kl": 0.01, "active_units": 0.0, "mi": 0.003}``
+        self._make_metrics(au_threshold, dim_shares, mi_samples, mi_outer_rows, mi_max_samples)
+        #: the values of the last validation, e.g. ``{"kl": 0.01, "active_units": 0.0, "dim90": 0.0, ..., "mi": 0.003}``
         self.last: dict[str, float] = {}
         self._fit = _FitState()
         self._rows = _Rows()
@@ -259,20 +269,22 @@ class LatentMonitor(Callback):
         self._warned_rows = False
 
     def _make_metrics(
-        self, au_threshold: float, mi_samples: int, mi_outer_rows: int | None, mi_max_samples: int
-    ) -> None:
-        au_threshold = check_real("au_threshold", au_threshold, 0.0)
+        self, au_threshold: float, dim_shares: Sequence[float], mi_samples: int, mi_outer_rows: int | None,
+        mi_max_samples: int,
+    ) -> None:  # fmt: skip
+        self.active_units = ActiveUnits(threshold=check_real("au_threshold", au_threshold, 0.0))
+        shares = check_fractions("dim_shares", dim_shares, allow_empty=True)
+        self._dim_names = _dim_names(shares)
+        self.dimensionality = LatentDimensionality(share=list(shares)) if shares else None
         mi_samples, mi_max_samples = (
             check_int("mi_samples", mi_samples, 1),
             check_int("mi_max_samples", mi_max_samples, 0),
         )
         mi_outer_rows = check_int("mi_outer_rows", mi_outer_rows, 1, optional=True)
         self.kl_per_dim = KLPerDimension()
-        self.active_units = ActiveUnits(threshold=au_threshold)
-        mi_on = mi_max_samples > 0 and not self.conditional
         self.mutual_information = (
             MutualInformation(n_samples=mi_samples, max_samples=mi_max_samples, outer_rows=mi_outer_rows)
-            if mi_on
+            if mi_max_samples > 0 and not self.conditional
             else None
         )
 
@@ -297,7 +309,8 @@ class LatentMonitor(Callback):
         return self._fit.alert_step
 
     def _metrics(self) -> list[Any]:
-        return [m for m in (self.kl_per_dim, self.active_units, self.mutual_information) if m is not None]
+        candidates = (self.kl_per_dim, self.active_units, self.dimensionality, self.mutual_information)
+        return [m for m in candidates if m is not None]
 
     # ------------------------------------------------------------------ reading and buffering the outputs
 
@@ -334,6 +347,8 @@ class LatentMonitor(Callback):
         assert mu is not None and logvar is not None  # for type checkers; _read_posterior guarantees it
         self.kl_per_dim.update(mu, logvar, post["prior_mu"], post["prior_logvar"])
         self.active_units.update(mu, post["prior_mu"])
+        if self.dimensionality is not None:
+            self.dimensionality.update(mu, post["prior_mu"])
         if self.mutual_information is not None:
             self.mutual_information.update(mu, logvar)
 
@@ -353,22 +368,31 @@ class LatentMonitor(Callback):
             self._judge(trainer, self.last, step)
 
     def _compute(self, kl_dim: Tensor) -> dict[str, float]:
-        """The validation's statistics: KL, active units (where there is a variance), MI (where enabled)."""
+        """The validation's statistics: KL, active units and dimensionality (where there is a variance), MI."""
         values = {"kl": float(kl_dim.sum())}
         with warnings.catch_warnings():  # a non-finite posterior gets one warning, the monitor's, in _judge
             warnings.filterwarnings("ignore", message=_NOT_FINITE)
-            try:
-                values["active_units"] = float(self.active_units.compute())
-            except ValueError as err:  # one validation row in all (fast_dev_run, batch size 1): no variance
-                self._warn_rows(err)
+            values.update(self._spread())
             if self.mutual_information is not None:
                 values["mi"] = float(self.mutual_information.compute())
         return values
 
-    def _warn_rows(self, err: ValueError) -> None:
-        if not self._warned_rows:
-            self._warned_rows = True
-            rank_zero_warn(f"LatentMonitor: `latent/active_units` skipped: {err}. Validate on more rows to see it.")
+    def _spread(self) -> dict[str, float]:
+        """The statistics of the means' spread (active units, dimensionality); {} with one row, which has none."""
+        try:
+            values = {"active_units": float(self.active_units.compute())}
+            if self.dimensionality is not None:
+                values.update(zip(self._dim_names, self.dimensionality.compute().reshape(-1).tolist()))
+        except ValueError as err:  # one validation row in all (fast_dev_run, batch size 1): no variance
+            if not self._warned_rows:
+                self._warned_rows = True
+                also = "".join(f", `{self.log_prefix}/{name}`" for name in self._dim_names)
+                rank_zero_warn(
+                    f"LatentMonitor: `{self.log_prefix}/active_units` skipped{also and f' (and{also[1:]})'}: {err}. "
+                    "Validate on more rows to see it."
+                )
+            return {}
+        return values
 
     def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule, kl_dim: Tensor) -> int:
         """Log ``last`` (and the KL per dimension as a histogram); returns the step they are logged at."""
@@ -487,6 +511,14 @@ def _as_rows(key: str, value: Any) -> Tensor:
         shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
         raise misconfiguration(f"LatentMonitor needs `{key}` of shape (batch, d) (or larger, flattened), got {shape}")
     return value.detach().flatten(1)
+
+
+def _dim_names(shares: tuple[float, ...]) -> tuple[str, ...]:
+    """``dim90`` for the share 0.9: the logged names, refused when two shares would share one."""
+    names = tuple(f"dim{100 * share:g}" for share in shares)
+    if len(set(names)) < len(names):
+        raise ValueError(f"`dim_shares` must name distinct percentages, got {shares!r} (logged as {names})")
+    return names
 
 
 def _refuse_a_shared_prefix(monitor: LatentMonitor, trainer: pl.Trainer) -> None:
