@@ -133,10 +133,20 @@ def test_mi_per_batch_is_bounded_by_log_batch_size() -> None:
     mu, logvar = torch.arange(64.0)[:, None] * 100, torch.zeros(64, 1)  # 64 far-apart posteriors
     assert mutual_information(mu, logvar) == pytest.approx(math.log(64), abs=1e-9)
     assert mutual_information(mu, logvar, batch_size=8) == pytest.approx(math.log(8), abs=1e-9)
-    same = [
-        mutual_information(mu, logvar, batch_size=b, generator=torch.Generator().manual_seed(0)) for b in (64, None)
+    # an uneven split (six batches of 10, one of 4) weights each batch by its rows, as He et al.'s calc_mi
+    by_hand = (60 * math.log(10) + 4 * math.log(4)) / 64
+    assert mutual_information(mu, logvar, batch_size=10) == pytest.approx(by_hand, abs=1e-9)
+
+
+def test_mi_batch_size_of_at_least_n_is_the_whole_set() -> None:
+    g = torch.Generator().manual_seed(2)
+    mu, logvar = torch.randn(12, 2, generator=g), torch.randn(12, 2, generator=g) * 0.3  # overlapping posteriors
+    values = [
+        mutual_information(mu, logvar, 2, batch_size=b, generator=torch.Generator().manual_seed(0)) for b in (12, 100)
     ]
-    assert same[0] == same[1]
+    assert values == [mutual_information(mu, logvar, 2, generator=torch.Generator().manual_seed(0))] * 2
+    split = mutual_information(mu, logvar, 2, batch_size=6, generator=torch.Generator().manual_seed(0))
+    assert split != pytest.approx(values[0], abs=1e-6)  # while a split into two batches changes the value
 
 
 def test_mi_of_identical_posteriors_is_zero() -> None:
@@ -335,3 +345,16 @@ def test_dimensionality_of_a_non_finite_posterior_is_nan_with_a_warning() -> Non
     mu[3, 2] = math.inf
     with pytest.warns(UserWarning, match=r"latent_dimensionality: the posterior is not finite"):
         assert math.isnan(latent_dimensionality(mu))
+
+
+# ---------------------------------------------------------------- the running-sum helpers the metrics delegate to
+
+
+def test_variance_and_covariance_from_running_sums_hand_computed() -> None:
+    from lightning_kl_anneal.diagnostics import _covariance_from_moments, _variance_from_moments
+
+    x = torch.tensor([[1.0, 2.0], [3.0, 2.0], [5.0, 8.0]], dtype=torch.float64)  # column means 3 and 4
+    n, total, outer = torch.tensor(3.0, dtype=torch.float64), x.sum(0), x.T @ x
+    # sample (n - 1) variances: (4 + 0 + 4) / 2 = 4 and (4 + 4 + 16) / 2 = 12; covariance (4 + 0 + 8) / 2 = 6
+    assert _variance_from_moments(n, total, (x * x).sum(0)).tolist() == [4.0, 12.0]
+    assert _covariance_from_moments(n, total, outer).tolist() == [[4.0, 6.0], [6.0, 12.0]]

@@ -481,6 +481,10 @@ def test_metrics_land_in_csv_logger_at_the_validation_step(tmp_path: Path) -> No
         assert row["val_loss"]  # same row as the module's own validation metrics: same step
     assert [int(r["step"]) for r in logged] == [3, 7]
     assert expected["mi"] == pytest.approx(math.log(32), abs=0.3)  # nearly separated posteriors, bound log 32
+    # pinned without the library: mu = 2x, logvar = -1, so KL per dimension 0.5 (4x² + e^-1 - 1 + 1); all 4 move
+    by_hand = sum(0.5 * (4 * v * v + math.exp(-1.0)) for row in model.x.tolist() for v in row) / 32
+    assert float(logged[-1]["latent/kl"]) == pytest.approx(by_hand, rel=1e-5)
+    assert expected["active_units"] == D == float(logged[-1]["latent/active_units"])
 
 
 def test_metrics_and_histogram_land_in_tensorboard(tmp_path: Path) -> None:
