@@ -38,3 +38,10 @@ def test_the_delay_is_drawn() -> None:
     np.testing.assert_array_equal(ys, cyclical_schedule(30, 2, start=0.1, delay=10))
     assert ys[10:20].tolist() == pytest.approx([0.1 + 0.9 * k / 5 for k in range(5)] + [1.0] * 5)  # by hand
     assert "delay=10" in fig.axes[0].get_title(loc="left")
+
+
+@pytest.mark.parametrize(("start", "stop"), [(0.1, 1.0), (1.0, 0.1)])
+def test_the_axis_spans_the_schedule_upwards_with_a_margin(start: float, stop: float) -> None:
+    fig = plot_schedules(40, n_cycles=(2,), start=start, stop=stop)
+    # 5 % of the span (0.9) on each side, lowest value at the bottom whichever way β moves
+    assert fig.axes[0].get_ylim() == pytest.approx((0.1 - 0.045, 1.0 + 0.045))
