@@ -140,14 +140,17 @@ def test_mutual_information_keeps_at_most_max_samples() -> None:
 
 
 @pytest.mark.filterwarnings("ignore:.*was called before the ``update``")
-def test_mutual_information_subsamples_evenly_when_more_rows_were_gathered() -> None:
-    mu, logvar = _rows(n=30)
+@pytest.mark.parametrize("gathered", [30, 11])  # 11: a single row too many is subsampled too
+def test_mutual_information_subsamples_evenly_when_more_rows_were_gathered(gathered: int) -> None:
+    mu, logvar = _rows(n=gathered)
     m = MutualInformation(max_samples=10, seed=1)
-    m.mu, m.logvar = [mu.double()], [logvar.double()]  # as after gathering 30 rows from 3 processes
+    m.mu, m.logvar = [mu.double()], [logvar.double()]  # as after gathering the rows of several processes
     order = _canonical_order(torch.cat([mu, logvar], 1).double())
-    keep = order[torch.linspace(0, 29, 10).round().long()]
+    keep = order[torch.linspace(0, gathered - 1, 10).round().long()]
     expected = mutual_information(mu[keep], logvar[keep], 4, generator=torch.Generator().manual_seed(1))
     assert float(m.compute()) == pytest.approx(expected, abs=1e-12)
+    every_row = mutual_information(mu[order], logvar[order], 4, generator=torch.Generator().manual_seed(1))
+    assert float(m.compute()) != pytest.approx(every_row, abs=1e-6)  # the subsample is not all the rows
 
 
 @pytest.mark.parametrize(

@@ -298,9 +298,11 @@ def test_a_fit_that_ends_before_the_last_ramp_is_alerted_at_its_end(tmp_path: Pa
     # T = 48 but the fit takes 24 steps (the schedule warns about that itself): plateau validations after 11, 15
     schedule = CyclicalKLAnnealing(n_cycle=3, ratio=0.5, total_steps=48)
     monitor = LatentMonitor(patience=3, on_collapse="stop")
-    messages = fit_quietly(make_trainer(tmp_path, [schedule, monitor]), Latent("prior"))
+    trainer = make_trainer(tmp_path, [schedule, monitor])
+    messages = fit_quietly(trainer, Latent("prior"))
     assert len(messages) == 1 and "Alerted at the end of the fit" in messages[0]
     assert monitor.alert_step == 15 and monitor.collapsed_count == monitor.counted_validations == 2
+    assert not trainer.should_stop  # "stop" at the end of the fit is the warning alone: the fit ran its course
 
 
 def test_a_healthy_plateau_in_between_resets_so_no_end_of_fit_alert(tmp_path: Path) -> None:
@@ -609,6 +611,15 @@ def test_dimensionality_can_be_turned_off_and_named_by_share(tmp_path: Path) -> 
     make_trainer(tmp_path, [off, one], max_epochs=1).fit(TwoDirections())
     assert set(off.last) == {"kl", "active_units", "mi"} and off.dimensionality is None
     assert one.last["dim99.9"] == 2.0
+
+
+@pytest.mark.parametrize(
+    ("kl", "active_units", "collapsed"),
+    [(0.05, 1.0, False), (0.0499, 1.0, True), (0.05, 0.0, True), (math.nan, 1.0, False), (0.05, math.nan, False)],
+)
+def test_is_collapsed_at_the_thresholds(kl: float, active_units: float, collapsed: bool) -> None:
+    # strictly below kl_threshold or below min_active_units; exactly at either is not collapsed; NaN is unknown
+    assert LatentMonitor(kl_threshold=0.05, min_active_units=1).is_collapsed(kl, active_units) is collapsed
 
 
 def test_no_work_on_training_steps() -> None:

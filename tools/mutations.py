@@ -502,11 +502,15 @@ def _run(mutation: Mutation, timeout: float) -> dict[str, object]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=None, help="module names without .py, e.g. monitor kl")
+    parser.add_argument(
+        "--grep", nargs="*", default=None, help="only mutations whose description contains one of these"
+    )
     parser.add_argument("--list", action="store_true", help="list the mutations and exit")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per mutant before it counts as killed")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
     chosen = [m for m in MUTATIONS if args.only is None or m.module.removesuffix(".py") in args.only]
+    chosen = [m for m in chosen if args.grep is None or any(g in m.what for g in args.grep)]
     if args.list:
         for m in chosen:
             path = ROOT / PACKAGE / m.module
