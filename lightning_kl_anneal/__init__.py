@@ -12,10 +12,10 @@ Example:
 """
 
 from lightning_kl_anneal.callback import CyclicalKLAnnealing, ScheduledAttribute, Unit
-from lightning_kl_anneal.diagnostics import active_units, mutual_information
+from lightning_kl_anneal.diagnostics import active_units, latent_dimensionality, mutual_information
 from lightning_kl_anneal.exceptions import MisconfigurationException
 from lightning_kl_anneal.kl import FREE_BITS_MODES, FreeBitsMode, capacity_kl, free_bits_kl, gaussian_kl
-from lightning_kl_anneal.metrics import ActiveUnits, KLPerDimension, MutualInformation
+from lightning_kl_anneal.metrics import ActiveUnits, KLPerDimension, LatentDimensionality, MutualInformation
 from lightning_kl_anneal.monitor import LatentCollapseError, LatentMonitor
 from lightning_kl_anneal.posterior import BatchNormPosterior
 from lightning_kl_anneal.schedules import (
@@ -53,6 +53,7 @@ __all__ = [
     "JoinedSchedule",
     "KLPerDimension",
     "LatentCollapseError",
+    "LatentDimensionality",
     "LatentMonitor",
     "MisconfigurationException",
     "MutualInformation",
@@ -76,5 +77,6 @@ __all__ = [
     "free_bits_kl",
     "gaussian_kl",
     "join_schedules",
+    "latent_dimensionality",
     "mutual_information",
 ]

@@ -25,6 +25,8 @@ __all__ = [
     "check_boundaries",
     "check_choice",
     "check_flag",
+    "check_fraction",
+    "check_fractions",
     "check_int",
     "check_name",
     "check_positive",
@@ -222,3 +224,42 @@ def check_rows(name: str, value: Any, *, min_rows: int = 0, what: str = "") -> T
             + (f": {what}" if what else "")
         )
     return value
+
+
+def check_fraction(name: str, value: Any) -> float:
+    """``value`` as a ``float`` in (0, 1]: a share, a fraction.
+
+    Example:
+        >>> check_fraction("share", 0.9)
+        0.9
+        >>> check_fraction("share", 0.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: `share` must be a real number in (0, 1], got 0.0
+    """
+    accepted = "a real number in (0, 1]"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise _wrong_type(name, value, accepted)
+    value = float(value)
+    if not 0.0 < value <= 1.0:  # NaN fails too
+        raise ValueError(f"`{name}` must be {accepted}, got {value!r}")
+    return value
+
+
+def check_fractions(name: str, value: Any, *, allow_empty: bool = False) -> tuple[float, ...]:
+    """``value`` as a tuple of floats in (0, 1], each checked by :func:`check_fraction` as ``name[i]``.
+
+    Example:
+        >>> check_fractions("shares", [0.9, 0.99])
+        (0.9, 0.99)
+        >>> check_fractions("shares", (0.9, 1.5))
+        Traceback (most recent call last):
+        ...
+        ValueError: `shares[1]` must be a real number in (0, 1], got 1.5
+    """
+    accepted = "a list or tuple of real numbers in (0, 1]"
+    if not isinstance(value, (list, tuple)):
+        raise _wrong_type(name, value, accepted)
+    if not value and not allow_empty:
+        raise ValueError(f"`{name}` must be a non-empty {accepted[2:]}, got {value!r}")
+    return tuple(check_fraction(f"{name}[{i}]", v) for i, v in enumerate(value))

@@ -1,4 +1,4 @@
-"""Latent diagnostics of a Gaussian VAE over a data set: active units and mutual information.
+"""Latent diagnostics of a Gaussian VAE over a data set: active units, dimensionality, mutual information.
 
 Pure torch, no Lightning (like ``torchmetrics.functional``). The streaming, DDP-aware versions are
 the metric classes in :mod:`lightning_kl_anneal.metrics`, which delegate here.
@@ -12,9 +12,9 @@ import warnings
 import torch
 from torch import Tensor
 
-from lightning_kl_anneal._checks import check_int, check_real, check_rows
+from lightning_kl_anneal._checks import check_fraction, check_int, check_real, check_rows
 
-__all__ = ["active_units", "mutual_information"]
+__all__ = ["active_units", "latent_dimensionality", "mutual_information"]
 
 
 def _check_threshold(threshold: object) -> float:
@@ -74,6 +74,71 @@ def active_units(mu: Tensor, threshold: float = 0.01) -> float:
     threshold = _check_threshold(threshold)
     check_rows("mu", mu, min_rows=2, what="a variance needs two")
     return _count_active(mu.double().var(0, correction=1), threshold, "active_units")
+
+
+def _covariance_from_moments(n: Tensor, total: Tensor, outer: Tensor) -> Tensor:
+    """Sample covariance (n − 1 in the denominator) from float64 running sums of x and of x xᵀ."""
+    mean = total / n
+    return (outer - n * torch.outer(mean, mean)) / (n - 1)
+
+
+def _count_components(covariance: Tensor, shares: tuple[float, ...], what: str) -> list[float]:
+    """For each share, the fewest principal components holding it; NaN (with a warning) for a non-finite input.
+
+    Eigenvalues at or below ``d · ε · λ_max`` (``torch.linalg.matrix_rank``'s tolerance) are rounding and count
+    as 0, so ``share=1`` gives the numerical rank; no variance at all gives 0.
+    """
+    if not bool(torch.isfinite(covariance).all()):
+        _warn_not_finite(what, "the posterior means", stacklevel=4)
+        return [math.nan] * len(shares)
+    eig = torch.linalg.eigvalsh(covariance.double()).flip(0).clamp(min=0.0)  # descending, rounding below 0 cut
+    if not len(eig) or float(eig[0]) == 0.0:
+        return [0] * len(shares)
+    eig = torch.where(eig > eig[0] * len(eig) * torch.finfo(eig.dtype).eps, eig, torch.zeros_like(eig))
+    cumulative = eig.cumsum(0)
+    held = cumulative / cumulative[-1]  # the last is exactly 1
+    return [int((held < share).sum()) + 1 for share in shares]
+
+
+def latent_dimensionality(mu: Tensor, share: float = 0.9) -> float:
+    r"""How many directions the posterior means use: the principal components holding ``share`` of their variance.
+
+    With ``C`` the sample covariance of the N posterior means (d x d, denominator N − 1, float64) and
+    ``λ_1 >= ... >= λ_d`` its eigenvalues, the dimensionality is the smallest k with
+    ``(λ_1 + ... + λ_k) / (λ_1 + ... + λ_d) >= share``. Eigenvalues at or below ``d · ε · λ_1`` are
+    rounding and count as 0 (``torch.linalg.matrix_rank``'s tolerance), so ``share=1`` gives the rank of
+    ``C``; a set with no variance at all (every mean equal, a collapsed encoder) gives 0.
+
+    Where :func:`active_units` counts coordinates that move, this counts independent directions: two
+    active units that always move together are one dimension, and a dimension whose variance is tiny
+    next to the others counts for little. The variance scale does not matter, only its shares. With a
+    conditional prior (CVAE) pass ``mu - prior_mu``, as for active units.
+
+    Args:
+        mu: (N, d) posterior means over a data set, N >= 2.
+        share: the share of the variance to hold, in (0, 1]; 0.9, 0.95 and 0.99 are usual.
+
+    Returns:
+        The number of components, an int in [0, d]; ``math.nan`` (with a warning) when ``mu`` holds NaN or inf.
+
+    Raises:
+        ValueError: if ``mu`` is not (N >= 2, d) (one row has no covariance), or ``share`` is not in (0, 1].
+        TypeError: if ``mu`` is not a tensor or ``share`` not a real number.
+
+    Example:
+        >>> import torch
+        >>> mu = torch.tensor([[1.0, 1.0, 0.0], [-1.0, -1.0, 0.0], [0.0, 0.0, 0.1], [0.0, 0.0, -0.1]])
+        >>> latent_dimensionality(mu, 0.9)  # the first two coordinates move together: one direction, 99.5 %
+        1
+        >>> latent_dimensionality(mu, 0.999), active_units(mu)
+        (2, 2)
+    """
+    shares = (check_fraction("share", share),)
+    check_rows("mu", mu, min_rows=2, what="a covariance needs two")
+    x = mu.detach().double()
+    x = x - x.mean(0)
+    (count,) = _count_components(x.T @ x / (len(x) - 1), shares, "latent_dimensionality")
+    return count
 
 
 def _check_posterior(mu: Tensor, logvar: Tensor) -> None:

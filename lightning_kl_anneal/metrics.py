@@ -11,6 +11,8 @@ and become (d,) vectors, so no argument has to repeat the model's latent size.
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -18,17 +20,19 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat  # where torchmetrics 1.0 has it too
 
-from lightning_kl_anneal._checks import check_int, check_rows
+from lightning_kl_anneal._checks import check_fraction, check_fractions, check_int, check_rows
 from lightning_kl_anneal.diagnostics import (
     _check_posterior,
     _check_threshold,
     _count_active,
+    _count_components,
+    _covariance_from_moments,
     _variance_from_moments,
     mutual_information,
 )
 from lightning_kl_anneal.kl import gaussian_kl
 
-__all__ = ["ActiveUnits", "KLPerDimension", "MutualInformation"]
+__all__ = ["ActiveUnits", "KLPerDimension", "LatentDimensionality", "MutualInformation"]
 
 
 def _check_2d(name: str, value: Any) -> None:
@@ -151,6 +155,86 @@ class ActiveUnits(Metric):
             raise ValueError(f"ActiveUnits needs at least 2 rows to compute a variance, got {int(self.n)}")
         count = _count_active(self.variance(), self.threshold, "ActiveUnits")
         return torch.tensor(count, dtype=torch.float64) if math.isnan(count) else torch.tensor(count)
+
+
+class LatentDimensionality(Metric):
+    """Principal components of the posterior means holding ``share`` of their variance, over all rows seen.
+
+    Like :func:`~lightning_kl_anneal.latent_dimensionality` on the concatenated rows (equal up to float64
+    rounding), from running sums of ``x`` and ``x xᵀ`` (O(d²) memory, O(batch x d²) per update): under DDP
+    the sums are added across processes, so 2 ranks give the value of the same rows on 1. For a
+    conditional prior pass ``prior_mu`` to ``update``: the covariance is then that of ``mu - prior_mu``.
+
+    Args:
+        share: a share of the variance in (0, 1], or a list or tuple of them: ``compute()`` then returns
+            one count per share, from one covariance (torchmetrics returns a list of one as a 0-d tensor).
+
+    Example:
+        >>> import torch
+        >>> m = LatentDimensionality(share=[0.9, 0.999])
+        >>> m.update(torch.tensor([[1.0, 1.0, 0.0], [-1.0, -1.0, 0.0]]))
+        >>> m.update(torch.tensor([[0.0, 0.0, 0.1], [0.0, 0.0, -0.1]]))
+        >>> m.compute()  # one direction holds 99.5 % of the variance
+        tensor([1, 2])
+    """
+
+    full_state_update = False
+    is_differentiable = False
+    higher_is_better = True
+
+    n: Tensor
+    total: Tensor
+    outer: Tensor
+
+    def __init__(self, share: float | Sequence[float] = 0.9, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        one = isinstance(share, numbers.Real) and not isinstance(share, bool)
+        self.shares = (check_fraction("share", share),) if one else check_fractions("share", share)
+        self.share = self.shares[0] if one else self.shares
+        self._one_batch = False  # True while forward() computes the value of one batch
+        for name in ("n", "total", "outer"):  # total becomes (d,), outer (d, d) at the first update
+            self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, mu: Tensor, prior_mu: Tensor | None = None) -> None:
+        """Add a batch of posterior means (batch, d)."""
+        _check_2d("mu", mu)
+        x = mu.detach().double()
+        if prior_mu is not None:
+            x = x - prior_mu.detach().double()
+        self.total = self.total + x.sum(0)
+        self.outer = self.outer + x.T @ x
+        self.n = self.n + len(x)
+
+    def covariance(self) -> Tensor:
+        """(d, d) sample covariance of the posterior means seen so far (this process only, unsynced)."""
+        return _covariance_from_moments(self.n, self.total, self.outer)
+
+    def forward(self, mu: Tensor, prior_mu: Tensor | None = None) -> Tensor:
+        """Add a batch, like ``update``, and return the value over this batch alone (NaN for one row)."""
+        self._one_batch = True
+        try:
+            return super().forward(mu, prior_mu)
+        finally:
+            self._one_batch = False
+
+    def compute(self) -> Tensor:
+        """The count, int64: 0-d for one share, (k,) for k shares; NaN (float64, with a warning) if ``mu`` was not finite.
+
+        Raises:
+            ValueError: if fewer than 2 rows were seen (a covariance needs two).
+        """
+        if float(self.n) < 2:
+            if self._one_batch:  # forward()'s value of a one-row batch
+                counts = [math.nan] * len(self.shares)
+            else:
+                raise ValueError(
+                    f"LatentDimensionality needs at least 2 rows to compute a covariance, got {int(self.n)}"
+                )
+        else:
+            counts = _count_components(self.covariance(), self.shares, "LatentDimensionality")
+        any_nan = any(math.isnan(c) for c in counts)
+        value = torch.tensor(counts, dtype=torch.float64 if any_nan else torch.int64)
+        return value[0] if isinstance(self.share, float) else value
 
 
 def _canonical_order(rows: Tensor) -> Tensor:

@@ -1,10 +1,16 @@
-"""LatentMonitor: logs latent diagnostics at every validation and raises the collapse alert."""
+"""LatentMonitor: logs latent diagnostics at every validation and raises the collapse alert.
+
+The callback reads as four named steps, one section each below: reading the outputs
+(:func:`_read_posterior`), buffering rows for the metrics (:class:`_Rows`), computing and logging,
+and counting and alerting (one fit's count lives in :class:`_FitState`, made when the fit starts).
+"""
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 import lightning.pytorch as pl
@@ -16,9 +22,9 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
-from lightning_kl_anneal._checks import check_choice, check_int, check_name, check_real
+from lightning_kl_anneal._checks import check_choice, check_fractions, check_int, check_name, check_real
 from lightning_kl_anneal.exceptions import misconfiguration
-from lightning_kl_anneal.metrics import ActiveUnits, KLPerDimension, MutualInformation
+from lightning_kl_anneal.metrics import ActiveUnits, KLPerDimension, LatentDimensionality, MutualInformation
 
 __all__ = ["ON_COLLAPSE", "LatentCollapseError", "LatentMonitor", "OnCollapse"]
 
@@ -27,10 +33,81 @@ ON_COLLAPSE: tuple[str, ...] = get_args(OnCollapse)
 _COUNTING_PHASES = ("plateau", "final", None)
 _FAR = 2**62  # a step past the end of any fit: where a finite schedule says "final"
 _NOT_FINITE = r".*the posterior is not finite.*"  # the diagnostics' own warning: the monitor words its own
+_JUDGED = ("kl", "active_units", "mi")  # the statistics the alert reads (and a checkpoint keeps)
+
+Posterior = dict[str, "Tensor | None"]  # "mu", "logvar", "prior_mu", "prior_logvar": (batch, d) or None
 
 
 class LatentCollapseError(RuntimeError):
     """Raised by :class:`LatentMonitor` with ``on_collapse="raise"`` when the posterior has collapsed."""
+
+
+@dataclass
+class _FitState:
+    """One fit's collapse count, made when the fit starts; plain Python, saved in checkpoints."""
+
+    collapsed_count: int = 0  # consecutive collapsed validations among those counted
+    counted_validations: int = 0  # validations counted (on a plateau or after the last ramp, finite)
+    alert_step: int | None = None  # the step the alerting validation's metrics were logged under
+    streak_end: dict[str, float] = field(default_factory=dict)  # step and values of the streak's last validation
+    seen_plateau: bool = False  # a plateau with more cycles after it: the schedule is already cyclical
+    d: int = 0  # the latent size, for the alert
+    warned_not_finite: bool = False  # not saved: a resumed fit may warn again
+
+    def count(self, collapsed: bool, step: int, values: Mapping[str, float]) -> None:
+        """One judged validation: a collapsed one extends the streak, a healthy one ends it."""
+        self.counted_validations += 1
+        if not collapsed:
+            self.collapsed_count = 0
+            return
+        self.collapsed_count += 1
+        self.streak_end = {"step": step, **{k: v for k, v in values.items() if k in _JUDGED}}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain Python types only, so ``torch.load(ckpt, weights_only=True)`` works."""
+        return {
+            "collapsed_count": self.collapsed_count,
+            "counted_validations": self.counted_validations,
+            "alert_step": self.alert_step,
+            "streak_end": dict(self.streak_end),
+            "seen_plateau": self.seen_plateau,
+            "d": self.d,
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any]) -> _FitState:
+        """The state :meth:`state_dict` saved; the keys a 0.1 checkpoint lacks take their defaults."""
+        collapsed, step = int(state.get("collapsed_count", 0)), state.get("alert_step")
+        return cls(
+            collapsed_count=collapsed,
+            counted_validations=int(state.get("counted_validations", collapsed)),
+            alert_step=None if step is None else int(step),
+            streak_end={k: float(v) for k, v in state.get("streak_end", {}).items()},
+            seen_plateau=bool(state.get("seen_plateau", False)),
+            d=int(state.get("d", 0)),
+        )
+
+
+class _Rows:
+    """The posterior rows of one validation, handed to the metrics a few thousand at a time.
+
+    One metric update per batch costs more than a small batch's own arithmetic (~0.2 ms a batch).
+    """
+
+    def __init__(self) -> None:
+        self.parts: list[Posterior] = []
+        self.count = 0
+
+    def add(self, post: Posterior) -> None:
+        self.parts.append(post)
+        self.count += len(post["mu"])  # type: ignore[arg-type]
+
+    def take(self, device: torch.device) -> Posterior | None:
+        """Every row added since the last ``take``, concatenated on ``device``; None when there is none."""
+        if not self.parts:
+            return None
+        parts, self.parts, self.count = self.parts, [], 0
+        return {k: None if parts[0][k] is None else torch.cat([p[k] for p in parts]).to(device) for k in parts[0]}  # type: ignore[misc]
 
 
 class LatentMonitor(Callback):
@@ -50,6 +127,11 @@ class LatentMonitor(Callback):
     - ``latent/kl``: KL(q(z|x) ‖ p) per example, summed over dimensions, in nats;
     - ``latent/active_units``: dimensions whose posterior mean varies over the validation set
       (variance > ``au_threshold``, Burda et al. 2016); with a conditional prior, of ``mu - prior_mu``;
+    - ``latent/dim90``, ``latent/dim95``, ``latent/dim99`` (one per share in ``dim_shares``, named by its
+      percentage): the principal components of the posterior means (of ``mu - prior_mu`` with a
+      conditional prior) that hold 90, 95 and 99 % of their variance,
+      :func:`~lightning_kl_anneal.latent_dimensionality`; never more than ``d``, and below the active
+      units when active dimensions move together;
     - ``latent/mi``: I(x; z), the whole-set estimator of :func:`~lightning_kl_anneal.mutual_information`
       on at most ``mi_max_samples`` rows per process (aggregate posterior over all of them, outer
       average over ``mi_outer_rows``); only with the unconditional prior N(0, I)
@@ -57,8 +139,10 @@ class LatentMonitor(Callback):
     - the KL of each dimension as a histogram ``latent/kl_per_dim`` on every ``TensorBoardLogger``
       (never as d scalars).
 
-    The values come from :class:`~lightning_kl_anneal.ActiveUnits`, :class:`~lightning_kl_anneal.KLPerDimension`
-    and :class:`~lightning_kl_anneal.MutualInformation`, so under DDP they cover every process's rows.
+    The values come from :class:`~lightning_kl_anneal.ActiveUnits`, :class:`~lightning_kl_anneal.KLPerDimension`,
+    :class:`~lightning_kl_anneal.LatentDimensionality` and :class:`~lightning_kl_anneal.MutualInformation`,
+    so under DDP they cover every process's rows. The dimensionality is logged, not judged: the
+    collapse alert reads the KL and the active units only.
 
     **Collapse alert.** A validation is *collapsed* when ``latent/kl < kl_threshold`` or
     ``latent/active_units < min_active_units``. Only validations during ``fit`` are judged, and only
@@ -101,12 +185,11 @@ class LatentMonitor(Callback):
       judged on a plateau is a trend.
     - ``au_threshold=0.01``: Burda et al.'s.
 
-    Cost: no work on training steps (no per-step hook); per validation batch, keeping a reference
-    to the posterior tensors, handed to the metrics every 4096 rows (O(rows x d) sums, and a copy
-    of at most ``mi_max_samples`` rows); per validation one MI estimate over the n <=
-    ``mi_max_samples`` rows kept (O(``mi_outer_rows`` x n x d), float64). State saved in checkpoints is plain Python
-    (``torch.load(..., weights_only=True)`` works): the running count, the validations judged, the last
-    collapsed values and whether the alert fired, so a resumed fit alerts at the same validation as an uninterrupted one.
+    Cost: nothing on training steps (no per-step hook); per validation, running sums over the rows and
+    one MI estimate over at most ``mi_max_samples`` rows (figures in ``docs/monitor-measurements.md``).
+    State saved in checkpoints is plain Python (``torch.load(..., weights_only=True)`` works): the
+    running count, the validations judged, the last collapsed values and whether the alert fired, so a
+    resumed fit alerts at the same validation as an uninterrupted one.
 
     Args:
         mu_key: key of the posterior means (batch, d) in ``validation_step``'s dict; larger shapes
@@ -119,6 +202,8 @@ class LatentMonitor(Callback):
         patience: consecutive collapsed validations, judged on a plateau or after the last ramp, before the alert.
         on_collapse: ``"warn"``, ``"raise"`` or ``"stop"``.
         au_threshold: variance of the posterior mean above which a dimension is active.
+        dim_shares: the shares of the means' variance whose dimensionality is logged, each in (0, 1],
+            as ``f"dim{100 * share:g}"``; ``()`` turns it off (it costs O(rows x d²) per validation).
         mi_samples: z draws per row for the MI estimate.
         mi_outer_rows: rows (evenly spaced) whose draws are scored against the aggregate posterior
             of all rows; ``None`` for all. The draws are seeded, so two validations of one model agree
@@ -156,231 +241,208 @@ class LatentMonitor(Callback):
         (2, 3)
     """
 
-    def __init__(
-        self,
-        mu_key: str = "mu",
-        logvar_key: str = "logvar",
-        *,
-        prior_mu_key: str | None = None,
-        prior_logvar_key: str | None = None,
-        kl_threshold: float | None = 0.05,
-        min_active_units: int | None = 1,
-        patience: int = 3,
-        on_collapse: OnCollapse = "warn",
-        au_threshold: float = 0.01,
-        mi_samples: int = 1,
-        mi_outer_rows: int | None = 512,
-        mi_max_samples: int = 4096,
-        log_prefix: str = "latent",
-    ) -> None:
-        for name, key, optional in (
-            ("mu_key", mu_key, False), ("logvar_key", logvar_key, False), ("prior_mu_key", prior_mu_key, True),
-            ("prior_logvar_key", prior_logvar_key, True), ("log_prefix", log_prefix, False),
-        ):  # fmt: skip
-            check_name(name, key, optional=optional)
-        check_real("kl_threshold", kl_threshold, 0.0, optional=True)
-        check_int("min_active_units", min_active_units, 0, optional=True)
-        check_int("patience", patience, 1)
-        check_real("au_threshold", au_threshold, 0.0)
-        check_int("mi_samples", mi_samples, 1)
-        check_int("mi_outer_rows", mi_outer_rows, 1, optional=True)
-        check_int("mi_max_samples", mi_max_samples, 0)
-        check_choice("on_collapse", on_collapse, ON_COLLAPSE)
+    _FLUSH_ROWS = 4096  # rows buffered before the metrics are updated
 
-        self.mu_key, self.logvar_key = mu_key, logvar_key
-        self.prior_mu_key, self.prior_logvar_key = prior_mu_key, prior_logvar_key
-        self.kl_threshold = None if kl_threshold is None else float(kl_threshold)
-        self.min_active_units = None if min_active_units is None else int(min_active_units)
-        self.patience = int(patience)
-        self.on_collapse: OnCollapse = on_collapse
-        self.log_prefix = log_prefix
+    def __init__(
+        self, mu_key: str = "mu", logvar_key: str = "logvar", *, prior_mu_key: str | None = None,
+        prior_logvar_key: str | None = None, kl_threshold: float | None = 0.05, min_active_units: int | None = 1,
+        patience: int = 3, on_collapse: OnCollapse = "warn", au_threshold: float = 0.01,
+        dim_shares: Sequence[float] = (0.9, 0.95, 0.99), mi_samples: int = 1, mi_outer_rows: int | None = 512,
+        mi_max_samples: int = 4096, log_prefix: str = "latent",
+    ) -> None:  # fmt: skip
+        self.mu_key, self.logvar_key = check_name("mu_key", mu_key), check_name("logvar_key", logvar_key)
+        self.prior_mu_key = check_name("prior_mu_key", prior_mu_key, optional=True)
+        self.prior_logvar_key = check_name("prior_logvar_key", prior_logvar_key, optional=True)
+        self.log_prefix = check_name("log_prefix", log_prefix)
+        self.kl_threshold = check_real("kl_threshold", kl_threshold, 0.0, optional=True)
+        self.min_active_units = check_int("min_active_units", min_active_units, 0, optional=True)
+        self.patience = check_int("patience", patience, 1)
+        self.on_collapse: OnCollapse = check_choice("on_collapse", on_collapse, ON_COLLAPSE)
         self.conditional = prior_mu_key is not None or prior_logvar_key is not None
         self._state_key = self._generate_state_key(mu_key=mu_key, log_prefix=log_prefix)
+        self._make_metrics(au_threshold, dim_shares, mi_samples, mi_outer_rows, mi_max_samples)
+        #: the values of the last validation, e.g. ``{"kl": 0.01, "active_units": 0.0, "dim90": 0.0, ..., "mi": 0.003}``
+        self.last: dict[str, float] = {}
+        self._fit = _FitState()
+        self._rows = _Rows()
+        self._device = torch.device("cpu")
+        self._warned_rows = False
 
+    def _make_metrics(
+        self, au_threshold: float, dim_shares: Sequence[float], mi_samples: int, mi_outer_rows: int | None,
+        mi_max_samples: int,
+    ) -> None:  # fmt: skip
+        self.active_units = ActiveUnits(threshold=check_real("au_threshold", au_threshold, 0.0))
+        shares = check_fractions("dim_shares", dim_shares, allow_empty=True)
+        self._dim_names = _dim_names(shares)
+        self.dimensionality = LatentDimensionality(share=list(shares)) if shares else None
+        mi_samples, mi_max_samples = (
+            check_int("mi_samples", mi_samples, 1),
+            check_int("mi_max_samples", mi_max_samples, 0),
+        )
+        mi_outer_rows = check_int("mi_outer_rows", mi_outer_rows, 1, optional=True)
         self.kl_per_dim = KLPerDimension()
-        self.active_units = ActiveUnits(threshold=au_threshold)
         self.mutual_information = (
-            MutualInformation(n_samples=int(mi_samples), max_samples=int(mi_max_samples), outer_rows=mi_outer_rows)
+            MutualInformation(n_samples=mi_samples, max_samples=mi_max_samples, outer_rows=mi_outer_rows)
             if mi_max_samples > 0 and not self.conditional
             else None
         )
-        #: consecutive collapsed validations among those counted (validations during a ramp are skipped)
-        self.collapsed_count = 0
-        #: validations of this fit that were counted (taken on a plateau or after the last ramp, finite)
-        self.counted_validations = 0
-        #: the step Lightning logged the alerting validation's metrics under, or None
-        self.alert_step: int | None = None
-        self._streak_end: dict[str, float] = {}  # step and values of the streak's last validation
-        self._seen_plateau = False  # a plateau with more cycles after it: the schedule is already cyclical
-        self._d = 0
-        self._warned_rows = False
-        self._warned_not_finite = False
-        #: the values of the last validation, e.g. ``{"kl": 0.01, "active_units": 0.0, "mi": 0.003}``
-        self.last: dict[str, float] = {}
-        self._buffer: list[dict[str, Tensor | None]] = []
-        self._buffered = 0
-        self._device = torch.device("cpu")
 
     @property
     @override
     def state_key(self) -> str:
         return self._state_key
 
+    @property
+    def collapsed_count(self) -> int:
+        """Consecutive collapsed validations among those counted (validations during a ramp are skipped)."""
+        return self._fit.collapsed_count
+
+    @property
+    def counted_validations(self) -> int:
+        """Validations of this fit that were counted (taken on a plateau or after the last ramp, finite)."""
+        return self._fit.counted_validations
+
+    @property
+    def alert_step(self) -> int | None:
+        """The step Lightning logged the alerting validation's metrics under, or None."""
+        return self._fit.alert_step
+
     def _metrics(self) -> list[Any]:
-        return [m for m in (self.kl_per_dim, self.active_units, self.mutual_information) if m is not None]
+        candidates = (self.kl_per_dim, self.active_units, self.dimensionality, self.mutual_information)
+        return [m for m in candidates if m is not None]
 
-    # ------------------------------------------------------------------ reading validation outputs
-
-    def _read(self, outputs: Any) -> dict[str, Tensor | None]:
-        keys = {"mu": self.mu_key, "logvar": self.logvar_key,
-                "prior_mu": self.prior_mu_key, "prior_logvar": self.prior_logvar_key}  # fmt: skip
-        wanted = [k for k in keys.values() if k is not None]
-        if not isinstance(outputs, Mapping) or any(k not in outputs for k in wanted):
-            got = "returned None" if outputs is None else (
-                f"returned a dict with keys {sorted(map(str, outputs))}" if isinstance(outputs, Mapping)
-                else f"returned a {type(outputs).__name__}")  # fmt: skip
-            missing = [k for k in wanted if not isinstance(outputs, Mapping) or k not in outputs]
-            fix = ", ".join(f"{k!r}: {k.replace('/', '_')}" for k in wanted)
-            raise misconfiguration(
-                f"LatentMonitor reads {missing} from the dict that `validation_step` returns, but it {got}. "
-                f"End `validation_step` with `return {{{fix}}}` (other entries may stay in the dict), "
-                "or pass `mu_key=` / `logvar_key=` naming your keys."
-            )
-        out: dict[str, Tensor | None] = {}
-        for name, key in keys.items():
-            value = None if key is None else outputs[key]
-            if value is not None:
-                if not isinstance(value, Tensor) or value.dim() < 2:
-                    shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-                    raise misconfiguration(
-                        f"LatentMonitor needs `{key}` of shape (batch, d) (or larger, flattened), got {shape}"
-                    )
-                value = value.detach().flatten(1)
-            out[name] = value
-        return out
+    # ------------------------------------------------------------------ reading and buffering the outputs
 
     @override
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # The metrics accumulate in float64, which Apple's MPS lacks: there they stay on the CPU.
-        device = pl_module.device
-        self._device = torch.device("cpu") if device.type == "mps" else device
+        self._device = torch.device("cpu") if pl_module.device.type == "mps" else pl_module.device
         for metric in self._metrics():
             metric.to(self._device)
             metric.reset()
-        self._buffer, self._buffered = [], 0
+        self._rows = _Rows()
 
     @override
     def on_validation_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:  # fmt: skip
-        post = self._read(outputs)  # also during the sanity check: a missing key fails before training
+        post = _read_posterior(outputs, self._keys())  # also in the sanity check: a missing key fails before training
         if trainer.sanity_checking:
             return
-        # Batches are gathered and handed to the metrics a few thousand rows at a time: one metric
-        # update per batch costs more than the small batches' own arithmetic (~0.2 ms a batch).
-        self._buffer.append(post)
-        self._buffered += len(post["mu"])  # type: ignore[arg-type]
-        if self._buffered >= self._FLUSH_ROWS:
-            self._flush()
+        self._rows.add(post)
+        if self._rows.count >= self._FLUSH_ROWS:
+            self._update(self._rows.take(self._device))
 
-    _FLUSH_ROWS = 4096
+    def _keys(self) -> dict[str, str | None]:
+        return {"mu": self.mu_key, "logvar": self.logvar_key,
+                "prior_mu": self.prior_mu_key, "prior_logvar": self.prior_logvar_key}  # fmt: skip
 
-    def _flush(self) -> None:
-        if not self._buffer:
+    def _update(self, post: Posterior | None) -> None:
+        """Hand rows to the metrics."""
+        if post is None:
             return
-        post = {
-            k: None if self._buffer[0][k] is None else torch.cat([b[k] for b in self._buffer]).to(self._device)  # type: ignore[misc]
-            for k in self._buffer[0]
-        }
-        self._buffer, self._buffered = [], 0
         mu, logvar = post["mu"], post["logvar"]
-        assert mu is not None and logvar is not None  # for type checkers; _read guarantees it
+        assert mu is not None and logvar is not None  # for type checkers; _read_posterior guarantees it
         self.kl_per_dim.update(mu, logvar, post["prior_mu"], post["prior_logvar"])
         self.active_units.update(mu, post["prior_mu"])
+        if self.dimensionality is not None:
+            self.dimensionality.update(mu, post["prior_mu"])
         if self.mutual_information is not None:
             self.mutual_information.update(mu, logvar)
 
-    # ------------------------------------------------------------------ logging and the alert
+    # ------------------------------------------------------------------ computing and logging
 
     @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        self._flush()  # the rows still buffered
+        self._update(self._rows.take(self._device))  # the rows still buffered
         if not self.kl_per_dim.update_called:
             return
         kl_dim = self.kl_per_dim.compute()
-        values = self._compute(kl_dim)
-        self.last, self._d = values, len(kl_dim)
-        step = self._log(trainer, pl_module, values, kl_dim)
+        self.last, self._fit.d = self._compute(kl_dim), len(kl_dim)
+        step = self._log(trainer, pl_module, kl_dim)
         if trainer.state.fn == TrainerFn.FITTING and self.alert_step is None:
-            self._judge(trainer, values, len(kl_dim), step)  # count, and alert
+            self._judge(trainer, self.last, step)
 
     def _compute(self, kl_dim: Tensor) -> dict[str, float]:
-        """The validation's statistics: KL, active units (where there is a variance), MI (where enabled)."""
+        """The validation's statistics: KL, active units and dimensionality (where there is a variance), MI."""
         values = {"kl": float(kl_dim.sum())}
         with warnings.catch_warnings():  # a non-finite posterior gets one warning, the monitor's, in _judge
             warnings.filterwarnings("ignore", message=_NOT_FINITE)
-            try:
-                values["active_units"] = float(self.active_units.compute())
-            except ValueError as err:  # one validation row in all (fast_dev_run, batch size 1): no variance
-                if not self._warned_rows:
-                    self._warned_rows = True
-                    rank_zero_warn(
-                        f"LatentMonitor: `latent/active_units` skipped: {err}. Validate on more rows to see it."
-                    )
+            values.update(self._spread())
             if self.mutual_information is not None:
                 values["mi"] = float(self.mutual_information.compute())
         return values
 
-    def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule, values: dict[str, float], kl_dim: Tensor) -> int:
-        """Log the statistics (and the KL per dimension as a histogram); returns the step they are logged at."""
+    def _spread(self) -> dict[str, float]:
+        """The statistics of the means' spread (active units, dimensionality); {} with one row, which has none."""
+        try:
+            values = {"active_units": float(self.active_units.compute())}
+            if self.dimensionality is not None:
+                values.update(zip(self._dim_names, self.dimensionality.compute().reshape(-1).tolist()))
+        except ValueError as err:  # one validation row in all (fast_dev_run, batch size 1): no variance
+            if not self._warned_rows:
+                self._warned_rows = True
+                also = "".join(f", `{self.log_prefix}/{name}`" for name in self._dim_names)
+                rank_zero_warn(
+                    f"LatentMonitor: `{self.log_prefix}/active_units` skipped{also and f' (and{also[1:]})'}: {err}. "
+                    "Validate on more rows to see it."
+                )
+            return {}
+        return values
+
+    def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule, kl_dim: Tensor) -> int:
+        """Log ``last`` (and the KL per dimension as a histogram); returns the step they are logged at."""
         # Every rank holds the same gathered values, so no sync: `pl_module.log` sends them to every
         # logger at the step Lightning uses for validation metrics, and to `trainer.callback_metrics`.
-        pl_module.log_dict({f"{self.log_prefix}/{k}": v for k, v in values.items()}, on_step=False, on_epoch=True)
+        pl_module.log_dict({f"{self.log_prefix}/{k}": v for k, v in self.last.items()}, on_step=False, on_epoch=True)
         step = trainer.fit_loop.epoch_loop._batches_that_stepped  # the step of `pl_module.log`'s validation metrics
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):  # a distribution, not d scalars
                 logger.experiment.add_histogram(f"{self.log_prefix}/kl_per_dim", kl_dim.float().cpu(), global_step=step)
         return step
 
-    def _judge(self, trainer: pl.Trainer, values: dict[str, float], d: int, step: int) -> None:
+    # ------------------------------------------------------------------ counting and alerting
+
+    def _judge(self, trainer: pl.Trainer, values: dict[str, float], step: int) -> None:
         """One validation of the fit: count it (or not), and act when the rule says so."""
         if not all(math.isfinite(v) for v in values.values()):  # a diverged model, not a collapsed one
-            if not self._warned_not_finite:
-                self._warned_not_finite = True
-                rank_zero_warn(
-                    f"LatentMonitor: the posterior is not finite at step {step} (NaN or inf in `{self.mu_key}` or "
-                    f"`{self.logvar_key}`): {', '.join(f'{self.log_prefix}/{k}' for k in values)} logged as "
-                    f"{', '.join(str(v) for v in values.values())}. A diverged model is not a collapsed one: such "
-                    "validations neither count towards the collapse alert nor reset its count."
-                )
+            self._warn_not_finite(values, step)
             return
         phases = _phases(trainer)
-        self._seen_plateau |= any(phase == "plateau" for _, phase in phases)
+        self._fit.seen_plateau |= any(phase == "plateau" for _, phase in phases)
         if any(phase not in _COUNTING_PHASES for _, phase in phases):
             return  # during a ramp (or delay) a low KL is expected: neither counted nor a reset
-        self.counted_validations += 1
-        if not self.is_collapsed(values["kl"], values.get("active_units", math.nan)):
-            self.collapsed_count = 0
-            return
-        self.collapsed_count += 1
-        self._streak_end = {"step": step, **values}
-        if self.collapsed_count < self.patience:
+        self._fit.count(self.is_collapsed(values["kl"], values.get("active_units", math.nan)), step, values)
+        if self._fit.collapsed_count < self.patience:
             return
         no_ramp_left = all(phase in ("final", None) or _endless(callback) for callback, phase in phases)
         if self.on_collapse == "warn" or no_ramp_left:
-            self._alert(trainer, d, no_ramp_left, at_end=False)
+            self._alert(trainer, no_ramp_left, at_end=False)
+
+    def _warn_not_finite(self, values: dict[str, float], step: int) -> None:
+        if self._fit.warned_not_finite:
+            return
+        self._fit.warned_not_finite = True
+        rank_zero_warn(
+            f"LatentMonitor: the posterior is not finite at step {step} (NaN or inf in `{self.mu_key}` or "
+            f"`{self.logvar_key}`): {', '.join(f'{self.log_prefix}/{k}' for k in values)} logged as "
+            f"{', '.join(str(v) for v in values.values())}. A diverged model is not a collapsed one: such "
+            "validations neither count towards the collapse alert nor reset its count."
+        )
 
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Property (a): a latent collapsed at every counted validation is alerted by the end of the fit,
         # however validations and cycles lined up (too few on the last plateau, a fit stopped early).
-        if trainer.state.fn != TrainerFn.FITTING or self.alert_step is not None or self.collapsed_count == 0:
+        fit = self._fit
+        if trainer.state.fn != TrainerFn.FITTING or fit.alert_step is not None or fit.collapsed_count == 0:
             return
-        if self.collapsed_count >= self.patience or self.collapsed_count == self.counted_validations:
-            self._alert(trainer, self._d, no_ramp_left=True, at_end=True)
+        if fit.collapsed_count >= self.patience or fit.collapsed_count == fit.counted_validations:
+            self._alert(trainer, no_ramp_left=True, at_end=True)
 
     def is_collapsed(self, kl: float, active_units: float) -> bool:
         """Whether one validation's values count as collapsed under this monitor's thresholds.
@@ -393,10 +455,9 @@ class LatentMonitor(Callback):
         low_au = self.min_active_units is not None and active_units < self.min_active_units
         return low_kl or low_au
 
-    def _alert(self, trainer: pl.Trainer, d: int, no_ramp_left: bool, at_end: bool) -> None:
-        values = self._streak_end
-        self.alert_step = int(values["step"])
-        message = _alert_message(self, values, d, _phases(trainer), no_ramp_left, at_end)
+    def _alert(self, trainer: pl.Trainer, no_ramp_left: bool, at_end: bool) -> None:
+        self._fit.alert_step = int(self._fit.streak_end["step"])
+        message = _alert_message(self, self._fit, _phases(trainer), no_ramp_left, at_end)
         if self.on_collapse == "raise":
             raise LatentCollapseError(message)
         rank_zero_warn(message)
@@ -407,39 +468,67 @@ class LatentMonitor(Callback):
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        # A new fit starts with no alert; a checkpoint being resumed is loaded after this hook.
-        for other in trainer.callbacks:  # type: ignore[attr-defined]
-            if other is not self and isinstance(other, LatentMonitor) and other.log_prefix == self.log_prefix:
-                raise misconfiguration(
-                    f"Two LatentMonitor callbacks log under `log_prefix`={self.log_prefix!r} (mu_key "
-                    f"{other.mu_key!r} and {self.mu_key!r}): Lightning would average their metrics into one. Give "
-                    "each its own `log_prefix`, e.g. `LatentMonitor(..., log_prefix='latent2')`, or keep one."
-                )
-        if stage == "fit":
-            self.collapsed_count, self.counted_validations, self.alert_step, self.last = 0, 0, None, {}
-            self._streak_end, self._seen_plateau, self._warned_not_finite = {}, False, False
+        _refuse_a_shared_prefix(self, trainer)
+        if stage == "fit":  # a new fit starts with no alert; a checkpoint being resumed is loaded after this hook
+            self._fit, self.last = _FitState(), {}
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        # Plain Python types only, so `torch.load(ckpt, weights_only=True)` works.
-        return {
-            "collapsed_count": self.collapsed_count,
-            "counted_validations": self.counted_validations,
-            "alert_step": self.alert_step,
-            "streak_end": dict(self._streak_end),
-            "seen_plateau": self._seen_plateau,
-            "d": self._d,
-        }
+        return self._fit.state_dict()
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.collapsed_count = int(state_dict.get("collapsed_count", 0))
-        self.counted_validations = int(state_dict.get("counted_validations", self.collapsed_count))
-        step = state_dict.get("alert_step")
-        self.alert_step = None if step is None else int(step)
-        self._streak_end = {k: float(v) for k, v in state_dict.get("streak_end", {}).items()}
-        self._seen_plateau = bool(state_dict.get("seen_plateau", False))
-        self._d = int(state_dict.get("d", 0))
+        self._fit = _FitState.from_state_dict(state_dict)
+
+
+# ---------------------------------------------------------------------- reading the outputs
+
+
+def _read_posterior(outputs: Any, keys: Mapping[str, str | None]) -> Posterior:
+    """The posterior tensors in ``validation_step``'s dict, detached and flattened to (batch, d)."""
+    _check_keys(outputs, [key for key in keys.values() if key is not None])
+    values = {name: None if key is None else outputs[key] for name, key in keys.items()}
+    return {name: None if value is None else _as_rows(keys[name], value) for name, value in values.items()}  # type: ignore[arg-type]
+
+
+def _check_keys(outputs: Any, wanted: list[str]) -> None:
+    if isinstance(outputs, Mapping) and all(k in outputs for k in wanted):
+        return
+    got = "returned None" if outputs is None else (
+        f"returned a dict with keys {sorted(map(str, outputs))}" if isinstance(outputs, Mapping)
+        else f"returned a {type(outputs).__name__}")  # fmt: skip
+    missing = [k for k in wanted if not isinstance(outputs, Mapping) or k not in outputs]
+    fix = ", ".join(f"{k!r}: {k.replace('/', '_')}" for k in wanted)
+    raise misconfiguration(
+        f"LatentMonitor reads {missing} from the dict that `validation_step` returns, but it {got}. "
+        f"End `validation_step` with `return {{{fix}}}` (other entries may stay in the dict), "
+        "or pass `mu_key=` / `logvar_key=` naming your keys."
+    )
+
+
+def _as_rows(key: str, value: Any) -> Tensor:
+    if not isinstance(value, Tensor) or value.dim() < 2:
+        shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+        raise misconfiguration(f"LatentMonitor needs `{key}` of shape (batch, d) (or larger, flattened), got {shape}")
+    return value.detach().flatten(1)
+
+
+def _dim_names(shares: tuple[float, ...]) -> tuple[str, ...]:
+    """``dim90`` for the share 0.9: the logged names, refused when two shares would share one."""
+    names = tuple(f"dim{100 * share:g}" for share in shares)
+    if len(set(names)) < len(names):
+        raise ValueError(f"`dim_shares` must name distinct percentages, got {shares!r} (logged as {names})")
+    return names
+
+
+def _refuse_a_shared_prefix(monitor: LatentMonitor, trainer: pl.Trainer) -> None:
+    for other in trainer.callbacks:  # type: ignore[attr-defined]
+        if other is not monitor and isinstance(other, LatentMonitor) and other.log_prefix == monitor.log_prefix:
+            raise misconfiguration(
+                f"Two LatentMonitor callbacks log under `log_prefix`={monitor.log_prefix!r} (mu_key "
+                f"{other.mu_key!r} and {monitor.mu_key!r}): Lightning would average their metrics into one. Give "
+                "each its own `log_prefix`, e.g. `LatentMonitor(..., log_prefix='latent2')`, or keep one."
+            )
 
 
 # ---------------------------------------------------------------------- the schedule, by duck typing
@@ -472,13 +561,30 @@ def _name(callback: Any) -> str:
     return f"`{getattr(callback, 'attribute', type(callback).__name__)}`"
 
 
+# ---------------------------------------------------------------------- the alert's words
+
+
 def _alert_message(
-    monitor: LatentMonitor, values: dict[str, float], d: int, phases: list[tuple[Any, Any]], no_ramp_left: bool,
-    at_end: bool,
-) -> str:  # fmt: skip
-    """The alert, worded for the run at hand: its schedule (or none), its step, what is left of it."""
-    n, patience = monitor.collapsed_count, monitor.patience
-    names = " and ".join(_name(c) for c, _ in phases)  # every schedule callback, with phases or not
+    monitor: LatentMonitor, fit: _FitState, phases: list[tuple[Any, Any]], no_ramp_left: bool, at_end: bool
+) -> str:
+    """The alert, worded for the run at hand: what was seen, when it is said, and the remedies left."""
+    parts = [_what_was_seen(monitor, fit, phases)]
+    if at_end:
+        n, patience = fit.collapsed_count, monitor.patience
+        fewer = f" (fewer than patience={patience}, but every validation it counted)" if n < patience else ""
+        parts.append(f"Alerted at the end of the fit{fewer}.")
+    elif not no_ramp_left:
+        parts.append(
+            "A later cycle may still re-open the latent: `on_collapse='stop'` or `'raise'` would wait until "
+            "no ramp is left."
+        )
+    parts.append(_remedies(phases, fit.seen_plateau))
+    return " ".join(parts)
+
+
+def _what_was_seen(monitor: LatentMonitor, fit: _FitState, phases: list[tuple[Any, Any]]) -> str:
+    """The streak: how many validations, where they were taken, and the last one's numbers."""
+    values, n = fit.streak_end, fit.collapsed_count
     phased = " and ".join(_name(c) for c, phase in phases if phase is not None)  # those that have a plateau
     where = (
         f" taken on a plateau of {phased} or after its last ramp (validations during a ramp are not counted)"
@@ -487,37 +593,28 @@ def _alert_message(
     )
     mi = f", MI {round(values['mi'], 4) + 0.0:.4f} nats" if "mi" in values else ""  # + 0.0: no "-0.0000"
     au = (
-        f"{int(values['active_units'])}/{d} active units (min_active_units {monitor.min_active_units})"
+        f"{int(values['active_units'])}/{fit.d} active units (min_active_units {monitor.min_active_units})"
         if "active_units" in values else "active units unknown (one validation row)"
     )  # fmt: skip
-    parts = [
-        (
-            f"LatentMonitor: the posterior has collapsed (KL vanishing). {n} consecutive validation{'s' * (n != 1)}"
-            f"{where} {'were' if n != 1 else 'was'} collapsed, the last at step {int(values['step'])}: KL "
-            f"{values['kl']:.4f} nats per example (kl_threshold {monitor.kl_threshold}), {au}{mi}."
-        )
-    ]
-    if at_end:
-        fewer = f" (fewer than patience={patience}, but every validation it counted)" if n < patience else ""
-        parts.append(f"Alerted at the end of the fit{fewer}.")
-    elif not no_ramp_left:
-        parts.append(
-            "A later cycle may still re-open the latent: `on_collapse='stop'` or `'raise'` would wait until "
-            "no ramp is left."
-        )
+    return (
+        f"LatentMonitor: the posterior has collapsed (KL vanishing). {n} consecutive validation{'s' * (n != 1)}"
+        f"{where} {'were' if n != 1 else 'was'} collapsed, the last at step {int(values['step'])}: KL "
+        f"{values['kl']:.4f} nats per example (kl_threshold {monitor.kl_threshold}), {au}{mi}."
+    )
+
+
+def _remedies(phases: list[tuple[Any, Any]], seen_plateau: bool) -> str:
+    """What to try next, without proposing the schedule already in place."""
     if not phases:
-        parts.append(
+        return (
             "Remedies: anneal β, `CyclicalKLAnnealing(n_cycle=4, ratio=0.5)` (a cyclical schedule, Fu et al. "
             "2019); free bits in the training loss, `free_bits_kl(gaussian_kl(mu, logvar), 0.5)`; a hold at "
             "β = 0 before annealing, `CyclicalKLAnnealing(delay=...)` (Li et al. 2019)."
         )
-    else:
-        more = (
-            "" if monitor._seen_plateau else "; a cyclical schedule, `CyclicalKLAnnealing(n_cycle=4)` (Fu et al. 2019)"
-        )
-        parts.append(
-            f"Remedies, with {names} already scheduled: free bits in the training loss, "
-            "`free_bits_kl(gaussian_kl(mu, logvar), 0.5)`; β starting above 0, `start=0.1`; a hold at β = 0 "
-            f"before annealing, `delay=` steps (Li et al. 2019) or `ratio_zero=0.25` of each cycle (Optimus){more}."
-        )
-    return " ".join(parts)
+    names = " and ".join(_name(c) for c, _ in phases)  # every schedule callback, with phases or not
+    more = "" if seen_plateau else "; a cyclical schedule, `CyclicalKLAnnealing(n_cycle=4)` (Fu et al. 2019)"
+    return (
+        f"Remedies, with {names} already scheduled: free bits in the training loss, "
+        "`free_bits_kl(gaussian_kl(mu, logvar), 0.5)`; β starting above 0, `start=0.1`; a hold at β = 0 "
+        f"before annealing, `delay=` steps (Li et al. 2019) or `ratio_zero=0.25` of each cycle (Optimus){more}."
+    )

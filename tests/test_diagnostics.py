@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.distributions import Normal
 
-from lightning_kl_anneal import active_units, mutual_information
+from lightning_kl_anneal import active_units, latent_dimensionality, mutual_information
 
 # ---------------------------------------------------------------- active_units
 
@@ -133,10 +133,20 @@ def test_mi_per_batch_is_bounded_by_log_batch_size() -> None:
     mu, logvar = torch.arange(64.0)[:, None] * 100, torch.zeros(64, 1)  # 64 far-apart posteriors
     assert mutual_information(mu, logvar) == pytest.approx(math.log(64), abs=1e-9)
     assert mutual_information(mu, logvar, batch_size=8) == pytest.approx(math.log(8), abs=1e-9)
-    same = [
-        mutual_information(mu, logvar, batch_size=b, generator=torch.Generator().manual_seed(0)) for b in (64, None)
+    # an uneven split (six batches of 10, one of 4) weights each batch by its rows, as He et al.'s calc_mi
+    by_hand = (60 * math.log(10) + 4 * math.log(4)) / 64
+    assert mutual_information(mu, logvar, batch_size=10) == pytest.approx(by_hand, abs=1e-9)
+
+
+def test_mi_batch_size_of_at_least_n_is_the_whole_set() -> None:
+    g = torch.Generator().manual_seed(2)
+    mu, logvar = torch.randn(12, 2, generator=g), torch.randn(12, 2, generator=g) * 0.3  # overlapping posteriors
+    values = [
+        mutual_information(mu, logvar, 2, batch_size=b, generator=torch.Generator().manual_seed(0)) for b in (12, 100)
     ]
-    assert same[0] == same[1]
+    assert values == [mutual_information(mu, logvar, 2, generator=torch.Generator().manual_seed(0))] * 2
+    split = mutual_information(mu, logvar, 2, batch_size=6, generator=torch.Generator().manual_seed(0))
+    assert split != pytest.approx(values[0], abs=1e-6)  # while a split into two batches changes the value
 
 
 def test_mi_of_identical_posteriors_is_zero() -> None:
@@ -237,3 +247,114 @@ def test_mutual_information_of_a_non_finite_posterior_is_nan_with_a_warning(whic
     post[which][5, 0] = float("nan")
     with pytest.warns(UserWarning, match=r"mutual_information: the posterior is not finite"):
         assert math.isnan(mutual_information(post["mu"], post["logvar"]))
+
+
+# ---------------------------------------------------------------- latent_dimensionality
+
+
+def _rows_along(*directions: tuple[list[float], int]) -> torch.Tensor:
+    """Rows ±v, each sign ``times`` times per direction v, plus one zero row: mean 0, covariance Σ 2·times·v vᵀ / (N-1)."""
+    rows = [sign * torch.tensor(v) for v, times in directions for _ in range(times) for sign in (1.0, -1.0)]
+    return torch.stack([*rows, torch.zeros(len(directions[0][0]))])
+
+
+def test_dimensionality_hand_computed_two_directions_in_four_axes() -> None:
+    # ±2 e1 and ±(e2 + e3): covariance eigenvalues 8/3 and 4/3 (shares 2/3 and 1/3), then 0, 0
+    mu = torch.tensor([[2.0, 0, 0, 0], [-2.0, 0, 0, 0], [0, 1.0, 1.0, 0], [0, -1.0, -1.0, 0]])
+    assert latent_dimensionality(mu, 0.9) == 2
+    assert latent_dimensionality(mu, 0.5) == 1  # the first direction alone holds 2/3
+    assert latent_dimensionality(mu, 1.0) == 2  # the rank: the two zero eigenvalues never count
+    assert active_units(mu) == 3  # e2 and e3 move together: three active units, two directions
+
+
+def test_dimensionality_share_is_inclusive_at_the_boundary() -> None:
+    mu = _rows_along(([1.0, 0.0], 3), ([0.0, 1.0], 1))  # N = 9: covariance exactly diag(0.75, 0.25)
+    assert latent_dimensionality(mu, 0.75) == 1  # exactly 75 % held by one component: enough
+    assert latent_dimensionality(mu, 0.7500001) == 2
+    assert latent_dimensionality(mu, 0.25) == 1
+
+
+def test_dimensionality_of_equal_rows_is_zero_and_one_row_is_refused() -> None:
+    assert latent_dimensionality(torch.full((5, 3), 7.0), 0.9) == 0  # a collapsed encoder: no direction at all
+    assert latent_dimensionality(torch.full((5, 3), 7.0), 1.0) == 0
+    with pytest.raises(ValueError, match=r"at least 2 rows, got shape \(1, 3\): a covariance needs two"):
+        latent_dimensionality(torch.zeros(1, 3))
+
+
+def _brute_force_dimensionality(mu: torch.Tensor, share: float) -> int:
+    """numpy's covariance and eigenvalues, then a loop adding components until ``share`` is held."""
+    import numpy as np
+
+    eig = sorted(np.linalg.eigvalsh(np.cov(mu.double().numpy(), rowvar=False).reshape(mu.shape[1], -1)), reverse=True)
+    eig = [e if e > eig[0] * len(eig) * np.finfo(float).eps else 0.0 for e in eig]
+    total, held = sum(eig), 0.0
+    if total == 0:
+        return 0
+    for k, e in enumerate(eig, start=1):
+        held += e
+        if held / total >= share - 1e-12:
+            return k
+    return len(eig)
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(2, 30), d=st.integers(1, 6), share=st.floats(0.05, 0.95))
+def test_dimensionality_matches_brute_force(seed: int, n: int, d: int, share: float) -> None:
+    g = torch.Generator().manual_seed(seed)
+    mu = torch.randn(n, d, generator=g, dtype=torch.float64) * torch.rand(d, generator=g, dtype=torch.float64) * 3
+    got, expected = latent_dimensionality(mu, share), _brute_force_dimensionality(mu, share)
+    assert abs(got - expected) <= 1 and (got == expected or _near_a_boundary(mu, share))
+
+
+def _near_a_boundary(mu: torch.Tensor, share: float) -> bool:
+    eig = torch.linalg.eigvalsh(torch.cov(mu.T).reshape(mu.shape[1], -1)).flip(0).clamp(min=0)
+    return bool(((eig.cumsum(0) / eig.sum() - share).abs() < 1e-9).any())
+
+
+def test_dimensionality_ignores_rotation_shift_and_scale_unlike_active_units() -> None:
+    g = torch.Generator().manual_seed(1)
+    mu = torch.randn(200, 4, generator=g, dtype=torch.float64) * torch.tensor(
+        [3.0, 1.0, 0.05, 0.0], dtype=torch.float64
+    )
+    rotation, _ = torch.linalg.qr(torch.randn(4, 4, generator=g, dtype=torch.float64))
+    moved = 100.0 + 0.01 * mu @ rotation  # shifted, shrunk below the active-unit threshold, rotated
+    for share in (0.5, 0.9, 0.99, 0.9999):
+        assert latent_dimensionality(moved, share) == latent_dimensionality(mu, share)
+    assert [latent_dimensionality(mu, s) for s in (0.5, 0.9, 0.99, 0.9999)] == [1, 1, 2, 3]
+    assert active_units(moved) == 0 and active_units(mu) == 2
+
+
+@pytest.mark.parametrize(
+    ("mu", "share", "exc", "match"),
+    [
+        (torch.zeros(4, 2), 0.0, ValueError, r"^`share` must be a real number in \(0, 1\], got 0.0$"),
+        (torch.zeros(4, 2), 1.5, ValueError, r"^`share` must be a real number in \(0, 1\], got 1.5$"),
+        (torch.zeros(4, 2), math.nan, ValueError, r"^`share` must be a real number in \(0, 1\], got nan$"),
+        (torch.zeros(4, 2), "0.9", TypeError, r"^`share` must be a real number in \(0, 1\], got '0.9' of type str$"),
+        (torch.zeros(4), 0.9, ValueError, r"`mu` must be a \(batch, d\) tensor, got shape \(4,\)"),
+        ([[0.0], [1.0]], 0.9, TypeError, r"`mu` must be a \(batch, d\) tensor, got \[\[0.0\], \[1.0\]\] of type list"),
+    ],
+)
+def test_dimensionality_bad_arguments(mu: object, share: object, exc: type, match: str) -> None:
+    with pytest.raises(exc, match=match):
+        latent_dimensionality(mu, share)  # type: ignore[arg-type]
+
+
+def test_dimensionality_of_a_non_finite_posterior_is_nan_with_a_warning() -> None:
+    mu = torch.randn(20, 4, generator=torch.Generator().manual_seed(0))
+    mu[3, 2] = math.inf
+    with pytest.warns(UserWarning, match=r"latent_dimensionality: the posterior is not finite"):
+        assert math.isnan(latent_dimensionality(mu))
+
+
+# ---------------------------------------------------------------- the running-sum helpers the metrics delegate to
+
+
+def test_variance_and_covariance_from_running_sums_hand_computed() -> None:
+    from lightning_kl_anneal.diagnostics import _covariance_from_moments, _variance_from_moments
+
+    x = torch.tensor([[1.0, 2.0], [3.0, 2.0], [5.0, 8.0]], dtype=torch.float64)  # column means 3 and 4
+    n, total, outer = torch.tensor(3.0, dtype=torch.float64), x.sum(0), x.T @ x
+    # sample (n - 1) variances: (4 + 0 + 4) / 2 = 4 and (4 + 4 + 16) / 2 = 12; covariance (4 + 0 + 8) / 2 = 6
+    assert _variance_from_moments(n, total, (x * x).sum(0)).tolist() == [4.0, 12.0]
+    assert _covariance_from_moments(n, total, outer).tolist() == [[4.0, 6.0], [6.0, 12.0]]

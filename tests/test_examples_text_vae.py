@@ -480,6 +480,11 @@ def test_ddp_evaluation_counts_every_sentence_once() -> None:
 
 def test_train_cli_fast_dev_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "argv", ["train.py"])  # pytest's own arguments are not the CLI's
+    seen: list[float] = []  # β in each training step: the callback given on the command line writes it
+    step = TextVAE.training_step
+    monkeypatch.setattr(
+        TextVAE, "training_step", lambda self, *a, **k: seen.append(float(self.beta)) or step(self, *a, **k)
+    )
     cli = train_main(
         ["fit", "--trainer.fast_dev_run", "1", "--trainer.default_root_dir", str(tmp_path),
          "--data.data_dir", str(write_ptb(tmp_path / "ptb")), "--data.batch_size", "2",
@@ -488,6 +493,9 @@ def test_train_cli_fast_dev_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     )  # fmt: skip
     assert cli.model.hparams.vocab_size == 10  # linked from the data
     assert any(isinstance(cb, CyclicalKLAnnealing) and cb.n_cycle == 2 for cb in cli.trainer.callbacks)
+    assert cli.trainer.state.finished and cli.trainer.global_step == 1  # fast_dev_run: one training step ran
+    assert cli.model.hparams.beta == 1.0 and seen == [0.0]  # the model's own β is 1; the schedule's start is 0
+    assert math.isfinite(cli.trainer.callback_metrics["val/elbo"])  # and one validation batch
 
 
 def test_compare_tiny_budget_writes_results_and_figures(tmp_path: Path) -> None:

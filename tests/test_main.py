@@ -6,10 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lightning_kl_anneal import cyclical_schedule
 from lightning_kl_anneal.__main__ import main
+from lightning_kl_anneal.plot import plot_schedules
 
 
 def test_plot_writes_a_png(tmp_path: Path) -> None:
@@ -73,26 +75,27 @@ def test_print_draws_delay_period_and_endless_cycles(capsys: pytest.CaptureFixtu
     assert [float(r.split(",")[1]) for r in rows[1:]] == cyclical_schedule(12, None, period=4, delay=2).tolist()
 
 
-def test_plot_draws_every_configuration(tmp_path: Path) -> None:
-    assert (
-        main(
-            [
-                "plot",
-                "--total-steps",
-                "50",
-                "--n-cycle",
-                "2",
-                "none",
-                "--period",
-                "10",
-                "--delay",
-                "5",
-                "-o",
-                str(tmp_path / "p.png"),
-            ]
-        )
-        == 0
-    )
+def test_plot_draws_every_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning_kl_anneal import plot
+
+    drawn = []  # the figures the command draws, read back before they are saved
+    monkeypatch.setattr(plot, "plot_schedules", lambda *a, **k: drawn.append(plot_schedules(*a, **k)) or drawn[-1])
+    argv = ["plot", "--total-steps", "50", "--n-cycle", "2", "none", "--period", "10", "--delay", "5",
+            "--start", "0.2", "-o", str(tmp_path / "p.png")]  # fmt: skip
+    assert main(argv) == 0
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    (fig,) = drawn
+    ys = [np.asarray(ax.get_lines()[0].get_ydata()) for ax in fig.axes]
+    assert len(ys) == 2
+    np.testing.assert_array_equal(ys[0], cyclical_schedule(50, 2, start=0.2, period=10, delay=5))
+    np.testing.assert_array_equal(ys[1], cyclical_schedule(50, None, start=0.2, period=10, delay=5))
+    # by hand: held at start for the delay, then ramps of 5 steps (ratio 0.5 of 10) up to 1, plateaus of 5
+    ramp = [0.2 + 0.8 * k / 5 for k in range(5)] + [1.0] * 5
+    assert ys[1].tolist() == pytest.approx([0.2] * 5 + ramp * 4 + [0.2 + 0.8 * k / 5 for k in range(5)])
+    assert ys[0].tolist() == pytest.approx([0.2] * 5 + ramp * 2 + [1.0] * 25)  # two cycles, then stop
+    titles = [ax.get_title(loc="left") for ax in fig.axes]
+    assert titles[0].startswith("cyclical (M=2)") and titles[1].startswith("cyclical (endless)")
+    assert all("period=10" in t and "delay=5" in t for t in titles)
 
 
 def test_bad_cycle_count_names_the_flag(capsys: pytest.CaptureFixture[str]) -> None:

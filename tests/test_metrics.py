@@ -8,9 +8,11 @@ import torch
 from lightning_kl_anneal import (
     ActiveUnits,
     KLPerDimension,
+    LatentDimensionality,
     MutualInformation,
     active_units,
     gaussian_kl,
+    latent_dimensionality,
     mutual_information,
 )
 from lightning_kl_anneal.metrics import _canonical_order
@@ -138,14 +140,17 @@ def test_mutual_information_keeps_at_most_max_samples() -> None:
 
 
 @pytest.mark.filterwarnings("ignore:.*was called before the ``update``")
-def test_mutual_information_subsamples_evenly_when_more_rows_were_gathered() -> None:
-    mu, logvar = _rows(n=30)
+@pytest.mark.parametrize("gathered", [30, 11])  # 11: a single row too many is subsampled too
+def test_mutual_information_subsamples_evenly_when_more_rows_were_gathered(gathered: int) -> None:
+    mu, logvar = _rows(n=gathered)
     m = MutualInformation(max_samples=10, seed=1)
-    m.mu, m.logvar = [mu.double()], [logvar.double()]  # as after gathering 30 rows from 3 processes
+    m.mu, m.logvar = [mu.double()], [logvar.double()]  # as after gathering the rows of several processes
     order = _canonical_order(torch.cat([mu, logvar], 1).double())
-    keep = order[torch.linspace(0, 29, 10).round().long()]
+    keep = order[torch.linspace(0, gathered - 1, 10).round().long()]
     expected = mutual_information(mu[keep], logvar[keep], 4, generator=torch.Generator().manual_seed(1))
     assert float(m.compute()) == pytest.approx(expected, abs=1e-12)
+    every_row = mutual_information(mu[order], logvar[order], 4, generator=torch.Generator().manual_seed(1))
+    assert float(m.compute()) != pytest.approx(every_row, abs=1e-6)  # the subsample is not all the rows
 
 
 @pytest.mark.parametrize(
@@ -162,7 +167,7 @@ def test_mutual_information_bad_arguments(kwargs: dict, exc: type, match: str) -
         MutualInformation(**kwargs)
 
 
-@pytest.mark.parametrize("metric", [KLPerDimension(), ActiveUnits(), MutualInformation()])
+@pytest.mark.parametrize("metric", [KLPerDimension(), ActiveUnits(), LatentDimensionality(), MutualInformation()])
 def test_update_needs_batch_by_d(metric: object) -> None:
     with pytest.raises(ValueError, match=r"must be|must both be"):
         metric.update(torch.zeros(4), torch.zeros(4))  # type: ignore[attr-defined]
@@ -220,3 +225,104 @@ def test_active_units_metric_reports_a_non_finite_posterior_as_nan(bad: float) -
     with pytest.warns(UserWarning, match=r"ActiveUnits: the posterior is not finite .*not a collapsed one"):
         value = m.compute()
     assert value.isnan()
+
+
+# ---------------------------------------------------------------- LatentDimensionality: sums, so DDP-exact
+
+
+def _spread_rows(n: int = 60, seed: int = 4) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    mixing = torch.randn(5, 5, generator=g) * torch.tensor([[4.0], [2.0], [1.0], [0.3], [0.0]])  # rank 4
+    return torch.randn(n, 5, generator=g) @ mixing + 3.0
+
+
+SHARES = [0.5, 0.8, 0.9, 0.95, 0.99, 0.999]
+
+
+def test_dimensionality_streams_and_equals_the_functional() -> None:
+    mu = _spread_rows()
+    m = LatentDimensionality(share=SHARES)
+    for (b_mu,) in _batches(mu, sizes=(20, 1, 9, 30)):
+        m.update(b_mu)
+    expected = [latent_dimensionality(mu, s) for s in SHARES]
+    assert m.compute().tolist() == expected
+    assert len(set(expected)) >= 3  # the shares reach different counts: the test tells them apart
+    torch.testing.assert_close(m.covariance(), torch.cov(mu.double().T))
+    assert m.outer.shape == (5, 5) and m.total.shape == (5,)  # O(d²) state, not the rows
+    one = LatentDimensionality(share=0.9)
+    one.update(mu)
+    assert one.compute().dim() == 0 and int(one.compute()) == latent_dimensionality(mu, 0.9)
+
+
+def test_dimensionality_hand_computed() -> None:
+    m = LatentDimensionality(share=[0.5, 0.9])  # ±2 e1 and ±(e2 + e3): eigenvalues 8/3, 4/3, 0, 0
+    m.update(torch.tensor([[2.0, 0, 0, 0], [-2.0, 0, 0, 0]]))
+    m.update(torch.tensor([[0, 1.0, 1.0, 0], [0, -1.0, -1.0, 0]]))
+    assert m.compute().tolist() == [1, 2]
+
+
+def test_dimensionality_merged_states_equal_one_metric_on_all_rows() -> None:
+    # what DDP does: each rank's sums added together; the value equals one process's over every row
+    mu = _spread_rows(n=80, seed=5)
+    ranks = [LatentDimensionality(share=SHARES) for _ in range(2)]
+    ranks[0].update(mu[:33])
+    ranks[1].update(mu[33:])
+    whole = LatentDimensionality(share=SHARES)
+    whole.update(mu)
+    ranks[0].merge_state(ranks[1])
+    assert ranks[0].compute().tolist() == whole.compute().tolist() == [latent_dimensionality(mu, s) for s in SHARES]
+    torch.testing.assert_close(ranks[0].covariance(), whole.covariance())
+
+
+@pytest.mark.parametrize("sizes", [(20, 1, 9, 30), (1, 59), (59, 1)])
+def test_dimensionality_forward_gives_each_batch_its_value_and_keeps_every_row(sizes: tuple[int, ...]) -> None:
+    mu = _spread_rows()
+    m = LatentDimensionality(share=[0.5, 0.9])
+    for (b_mu,) in _batches(mu, sizes=sizes):
+        value = m(b_mu)
+        if len(b_mu) == 1:  # one row has no covariance: no count, not 0 (which would read as collapse)
+            assert value.isnan().all()
+        else:
+            assert value.tolist() == [latent_dimensionality(b_mu, 0.5), latent_dimensionality(b_mu, 0.9)]
+    assert m.compute().tolist() == [latent_dimensionality(mu, 0.5), latent_dimensionality(mu, 0.9)]
+
+
+def test_dimensionality_with_a_conditional_prior_measures_departure_from_the_prior() -> None:
+    prior_mu = _spread_rows(n=40, seed=6)
+    m = LatentDimensionality(share=0.99)
+    m.update(prior_mu, prior_mu=prior_mu)  # the posterior is the (varying) prior: collapsed
+    assert int(m.compute()) == 0
+    m.reset()
+    m.update(prior_mu + torch.randn(40, 5, generator=torch.Generator().manual_seed(0)), prior_mu=prior_mu)
+    assert int(m.compute()) == latent_dimensionality(
+        torch.randn(40, 5, generator=torch.Generator().manual_seed(0)), 0.99
+    )
+
+
+def test_dimensionality_needs_two_rows_and_a_finite_posterior() -> None:
+    m = LatentDimensionality()
+    m.update(torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="LatentDimensionality needs at least 2 rows to compute a covariance, got 1"):
+        m.compute()
+    mu = _spread_rows()
+    mu[3, 2] = float("nan")
+    m = LatentDimensionality(share=[0.5, 0.9])
+    m.update(mu)
+    with pytest.warns(UserWarning, match=r"LatentDimensionality: the posterior is not finite"):
+        assert m.compute().isnan().all()
+
+
+@pytest.mark.parametrize(
+    ("share", "exc", "match"),
+    [
+        (0.0, ValueError, r"^`share` must be a real number in \(0, 1\], got 0.0$"),
+        (1.01, ValueError, r"^`share` must be a real number in \(0, 1\], got 1.01$"),
+        ([0.9, -0.1], ValueError, r"^`share\[1\]` must be a real number in \(0, 1\], got -0.1$"),
+        ([], ValueError, r"^`share` must be a non-empty list or tuple of real numbers in \(0, 1\], got \[\]$"),
+        ("0.9", TypeError, r"`share` must be a list or tuple of real numbers in \(0, 1\], got '0.9' of type str"),
+        (True, TypeError, r"`share` must be a list or tuple"),
+    ],
+)
+def test_dimensionality_bad_arguments(share: object, exc: type, match: str) -> None:
+    with pytest.raises(exc, match=match):
+        LatentDimensionality(share=share)  # type: ignore[arg-type]

@@ -31,6 +31,7 @@ from lightning_kl_anneal import (
 from lightning_kl_anneal.metrics import _canonical_order
 
 D = 4
+DIMS = ("dim90", "dim95", "dim99")  # the dimensionality LatentMonitor logs by default
 
 # ---------------------------------------------------------------- tiny models whose posterior we choose
 
@@ -165,12 +166,13 @@ def test_cvae_posterior_equal_to_its_conditional_prior_alerts_and_logs_no_mi(tmp
     assert monitor.last == {
         "kl": pytest.approx(0.0, abs=1e-12),
         "active_units": 0.0,
+        **dict.fromkeys(DIMS, 0.0),  # mu - prior_mu never moves: no direction at all
     }  # mu varies, but as the prior does
     assert len(messages) == 1 and "MI" not in messages[0]
     # without the prior keys the same model looks informative: the prior matters
     plain = LatentMonitor(patience=1)
     make_trainer(tmp_path, [plain], max_epochs=1).fit(Latent("cvae"))
-    assert plain.last["active_units"] == D and plain.alert_step is None
+    assert plain.last["active_units"] == D and plain.alert_step is None and plain.last["dim99"] > 0
 
 
 @pytest.mark.parametrize(
@@ -296,9 +298,11 @@ def test_a_fit_that_ends_before_the_last_ramp_is_alerted_at_its_end(tmp_path: Pa
     # T = 48 but the fit takes 24 steps (the schedule warns about that itself): plateau validations after 11, 15
     schedule = CyclicalKLAnnealing(n_cycle=3, ratio=0.5, total_steps=48)
     monitor = LatentMonitor(patience=3, on_collapse="stop")
-    messages = fit_quietly(make_trainer(tmp_path, [schedule, monitor]), Latent("prior"))
+    trainer = make_trainer(tmp_path, [schedule, monitor])
+    messages = fit_quietly(trainer, Latent("prior"))
     assert len(messages) == 1 and "Alerted at the end of the fit" in messages[0]
     assert monitor.alert_step == 15 and monitor.collapsed_count == monitor.counted_validations == 2
+    assert not trainer.should_stop  # "stop" at the end of the fit is the warning alone: the fit ran its course
 
 
 def test_a_healthy_plateau_in_between_resets_so_no_end_of_fit_alert(tmp_path: Path) -> None:
@@ -479,6 +483,10 @@ def test_metrics_land_in_csv_logger_at_the_validation_step(tmp_path: Path) -> No
         assert row["val_loss"]  # same row as the module's own validation metrics: same step
     assert [int(r["step"]) for r in logged] == [3, 7]
     assert expected["mi"] == pytest.approx(math.log(32), abs=0.3)  # nearly separated posteriors, bound log 32
+    # pinned without the library: mu = 2x, logvar = -1, so KL per dimension 0.5 (4x² + e^-1 - 1 + 1); all 4 move
+    by_hand = sum(0.5 * (4 * v * v + math.exp(-1.0)) for row in model.x.tolist() for v in row) / 32
+    assert float(logged[-1]["latent/kl"]) == pytest.approx(by_hand, rel=1e-5)
+    assert expected["active_units"] == D == float(logged[-1]["latent/active_units"])
 
 
 def test_metrics_and_histogram_land_in_tensorboard(tmp_path: Path) -> None:
@@ -519,7 +527,7 @@ def test_metrics_reach_callback_metrics_for_early_stopping(tmp_path: Path) -> No
 def test_mi_can_be_turned_off(tmp_path: Path) -> None:
     monitor = LatentMonitor(mi_max_samples=0)
     make_trainer(tmp_path, [monitor], max_epochs=1).fit(Latent("informative"))
-    assert set(monitor.last) == {"kl", "active_units"}
+    assert set(monitor.last) == {"kl", "active_units", *DIMS}
 
 
 def test_sanity_check_is_not_counted_nor_logged(tmp_path: Path) -> None:
@@ -575,6 +583,43 @@ def test_exactly_min_active_units_is_not_collapsed(tmp_path: Path, min_active_un
     messages = fit_quietly(make_trainer(tmp_path, [monitor], max_epochs=1), ActiveDims())
     assert monitor.last["active_units"] == 2
     assert len(messages) == int(collapsed) and monitor.collapsed_count == int(collapsed)
+
+
+class TwoDirections(Latent):
+    """Three coordinates move but two of them together (mu = [x0, x0, x1, 0]): 3 active units, 2 directions."""
+
+    def posterior(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        mu = torch.stack([x[:, 0], x[:, 0], x[:, 1], torch.zeros_like(x[:, 0])], dim=1)
+        return {"mu": mu, "logvar": torch.zeros_like(x)}
+
+
+def test_dimensionality_is_logged_beside_active_units(tmp_path: Path) -> None:
+    logger = CSVLogger(tmp_path)
+    monitor = LatentMonitor(dim_shares=(0.5, 0.9, 0.99))
+    make_trainer(tmp_path, [monitor], max_epochs=2, logger=logger).fit(TwoDirections())
+    with open(Path(logger.log_dir) / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("latent/kl")]
+    assert [int(r["step"]) for r in rows] == [3, 7]
+    for row in rows:  # x0 counted twice holds about 2/3 of the variance, x1 about 1/3: 1 direction for half, then 2
+        values = {k: float(row[f"latent/{k}"]) for k in ("active_units", "dim50", "dim90", "dim99")}
+        assert values == {"active_units": 3.0, "dim50": 1.0, "dim90": 2.0, "dim99": 2.0}
+    assert list(monitor.last) == ["kl", "active_units", "dim50", "dim90", "dim99", "mi"]  # beside active units
+
+
+def test_dimensionality_can_be_turned_off_and_named_by_share(tmp_path: Path) -> None:
+    off, one = LatentMonitor(dim_shares=()), LatentMonitor(dim_shares=[0.999], log_prefix="z2")
+    make_trainer(tmp_path, [off, one], max_epochs=1).fit(TwoDirections())
+    assert set(off.last) == {"kl", "active_units", "mi"} and off.dimensionality is None
+    assert one.last["dim99.9"] == 2.0
+
+
+@pytest.mark.parametrize(
+    ("kl", "active_units", "collapsed"),
+    [(0.05, 1.0, False), (0.0499, 1.0, True), (0.05, 0.0, True), (math.nan, 1.0, False), (0.05, math.nan, False)],
+)
+def test_is_collapsed_at_the_thresholds(kl: float, active_units: float, collapsed: bool) -> None:
+    # strictly below kl_threshold or below min_active_units; exactly at either is not collapsed; NaN is unknown
+    assert LatentMonitor(kl_threshold=0.05, min_active_units=1).is_collapsed(kl, active_units) is collapsed
 
 
 def test_no_work_on_training_steps() -> None:
@@ -659,6 +704,9 @@ def test_missing_prior_key_names_it(tmp_path: Path) -> None:
         ),
         (dict(au_threshold=math.nan), ValueError, r"`au_threshold` must be a finite real number >= 0, got nan"),
         (dict(mi_samples=0), ValueError, r"`mi_samples` must be an int >= 1, got 0"),
+        (dict(dim_shares=(0.9, 1.5)), ValueError, r"`dim_shares\[1\]` must be a real number in \(0, 1\], got 1.5"),
+        (dict(dim_shares=0.9), TypeError, r"`dim_shares` must be a list or tuple of real numbers in \(0, 1\], got 0.9"),
+        (dict(dim_shares=(0.9, 0.9)), ValueError, r"`dim_shares` must name distinct percentages"),
         (dict(mi_outer_rows=0), ValueError, r"`mi_outer_rows` must be an int >= 1 or None, got 0"),
         (dict(mi_max_samples=-1), ValueError, r"`mi_max_samples` must be an int >= 0, got -1"),
         (dict(log_prefix=None), TypeError, r"`log_prefix` must be a non-empty string, got None of type \w+"),
@@ -737,7 +785,7 @@ def test_ddp_two_ranks_equal_one(tmp_path: Path) -> None:
     one = json.loads((single / "rank0.json").read_text())
     ranks = [json.loads((double / f"rank{r}.json").read_text()) for r in range(2)]
     assert ranks[0] == ranks[1]  # every rank holds the gathered values
-    assert ranks[0].keys() == one.keys() == {"kl", "active_units", "mi"}
+    assert ranks[0].keys() == one.keys() == {"kl", "active_units", *DIMS, "mi"}
     for key in one:
         assert ranks[0][key] == pytest.approx(one[key], rel=1e-9, abs=1e-12), key
 

@@ -55,3 +55,10 @@ def test_a_log_ramp_is_drawn_on_a_log_axis() -> None:
 def test_a_log_ramp_from_zero_is_refused_before_drawing() -> None:
     with pytest.raises(ValueError, match=r"`shape`='log' ramps in log space.*got `start`=0.0"):
         plot_schedules(40, shape="log")
+
+
+@pytest.mark.parametrize(("start", "stop"), [(0.1, 1.0), (1.0, 0.1)])
+def test_the_axis_spans_the_schedule_upwards_with_a_margin(start: float, stop: float) -> None:
+    fig = plot_schedules(40, n_cycles=(2,), start=start, stop=stop)
+    # 5 % of the span (0.9) on each side, lowest value at the bottom whichever way β moves
+    assert fig.axes[0].get_ylim() == pytest.approx((0.1 - 0.045, 1.0 + 0.045))

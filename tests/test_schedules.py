@@ -167,6 +167,17 @@ def test_curves_match_reference_where_well_defined(n_iter: int, n_cycle: int, ra
         assert np.all(ours[diff] == 1.0)
 
 
+@pytest.mark.parametrize(("n_cycle", "where"), [(1, [10]), (2, [5, 15])])
+def test_the_sigmoid_differs_from_the_reference_exactly_where_tau_equals_ratio(n_cycle: int, where: list[int]) -> None:
+    # The check above passes vacuously where no step has tau == ratio (25 of its 60 cases): pin the mask here.
+    # 20 steps, ratio 0.5: tau = (t % (20 / M)) * M / 20 reaches 0.5 at t = 10 (M = 1), at t = 5 and 15 (M = 2).
+    ours = frange_cycle_sigmoid(20, 0.0, 1.0, n_cycle, 0.5)
+    ref = reference_frange.reference_frange(20, 0.0, 1.0, n_cycle, 0.5, "sigmoid")
+    assert np.flatnonzero(np.abs(ours - ref) > 1e-9).tolist() == where
+    assert ref[where].tolist() == pytest.approx([0.9975274] * len(where), abs=1e-7)  # f(1) = 1 / (1 + e^-6)
+    assert ours[where].tolist() == [1.0] * len(where)  # the equation's plateau
+
+
 # ---------------------------------------------------------------- scalar and vector agree
 
 
