@@ -188,12 +188,18 @@ def test_compare_flags_give_the_search_configuration(name: str) -> None:
         assert row["model"]["free_bits_mode"] == recipe.fb_mode
 
 
-def test_recipe_defaults_are_unchanged_and_bn_gamma_reaches_every_row() -> None:
+def test_recipe_defaults_are_the_chosen_recipe_and_bn_gamma_reaches_every_row() -> None:
+    # the defaults are the configuration the rule chose in search round 4 (figures/recipe_round2/choice.json)
     row = recipe_row()
     assert row == {"anneal": {"n_cycle": 4, "ratio": 0.5, "start": 0.1},
-                   "model": {"free_bits": 4.0, "free_bits_mode": "example"},
-                   "free_bits": {"n_cycle": 1, "ratio": 1.0, "ratio_zero": 0.75, "start": 4.0, "stop": 0.0}}  # fmt: skip
-    assert recipe_search.compare_flags(recipe_search.search_configs()["cyc+fbex4decay.75-1"])[0] == "--recipe"
+                   "model": {"free_bits": 6.0, "free_bits_mode": "example"},
+                   "free_bits": {"n_cycle": 1, "ratio": 1.0, "ratio_zero": 0.75, "start": 6.0, "stop": 0.0}}  # fmt: skip
+    choice = json.loads((Path(__file__).parents[1] / "examples/text_vae/figures/recipe_round2/choice.json").read_text())
+    chosen = recipe_search.search_configs()[choice["name"]]
+    assert choice["name"] == "cyc+fbex6decay.75-1" and choice["chosen"]["recipe"] == asdict(chosen)
+    flags = recipe_search.compare_flags(chosen)
+    from_flags = schedules(parse_args(flags))["recipe"]  # the chosen knobs written out: the same row as the defaults
+    assert flags[0] == "--recipe" and from_flags["anneal"].pop("stop") == 1.0 and from_flags == recipe_row()
     cfg = parse_args(["--bn-gamma", "0.3", "--recipe", "--recipe-bn-gamma", "0.6"])
     assert cfg.bn_gamma == 0.3 and schedules(cfg)["recipe"]["model"]["bn_gamma"] == 0.6
     assert Config().bn_gamma is None and parse_args([]).bn_gamma is None
