@@ -65,7 +65,7 @@ from examples._runs import (
     sign_test_p,
 )
 from examples.text_vae.data import BucketedBatches, TextVAEDataModule
-from examples.text_vae.metrics import linear_probe_accuracy, principal_dimensionality
+from examples.text_vae.metrics import linear_probe_accuracy
 from examples.text_vae.model import TextVAE
 from lightning_kl_anneal import (
     FREE_BITS_MODES,
@@ -74,6 +74,7 @@ from lightning_kl_anneal import (
     LatentMonitor,
     ScheduledAttribute,
     cyclical_beta,
+    latent_dimensionality,
 )
 
 METRICS = ("rec", "kl", "elbo", "ppl", "au", "mi")
@@ -377,7 +378,7 @@ def run_one(
     model.to("cpu")
     mu_test, z_test = sample_latents(model, dm.split("test"), seed)
     # principal components of the test posterior means holding 90 % of their variance: AU next to how spread it is
-    metrics["dim90"] = principal_dimensionality(mu_test, 0.9)
+    metrics["dim90"] = latent_dimensionality(mu_test, 0.9)
     if dm.factor_names:
         _, z_train = sample_latents(model, dm.split("train"), seed + 1, limit=cfg.probe_size)
         ytr, yte = dm.split("train").labels, dm.split("test").labels

@@ -54,27 +54,3 @@ def linear_probe_accuracy(
         opt.step(closure)
     with torch.no_grad():
         return float((linear(xte).argmax(1) == y_test).float().mean())
-
-
-def principal_dimensionality(mu: Tensor, share: float = 0.9) -> int:
-    """How many principal components of the posterior means ``mu`` (n, d) hold ``share`` of their variance.
-
-    Active units count the dimensions whose mean varies over the data; with a batch-normalised mean
-    (BN-VAE) every dimension varies by construction, so this says whether the information is really
-    spread: the eigenvalues of the covariance of ``mu``, largest first, and the fewest of them whose sum
-    reaches ``share`` of the total. 0 if ``mu`` does not vary at all.
-
-    Example:
-        >>> mu = torch.tensor([[1.0, 0.0, 5.0], [-1.0, 0.0, 5.0], [0.0, 0.1, 5.0], [0.0, -0.1, 5.0]])
-        >>> principal_dimensionality(mu, 0.9), principal_dimensionality(mu, 0.999)  # variances 2/3, 0.02/3, 0
-        (1, 2)
-    """
-    if not 0.0 < share <= 1.0:
-        raise ValueError(f"`share` must be in (0, 1], got {share!r}")
-    x = mu.double() - mu.double().mean(0)
-    eig = torch.linalg.eigvalsh(x.T @ x / max(len(x) - 1, 1)).flip(0).clamp(min=0.0)
-    total = float(eig.sum())
-    if total <= 0.0:
-        return 0
-    held = eig.cumsum(0) / total
-    return min(int((held < share - 1e-9).sum()) + 1, len(eig))

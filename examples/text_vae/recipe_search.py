@@ -42,9 +42,10 @@ import multiprocessing
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -59,9 +60,8 @@ from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
 from examples.text_vae.data import TextVAEDataModule
-from examples.text_vae.metrics import principal_dimensionality
 from examples.text_vae.model import TextVAE
-from lightning_kl_anneal import SHAPES, CyclicalKLAnnealing, ScheduledAttribute, cyclical_beta
+from lightning_kl_anneal import SHAPES, CyclicalKLAnnealing, ScheduledAttribute, cyclical_beta, latent_dimensionality
 
 Schedule = Callable[[int, int], float]
 #: the model and code a record was made with; records of the first search round, made before the
@@ -220,7 +220,7 @@ class ValRecorder(Callback):
     @override
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if pl_module.last_eval and self._mu:
-            dim90 = principal_dimensionality(torch.cat(self._mu), 0.9)
+            dim90 = latent_dimensionality(torch.cat(self._mu), 0.9)
             self.epochs.append({"epoch": trainer.current_epoch, "step": trainer.global_step, **pl_module.last_eval,
                                 "dim90": dim90})  # fmt: skip
         self._mu = []
@@ -274,10 +274,26 @@ _worker: dict[str, Any] = {}
 
 def _quiet() -> None:
     """Lightning's banners and per-run warnings off: a search prints one line per run."""
-    for name in ("lightning.pytorch", "lightning.fabric"):
+    for name in _LIGHTNING:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="lightning")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
+_LIGHTNING = ("lightning.pytorch", "lightning.fabric")
+
+
+@contextmanager
+def _quiet_here() -> Iterator[None]:
+    """:func:`_quiet` in this process, for as long as the runs take: the caller's logging and warnings are restored."""
+    levels = [logging.getLogger(name).level for name in _LIGHTNING]
+    with warnings.catch_warnings():
+        _quiet()
+        try:
+            yield
+        finally:
+            for name, level in zip(_LIGHTNING, levels):
+                logging.getLogger(name).setLevel(level)
 
 
 def _init_worker() -> None:
@@ -315,20 +331,20 @@ def run_tasks(
     queue = list(tasks)
     if jobs <= 1:  # in this process, one at a time (a running run is not stopped)
         data: dict[int, TextVAEDataModule] = {}
-        _quiet()
-        while queue and may_start():
-            name, recipe, seed = queue.pop(0)
-            if seed not in data:
-                data = {seed: make_datamodule(args, seed)}
-            try:
-                record = run_record(name, recipe, seed, args, data[seed])
-            except Exception as error:
-                if on_error is None:
-                    raise
-                on_error(name, seed, error)
-                continue
-            walls.append(record["wall_s"])
-            on_record(record)
+        with _quiet_here():
+            while queue and may_start():
+                name, recipe, seed = queue.pop(0)
+                if seed not in data:
+                    data = {seed: make_datamodule(args, seed)}
+                try:
+                    record = run_record(name, recipe, seed, args, data[seed])
+                except Exception as error:
+                    if on_error is None:
+                        raise
+                    on_error(name, seed, error)
+                    continue
+                walls.append(record["wall_s"])
+                on_record(record)
         return [(n, s) for n, _, s in queue]
     ctx = multiprocessing.get_context("spawn")  # not fork: torch's thread pools (and CUDA) do not survive a fork
     executor = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker)
