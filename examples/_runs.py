@@ -423,11 +423,21 @@ def run_all(
 
 def _with_note(error: BaseException, label: str, jobs: int, log_path: Path) -> BaseException:
     if isinstance(error, BrokenProcessPool):
-        error.add_note(f"a worker process ended without a Python error (killed? out of memory?) while the run "
-                       f"{label!r} was running or waiting (--jobs {jobs}); --jobs 1 runs in this process")  # fmt: skip
+        _add_note(error, f"a worker process ended without a Python error (killed? out of memory?) while the run "
+                         f"{label!r} was running or waiting (--jobs {jobs}); --jobs 1 runs in this process")  # fmt: skip
     else:
-        error.add_note(f"in the run {label!r}, in a worker process (--jobs {jobs}); Lightning's log: {log_path}")
+        _add_note(error, f"in the run {label!r}, in a worker process (--jobs {jobs}); Lightning's log: {log_path}")
     return error
+
+
+def _add_note(error: BaseException, note: str) -> None:
+    """``error.add_note(note)``; Python 3.10 has no notes, so there the note also ends the message, to be seen."""
+    if sys.version_info >= (3, 11):
+        error.add_note(note)
+        return
+    error.__notes__ = [*getattr(error, "__notes__", []), note]  # type: ignore[attr-defined]
+    if error.args and isinstance(error.args[0], str):
+        error.args = (f"{error.args[0]}\n{note}", *error.args[1:])
 
 
 # ----------------------------------------------------------------------------- seed statistics
