@@ -147,6 +147,39 @@ def test_continuing_a_fit_on_the_same_trainer_keeps_its_schedule(tmp_path: Path)
     assert resumed.seen == model.seen[20:]
 
 
+def test_a_fit_on_another_trainer_does_not_continue_the_last_fits_schedule(tmp_path: Path) -> None:
+    # The callback's last fit (T = 6) ran on another Trainer. Resuming here, at step 4, a checkpoint that holds no
+    # state of the callback (written without it) is no continuation of that fit: T is this Trainer's 10 steps.
+    cb = CyclicalKLAnnealing(n_cycle=2, ratio=0.5)
+    make_trainer(tmp_path / "a", [cb], max_steps=6).fit(TinyVAE(n_batches=10))
+    plain = make_trainer(tmp_path / "plain", [], max_steps=4)
+    plain.fit(TinyVAE(n_batches=10))
+    plain.save_checkpoint(tmp_path / "plain.ckpt")
+    resumed = TinyVAE(n_batches=10)
+    _no_warning_fit(make_trainer(tmp_path / "b", [cb], max_steps=10), resumed, ckpt_path=tmp_path / "plain.ckpt")
+    assert cb.total == 10
+    # T = 10, M = 2: cycles of 5 steps, β = 0, 0.4, 0.8, 1, 1 in each; steps 4..9 (by hand; with T = 6 they differ)
+    assert [b for _, _, b in resumed.seen] == [1.0, 0.0, 0.4, 0.8, 1.0, 1.0]
+
+
+def test_a_fit_that_took_no_step_is_not_continued_by_the_next_on_the_same_trainer(tmp_path: Path) -> None:
+    # The first fit crashed in its first step (T = 2 epochs x 4 batches = 8). The next fit on the same Trainer, of
+    # a model with 6 batches an epoch, starts at step 0 too: a fresh schedule over its own 12 steps, not 8.
+    cb = CyclicalKLAnnealing(n_cycle=2, ratio=0.5)
+    trainer = make_trainer(tmp_path, [cb], max_epochs=2)
+    with (
+        pytest.warns(UserWarning, match="ended after 0 of the schedule's 8 steps"),
+        pytest.raises(RuntimeError, match="simulated crash"),
+    ):
+        trainer.fit(TinyVAE(n_batches=4, crash_at=0))
+    assert cb.total == 8
+    model = TinyVAE(n_batches=6)
+    _no_warning_fit(trainer, model)
+    assert cb.total == 12
+    assert [b for _, _, b in model.seen] == [expected(t, 12, n_cycle=2) for t in range(12)]
+    assert [b for _, _, b in model.seen][:6] == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0, 1.0, 1.0])  # by hand
+
+
 def test_continuing_with_explicit_total_steps_reschedules(tmp_path: Path) -> None:
     model = TinyVAE(n_batches=10)
     trainer = make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=2, total_steps=40)], max_epochs=2)

@@ -971,6 +971,10 @@ EQUIVALENT: dict[str, str] = {
     "schedules.py: cycle_position: the first step after the delay read as delay": (
         "at step == delay the position is (0 mod L) / (T / M) = 0.0 (or 0 / period), the value the delay branch returns"
     ),
+    "callback.py: T = 0 kept for a fit without training steps": (
+        "choose_total gives 0 only for a Trainer length of 0 (a given, saved or continued T is >= 1), and then "
+        "Lightning skips the training loop (FitLoop.skip), so on_train_start, the only caller, does not run"
+    ),
 }
 
 
