@@ -306,6 +306,17 @@ def test_a_phase_outside_the_four_is_refused() -> None:
         ScheduledAttribute(Bad(3)).phase_at(0)
 
 
+def test_a_phase_of_none_is_accepted_as_no_phase() -> None:
+    # A schedule may know no phase for some steps: CyclicalSchedule before T is known, a joined part without phases.
+    class Partly(Warmup):
+        def phase(self, step: int, total: int | None) -> str | None:
+            return None if step >= self.steps else "ramp"
+
+    cb = ScheduledAttribute(Partly(3))
+    assert cb.has_phases and [cb.phase_at(s) for s in (2, 3)] == ["ramp", None]
+    assert ScheduledAttribute(CyclicalSchedule(n_cycle=2)).phase_at(3) is None  # no T before a fit
+
+
 def test_scheduled_attribute_bad_arguments() -> None:
     with pytest.raises(
         TypeError, match=r"`schedule` must be a callable `schedule\(step, total_steps\) -> float`, got 0.5"
