@@ -39,6 +39,57 @@ def _check_2d(name: str, value: Any) -> None:
     check_rows(name, value)
 
 
+class _BatchValue(Metric):
+    """A sample statistic of the posterior means (a variance, a covariance) from float64 running sums.
+
+    Holds the rows' count ``n`` and sum ``total`` (a scalar 0, then (d,)); :meth:`_add_rows` adds a batch
+    to them and returns its rows, for the subclass's ``update`` to add its second moment. ``forward()``
+    returns the value over its batch alone: a statistic of two or more rows has no value for one row, so
+    ``compute()`` refuses fewer than 2 rows seen, but ``forward()``'s value of a one-row batch (often a
+    validation set's last) is NaN, and the row still counts towards ``compute()``. Subclasses ask
+    :meth:`_too_few_rows` first in ``compute()``.
+    """
+
+    n: Tensor
+    total: Tensor
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._one_batch = False  # True while forward() computes the value of one batch
+        for name in ("n", "total"):
+            self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def _add_rows(self, mu: Tensor, prior_mu: Tensor | None) -> Tensor:
+        """Count and sum a batch of posterior means (batch, d), minus ``prior_mu`` if given; its rows, in float64."""
+        _check_2d("mu", mu)
+        x = mu.detach().double()
+        if prior_mu is not None:
+            x = x - prior_mu.detach().double()
+        self.n = self.n + len(x)
+        self.total = self.total + x.sum(0)
+        return x
+
+    def forward(self, mu: Tensor, prior_mu: Tensor | None = None) -> Tensor:
+        """Add a batch, like ``update``, and return the statistic over this batch alone (NaN for one row)."""
+        self._one_batch = True
+        try:
+            return super().forward(mu, prior_mu)
+        finally:
+            self._one_batch = False
+
+    def _too_few_rows(self, needs: str) -> bool:
+        """Whether fewer than 2 rows were seen, in ``forward()`` (its value is then NaN); outside it an error.
+
+        Raises:
+            ValueError: fewer than 2 rows seen, outside ``forward()``; the message says the statistic ``needs``.
+        """
+        if float(self.n) >= 2:
+            return False
+        if self._one_batch:  # forward()'s value of a one-row batch
+            return True
+        raise ValueError(f"{type(self).__name__} needs at least 2 rows to compute {needs}, got {int(self.n)}")
+
+
 class KLPerDimension(Metric):
     """Mean KL(q(z|x) ‖ p) per latent dimension over all rows seen, in nats; O(d) memory.
 
@@ -82,13 +133,18 @@ class KLPerDimension(Metric):
         return self.kl_sum / self.n
 
 
-class ActiveUnits(Metric):
+class ActiveUnits(_BatchValue):
     """Active units (Burda et al., 2016) over all rows seen, from float64 running sums: O(d) memory.
 
     Counts dimensions whose posterior mean has sample variance above ``threshold`` over the rows,
     like :func:`~lightning_kl_anneal.active_units`. For a conditional prior pass ``prior_mu`` to
     ``update``: the variance is then that of ``mu - prior_mu``, i.e. of how far the posterior moves
     away from its prior (0 when the posterior has collapsed onto it).
+
+    ``forward(mu, prior_mu)`` adds a batch, like ``update``, and returns the count over that batch
+    alone. Any batch size works: the value of a batch of one row (often a validation set's last) is NaN,
+    since one row has no variance; the row still counts towards ``compute()``, which equals
+    :func:`~lightning_kl_anneal.active_units` over all rows.
 
     Args:
         threshold: variance above which a dimension counts as active (Burda et al.: 0.01).
@@ -105,43 +161,21 @@ class ActiveUnits(Metric):
     is_differentiable = False
     higher_is_better = True
 
-    total: Tensor
     total_sq: Tensor
-    n: Tensor
 
     def __init__(self, threshold: float = 0.01, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.threshold = _check_threshold(threshold)
-        self._one_batch = False  # True while forward() computes the value of one batch
-        for name in ("total", "total_sq", "n"):
-            self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("total_sq", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, mu: Tensor, prior_mu: Tensor | None = None) -> None:
         """Add a batch of posterior means (batch, d)."""
-        _check_2d("mu", mu)
-        x = mu.detach().double()
-        if prior_mu is not None:
-            x = x - prior_mu.detach().double()
-        self.total = self.total + x.sum(0)
+        x = self._add_rows(mu, prior_mu)
         self.total_sq = self.total_sq + (x * x).sum(0)
-        self.n = self.n + len(x)
 
     def variance(self) -> Tensor:
         """(d,) sample variance of the posterior means seen so far (this process only, unsynced)."""
         return _variance_from_moments(self.n, self.total, self.total_sq)
-
-    def forward(self, mu: Tensor, prior_mu: Tensor | None = None) -> Tensor:
-        """Add a batch, like ``update``, and return the count over this batch alone.
-
-        Any batch size works: the value of a batch of one row (often a validation set's last) is NaN,
-        since one row has no variance; the row still counts towards ``compute()``, which equals
-        :func:`~lightning_kl_anneal.active_units` over all rows.
-        """
-        self._one_batch = True
-        try:
-            return super().forward(mu, prior_mu)
-        finally:
-            self._one_batch = False
 
     def compute(self) -> Tensor:
         """The number of active dimensions, a 0-d int64 tensor; NaN (float64, with a warning) if ``mu`` was not finite.
@@ -149,21 +183,20 @@ class ActiveUnits(Metric):
         Raises:
             ValueError: if fewer than 2 rows were seen (a variance needs two).
         """
-        if float(self.n) < 2:
-            if self._one_batch:  # forward()'s value of a one-row batch
-                return torch.tensor(math.nan, dtype=torch.float64)
-            raise ValueError(f"ActiveUnits needs at least 2 rows to compute a variance, got {int(self.n)}")
+        if self._too_few_rows("a variance"):
+            return torch.tensor(math.nan, dtype=torch.float64)
         count = _count_active(self.variance(), self.threshold, "ActiveUnits")
         return torch.tensor(count, dtype=torch.float64) if math.isnan(count) else torch.tensor(count)
 
 
-class LatentDimensionality(Metric):
+class LatentDimensionality(_BatchValue):
     """Principal components of the posterior means holding ``share`` of their variance, over all rows seen.
 
     Like :func:`~lightning_kl_anneal.latent_dimensionality` on the concatenated rows (equal up to float64
     rounding), from running sums of ``x`` and ``x xᵀ`` (O(d²) memory, O(batch x d²) per update): under DDP
     the sums are added across processes, so 2 ranks give the value of the same rows on 1. For a
     conditional prior pass ``prior_mu`` to ``update``: the covariance is then that of ``mu - prior_mu``.
+    ``forward(mu, prior_mu)`` adds a batch and returns the value over that batch alone (NaN for one row).
 
     Args:
         share: a share of the variance in (0, 1], or a list or tuple of them: ``compute()`` then returns
@@ -182,8 +215,6 @@ class LatentDimensionality(Metric):
     is_differentiable = False
     higher_is_better = True
 
-    n: Tensor
-    total: Tensor
     outer: Tensor
 
     def __init__(self, share: float | Sequence[float] = 0.9, **kwargs: Any) -> None:
@@ -191,31 +222,17 @@ class LatentDimensionality(Metric):
         one = isinstance(share, numbers.Real) and not isinstance(share, bool)
         self.shares = (check_fraction("share", share),) if one else check_fractions("share", share)
         self.share = self.shares[0] if one else self.shares
-        self._one_batch = False  # True while forward() computes the value of one batch
-        for name in ("n", "total", "outer"):  # total becomes (d,), outer (d, d) at the first update
-            self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        # the running sum of x xᵀ: a scalar 0, then (d, d) from the first update
+        self.add_state("outer", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, mu: Tensor, prior_mu: Tensor | None = None) -> None:
         """Add a batch of posterior means (batch, d)."""
-        _check_2d("mu", mu)
-        x = mu.detach().double()
-        if prior_mu is not None:
-            x = x - prior_mu.detach().double()
-        self.total = self.total + x.sum(0)
+        x = self._add_rows(mu, prior_mu)
         self.outer = self.outer + x.T @ x
-        self.n = self.n + len(x)
 
     def covariance(self) -> Tensor:
         """(d, d) sample covariance of the posterior means seen so far (this process only, unsynced)."""
         return _covariance_from_moments(self.n, self.total, self.outer)
-
-    def forward(self, mu: Tensor, prior_mu: Tensor | None = None) -> Tensor:
-        """Add a batch, like ``update``, and return the value over this batch alone (NaN for one row)."""
-        self._one_batch = True
-        try:
-            return super().forward(mu, prior_mu)
-        finally:
-            self._one_batch = False
 
     def compute(self) -> Tensor:
         """The count, int64: 0-d for one share, (k,) for k shares; NaN (float64, with a warning) if ``mu`` was not finite.
@@ -223,13 +240,8 @@ class LatentDimensionality(Metric):
         Raises:
             ValueError: if fewer than 2 rows were seen (a covariance needs two).
         """
-        if float(self.n) < 2:
-            if self._one_batch:  # forward()'s value of a one-row batch
-                counts = [math.nan] * len(self.shares)
-            else:
-                raise ValueError(
-                    f"LatentDimensionality needs at least 2 rows to compute a covariance, got {int(self.n)}"
-                )
+        if self._too_few_rows("a covariance"):
+            counts = [math.nan] * len(self.shares)
         else:
             counts = _count_components(self.covariance(), self.shares, "LatentDimensionality")
         any_nan = any(math.isnan(c) for c in counts)

@@ -100,6 +100,15 @@ def test_too_short_in_epochs_says_epochs() -> None:
             ),
         ),
         (
+            CyclicalSchedule(n_cycle=2, start=1.0, stop=0.1),  # decreasing: a value above `stop` is not the final one
+            None,
+            0.55,
+            (
+                "the fit ended after 10 of the schedule's 50 steps (the Trainer's planned length); `beta` last held 0.55, "
+                "not its final value 0.1. A model whose β never reached `stop` was not trained on the ELBO"
+            ),
+        ),
+        (
             None,
             None,
             0.6,
@@ -135,6 +144,18 @@ def test_unfinished(schedule: CyclicalSchedule | None, given: int | None, value:
                 "this run's last step (29, of 30) is in the schedule's ramp phase, at β = 0.58 instead of `stop`=1, so "
                 "training ends off the plateau. With `period`=100 the first plateau starts at step 50: use a shorter "
                 "`period` (the last cycle's ramp must end before step 30), or a longer run."
+            ),
+        ),
+        (
+            CyclicalSchedule(n_cycle=None, period=100, delay=20),
+            None,
+            50,
+            None,
+            # step 49 is 29 steps into the first cycle: u = 0.29 / 0.5; its plateau starts at 20 + ceil(0.5 * 100)
+            (
+                "this run's last step (49, of 50) is in the schedule's ramp phase, at β = 0.58 instead of `stop`=1, so "
+                "training ends off the plateau. With `period`=100 the first plateau starts at step 70: use a shorter "
+                "`period` (the last cycle's ramp must end before step 50), or a longer run."
             ),
         ),
         (

@@ -162,6 +162,15 @@ def test_scheduled_attribute_eval_value_and_unknown_length(tmp_path: Path) -> No
     assert totals == [None, None]  # and None where it has none: the schedule decides
 
 
+def test_an_eval_value_of_zero_is_written(tmp_path: Path) -> None:
+    # A word-dropout rate of 0.5 in training and 0.0 (off) in evaluation: 0.0 is a value, not "leave it alone".
+    model = TinyVAE(n_batches=4)
+    cb = ScheduledAttribute(lambda step, total: 0.5, eval_value=0.0)
+    make_trainer(tmp_path, [cb], max_steps=4, limit_val_batches=1, val_check_interval=2).fit(model)
+    assert [b for _, _, b in model.seen] == [0.5] * 4
+    assert model.eval_seen == [0.0, 0.0] and model.beta == 0.0  # both validations, and after the fit
+
+
 def test_scheduled_attribute_calls_a_user_schedule_on_its_own_step_only(tmp_path: Path) -> None:
     # A user's function may keep state (an adaptive controller): it is never called ahead of its step.
     calls: list[int] = []
@@ -295,6 +304,17 @@ def test_a_phase_outside_the_four_is_refused() -> None:
 
     with pytest.raises(ValueError, match=r"`schedule.phase\(0, None\)` must return one of \('delay', .*got 'warmup'"):
         ScheduledAttribute(Bad(3)).phase_at(0)
+
+
+def test_a_phase_of_none_is_accepted_as_no_phase() -> None:
+    # A schedule may know no phase for some steps: CyclicalSchedule before T is known, a joined part without phases.
+    class Partly(Warmup):
+        def phase(self, step: int, total: int | None) -> str | None:
+            return None if step >= self.steps else "ramp"
+
+    cb = ScheduledAttribute(Partly(3))
+    assert cb.has_phases and [cb.phase_at(s) for s in (2, 3)] == ["ramp", None]
+    assert ScheduledAttribute(CyclicalSchedule(n_cycle=2)).phase_at(3) is None  # no T before a fit
 
 
 def test_scheduled_attribute_bad_arguments() -> None:

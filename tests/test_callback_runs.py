@@ -147,6 +147,39 @@ def test_continuing_a_fit_on_the_same_trainer_keeps_its_schedule(tmp_path: Path)
     assert resumed.seen == model.seen[20:]
 
 
+def test_a_fit_on_another_trainer_does_not_continue_the_last_fits_schedule(tmp_path: Path) -> None:
+    # The callback's last fit (T = 6) ran on another Trainer. Resuming here, at step 4, a checkpoint that holds no
+    # state of the callback (written without it) is no continuation of that fit: T is this Trainer's 10 steps.
+    cb = CyclicalKLAnnealing(n_cycle=2, ratio=0.5)
+    make_trainer(tmp_path / "a", [cb], max_steps=6).fit(TinyVAE(n_batches=10))
+    plain = make_trainer(tmp_path / "plain", [], max_steps=4)
+    plain.fit(TinyVAE(n_batches=10))
+    plain.save_checkpoint(tmp_path / "plain.ckpt")
+    resumed = TinyVAE(n_batches=10)
+    _no_warning_fit(make_trainer(tmp_path / "b", [cb], max_steps=10), resumed, ckpt_path=tmp_path / "plain.ckpt")
+    assert cb.total == 10
+    # T = 10, M = 2: cycles of 5 steps, β = 0, 0.4, 0.8, 1, 1 in each; steps 4..9 (by hand; with T = 6 they differ)
+    assert [b for _, _, b in resumed.seen] == [1.0, 0.0, 0.4, 0.8, 1.0, 1.0]
+
+
+def test_a_fit_that_took_no_step_is_not_continued_by_the_next_on_the_same_trainer(tmp_path: Path) -> None:
+    # The first fit crashed in its first step (T = 2 epochs x 4 batches = 8). The next fit on the same Trainer, of
+    # a model with 6 batches an epoch, starts at step 0 too: a fresh schedule over its own 12 steps, not 8.
+    cb = CyclicalKLAnnealing(n_cycle=2, ratio=0.5)
+    trainer = make_trainer(tmp_path, [cb], max_epochs=2)
+    with (
+        pytest.warns(UserWarning, match="ended after 0 of the schedule's 8 steps"),
+        pytest.raises(RuntimeError, match="simulated crash"),
+    ):
+        trainer.fit(TinyVAE(n_batches=4, crash_at=0))
+    assert cb.total == 8
+    model = TinyVAE(n_batches=6)
+    _no_warning_fit(trainer, model)
+    assert cb.total == 12
+    assert [b for _, _, b in model.seen] == [expected(t, 12, n_cycle=2) for t in range(12)]
+    assert [b for _, _, b in model.seen][:6] == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0, 1.0, 1.0])  # by hand
+
+
 def test_continuing_with_explicit_total_steps_reschedules(tmp_path: Path) -> None:
     model = TinyVAE(n_batches=10)
     trainer = make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=2, total_steps=40)], max_epochs=2)
@@ -271,6 +304,14 @@ def test_log_name_clash_is_refused_before_training(tmp_path: Path) -> None:
     assert model.seen == []
 
 
+def test_two_callbacks_that_do_not_log_do_not_clash(tmp_path: Path) -> None:
+    model = WithLossFn(n_batches=4)
+    bow = CyclicalKLAnnealing(n_cycle=1, attribute="loss_fn.beta_bow", log_name=None)
+    make_trainer(tmp_path, [CyclicalKLAnnealing(n_cycle=1, attribute="loss_fn.beta", log_name=None), bow]).fit(model)
+    assert [b for _, _, b in model.seen] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0]  # T = 8, ramp over 4
+    assert float(model.loss_fn.beta_bow) == 1.0  # its eval value, stop, after the fit
+
+
 def test_two_callbacks_writing_one_attribute_are_refused(tmp_path: Path) -> None:
     cbs = [CyclicalKLAnnealing(), ScheduledAttribute(lambda s, t: 0.5, "beta")]
     with pytest.raises(
@@ -345,9 +386,13 @@ def test_epochs_not_a_multiple_of_n_cycle_warn_at_the_start(tmp_path: Path, max_
     assert " steps" not in messages[0]
 
 
-def test_a_run_ending_on_a_ramp_warns_once_at_the_start_and_not_again_at_the_end(tmp_path: Path) -> None:
-    # period=100 with endless cycles in a 30-step run never reaches the plateau: β ends at 0.58.
-    cb = CyclicalKLAnnealing(period=100, n_cycle=None)
+@pytest.mark.parametrize("n_cycle", [None, 2], ids=["endless", "200-steps"])
+def test_a_run_ending_on_a_ramp_warns_once_at_the_start_and_not_again_at_the_end(
+    tmp_path: Path, n_cycle: int | None
+) -> None:
+    # period=100 in a 30-step run never reaches the plateau: β ends at 0.58. With n_cycle=2 the schedule is 200
+    # steps long, so the run also ends before it: the warning at the start said so, the end does not repeat it.
+    cb = CyclicalKLAnnealing(period=100, n_cycle=n_cycle)
     with pytest.warns(UserWarning) as record:
         make_trainer(tmp_path, [cb], max_epochs=3).fit(TinyVAE(n_batches=10))
     messages = [str(w.message) for w in record if "CyclicalKLAnnealing" in str(w.message)]
@@ -357,6 +402,22 @@ def test_a_run_ending_on_a_ramp_warns_once_at_the_start_and_not_again_at_the_end
     )
     assert "the first plateau starts at step 50: use a shorter `period`" in messages[0]
     _no_warning_fit(make_trainer(tmp_path, [CyclicalKLAnnealing(period=5, n_cycle=None)], max_epochs=3), TinyVAE())
+
+
+def test_a_run_ending_in_the_delay_warns_once_at_the_start(tmp_path: Path) -> None:
+    # T = 20 given, delay 8, in a 5-step run: every step is in the delay, β = start = 0 throughout.
+    cb = CyclicalKLAnnealing(n_cycle=1, delay=8, total_steps=20)
+    model = TinyVAE(n_batches=10)
+    with pytest.warns(UserWarning) as record:
+        make_trainer(tmp_path, [cb], max_steps=5).fit(model)
+    messages = [str(w.message) for w in record if "CyclicalKLAnnealing" in str(w.message)]
+    assert len(messages) == 1, messages
+    assert re.search(
+        r"last step \(4, of 5\) is in the schedule's delay phase, at β = 0 instead of `stop`=1, so training ends off "
+        r"the plateau\. `total_steps`=20 is longer than the run: pass `total_steps=5`",
+        messages[0],
+    )
+    assert [b for _, _, b in model.seen] == [0.0] * 5
 
 
 def test_stopping_early_with_period_names_the_arguments_that_set_the_length(tmp_path: Path) -> None:

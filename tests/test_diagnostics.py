@@ -274,6 +274,15 @@ def test_dimensionality_share_is_inclusive_at_the_boundary() -> None:
     assert latent_dimensionality(mu, 0.25) == 1
 
 
+@pytest.mark.parametrize("direction", [(1.0, 1.0, 1.0), (3.0, 1.0, 1.0), (3.0, 2.0, 1.0), (4.0, 4.0, 1.0)])
+def test_dimensionality_of_points_on_a_line_is_one_whatever_the_rounding(direction: tuple[float, ...]) -> None:
+    # Rows t · v for t = 1, -2, 3, -4: rank one. The covariance's other two eigenvalues come out of eigvalsh as
+    # rounding, up to ~1e-14 next to the first's 29-319 and not always 0 or negative; below d · ε · λ_1 they
+    # are no direction, so even share=1 (the numerical rank) counts one.
+    mu = torch.tensor([[1.0], [-2.0], [3.0], [-4.0]]) * torch.tensor([direction])
+    assert latent_dimensionality(mu, 1.0) == 1 and latent_dimensionality(mu, 0.9) == 1
+
+
 def test_dimensionality_of_equal_rows_is_zero_and_one_row_is_refused() -> None:
     assert latent_dimensionality(torch.full((5, 3), 7.0), 0.9) == 0  # a collapsed encoder: no direction at all
     assert latent_dimensionality(torch.full((5, 3), 7.0), 1.0) == 0

@@ -370,6 +370,7 @@ def _phases_from_the_betas(
         dict(total_steps=20, n_cycle=4, ratio=0.5, delay=0, period=None),
         dict(total_steps=23, n_cycle=3, ratio=0.7, delay=5, period=None),
         dict(total_steps=10, n_cycle=4, ratio=0.5, delay=0, period=None),  # uneven: the last cycle is one step
+        dict(total_steps=9, n_cycle=4, ratio=0.5, delay=0, period=None),  # uneven: cycles of 3 leave only 3 of 4
         dict(total_steps=None, n_cycle=2, ratio=0.5, delay=3, period=4),
         dict(total_steps=None, n_cycle=None, ratio=1.0, delay=0, period=5),
         dict(total_steps=12, n_cycle=3, ratio=1.0, delay=0, period=None),  # ramps to the end of each cycle
@@ -565,6 +566,21 @@ def test_phases_when_the_last_cycle_is_short() -> None:
     assert cyclical_phase(7, 11, 3) == "plateau"
 
 
+def test_phases_when_uneven_cycles_leave_fewer_than_n_cycle() -> None:
+    # T = 9, M = 4: cycles of ceil(9 / 4) = 3 steps start at 0, 3 and 6 only, so the third is the last and its
+    # plateau is "final", not "plateau". tau = (t mod 3) * 4 / 9 = 0, 0.44 (ramp), 0.89 (plateau, >= 0.5).
+    expected = ["ramp", "ramp", "plateau", "ramp", "ramp", "plateau", "ramp", "ramp", "final", "final"]
+    assert [cyclical_phase(t, 9, n_cycle=4) for t in range(10)] == expected
+    assert [CyclicalSchedule(n_cycle=4).phase(t, 9) for t in range(10)] == expected
+
+
+def test_phase_refuses_a_delay_as_long_as_the_run() -> None:
+    with pytest.raises(ValueError, match=r"^`delay`=5 must be smaller than `total_steps`=5$"):
+        CyclicalSchedule(n_cycle=1, delay=5).phase(0, 5)
+    # one step shorter: one cycle of one step, then the end
+    assert [CyclicalSchedule(n_cycle=1, delay=4).phase(t, 5) for t in (3, 4, 5)] == ["delay", "ramp", "final"]
+
+
 def test_cycle_position_during_and_after_a_delay() -> None:
     # delay 4, T = 20: 16 steps for 4 cycles of 4; tau = ((t - 4) mod 4) * 4 / 16.
     assert [cycle_position(t, 20, 4, delay=4) for t in range(10)] == [0.0] * 4 + [0.0, 0.25, 0.5, 0.75, 0.0, 0.25]
@@ -706,6 +722,21 @@ def test_join_fractions_round_to_the_nearest_step() -> None:
     joined = join_schedules([ConstantSchedule(0.0), ConstantSchedule(1.0)], [0.29])
     assert [joined(t, 100) for t in (28, 29)] == [0.0, 1.0]  # 0.29 * 100 = 28.999999999999996 -> step 29
     assert [joined(t, 10) for t in (2, 3)] == [0.0, 1.0]  # 2.9 -> 3
+
+
+def test_join_int_boundary_at_step_0_skips_the_first_part() -> None:
+    # optax's semantics: a part whose stretch is empty never runs; int boundaries may start at 0.
+    joined = join_schedules([ConstantSchedule(0.0), ConstantSchedule(1.0)], [0])
+    assert [joined(t, 3) for t in range(3)] == [1.0, 1.0, 1.0] and joined(5) == 1.0
+    assert joined.values(3).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_join_values_give_a_plain_function_its_own_stretch_as_t() -> None:
+    # linear_warmup(step, T) = min(1, step / T): the first part has T = 4, the second T = 10 - 4 = 6.
+    joined = join_schedules([linear_warmup, linear_warmup], [4])
+    expected = [0.0, 0.25, 0.5, 0.75] + [k / 6 for k in range(6)]
+    assert joined.values(10).tolist() == pytest.approx(expected, abs=1e-15)
+    assert [joined(t, 10) for t in range(10)] == pytest.approx(expected, abs=1e-15)
 
 
 def test_join_phases_of_parts_without_phases_and_holds() -> None:

@@ -46,7 +46,10 @@ class Mutation:
         return f"{self.module}: {self.what}"
 
 
-# The test files of each module (tests/ mirrors the package).
+# The test files of each module (tests/ mirrors the package), the module's own first, so that ``-x`` stops early.
+# The callback's private pieces (_run, _attribute, _fit, _advice) are also tested through the callback's own
+# end-to-end tests, which are theirs too.
+_CALLBACK_TESTS = ["tests/test_callback.py", "tests/test_callback_options.py", "tests/test_callback_runs.py"]
 TESTS: dict[str, list[str]] = {
     "kl.py": ["tests/test_kl.py"],
     "diagnostics.py": ["tests/test_diagnostics.py"],
@@ -54,8 +57,13 @@ TESTS: dict[str, list[str]] = {
     "monitor.py": ["tests/test_monitor.py"],
     "selection.py": ["tests/test_selection.py"],
     "plot.py": ["tests/test_plot.py", "tests/test_main.py"],
-    "schedules.py": ["tests/test_schedules.py"],
-    "callback.py": ["tests/test_callback.py", "tests/test_callback_options.py", "tests/test_callback_runs.py"],
+    "schedules.py": ["tests/test_schedules.py", "tests/test_schedule_fits.py"],
+    "posterior.py": ["tests/test_posterior.py"],
+    "callback.py": _CALLBACK_TESTS,
+    "_run.py": ["tests/test_run.py", *_CALLBACK_TESTS],
+    "_attribute.py": ["tests/test_attribute.py", *_CALLBACK_TESTS],
+    "_fit.py": ["tests/test_fit.py", *_CALLBACK_TESTS],
+    "_advice.py": ["tests/test_advice.py", *_CALLBACK_TESTS],
 }
 
 M = Mutation
@@ -186,27 +194,33 @@ MUTATIONS: list[Mutation] = [
     ),
     M(
         "metrics.py",
-        "            x = x - prior_mu.detach().double()\n        self.total = self.total + x.sum(0)\n        self.total_sq",
-        "            pass\n        self.total = self.total + x.sum(0)\n        self.total_sq",
-        "ActiveUnits: the conditional prior ignored",
+        "            x = x - prior_mu.detach().double()\n        self.n = self.n + len(x)",
+        "            pass\n        self.n = self.n + len(x)",
+        "ActiveUnits, LatentDimensionality: the conditional prior ignored",
     ),
     M(
         "metrics.py",
-        "        if float(self.n) < 2:\n            if self._one_batch:  # forward()'s value of a one-row batch\n                return",
-        "        if float(self.n) < 1:\n            if self._one_batch:  # forward()'s value of a one-row batch\n                return",
-        "ActiveUnits: one row accepted",
+        "        self.n = self.n + len(x)",
+        "        self.n = self.n + 1",
+        "ActiveUnits, LatentDimensionality: count batches, not rows",
+    ),
+    M(
+        "metrics.py",
+        "        if float(self.n) >= 2:\n            return False",
+        "        if float(self.n) >= 1:\n            return False",
+        "ActiveUnits, LatentDimensionality: one row accepted",
+    ),
+    M(
+        "metrics.py",
+        "        finally:\n            self._one_batch = False",
+        "        finally:\n            pass",
+        "after a one-row forward(), compute() gives NaN instead of refusing one row",
     ),
     M(
         "metrics.py",
         "self.outer = self.outer + x.T @ x",
         "self.outer = self.outer + x.T @ x / len(x)",
         "LatentDimensionality: sums of x xT scaled per batch",
-    ),
-    M(
-        "metrics.py",
-        "            x = x - prior_mu.detach().double()\n        self.total = self.total + x.sum(0)\n        self.outer",
-        "            pass\n        self.total = self.total + x.sum(0)\n        self.outer",
-        "LatentDimensionality: the conditional prior ignored",
     ),
     M(
         "metrics.py",
@@ -346,14 +360,14 @@ MUTATIONS: list[Mutation] = [
     # ---- plot.py
     M(
         "plot.py",
-        "CyclicalSchedule(m, ratio, start, stop, shape=shape, ratio_zero=ratio_zero, period=period, delay=delay)",
-        "CyclicalSchedule(m, ratio, start, stop, shape=shape, ratio_zero=ratio_zero, period=period)",
+        "schedules = [_schedule_from(arguments, n_cycle=m) for m in n_cycles]",
+        "schedules = [_schedule_from(arguments, n_cycle=m, delay=0) for m in n_cycles]",
         "plot: the delay not drawn",
     ),
     M(
         "plot.py",
-        "CyclicalSchedule(m, ratio, start, stop, shape=shape, ratio_zero=ratio_zero, period=period, delay=delay)",
-        "CyclicalSchedule(m, ratio, stop, start, shape=shape, ratio_zero=ratio_zero, period=period, delay=delay)",
+        "schedules = [_schedule_from(arguments, n_cycle=m) for m in n_cycles]",
+        "schedules = [_schedule_from(arguments, n_cycle=m, start=stop, stop=start) for m in n_cycles]",
         "plot: start and stop swapped",
     ),
     M(
@@ -377,20 +391,20 @@ MUTATIONS: list[Mutation] = [
     ),
     M(
         "schedules.py",
-        "    if tau >= ratio:\n        return stop",
-        "    if tau >= ratio:\n        return max(start, stop)",
+        "        if tau >= self.ratio:\n            return self.stop",
+        "        if tau >= self.ratio:\n            return max(self.start, self.stop)",
         "plateau of a decreasing schedule is max(start, stop)",
     ),
     M(
         "schedules.py",
-        "    if step < delay:\n        return start",
-        "    if step <= delay:\n        return start",
+        "        if step < self.delay:\n            return self.start",
+        "        if step <= self.delay:\n            return self.start",
         "delay one step too long",
     ),
     M(
         "schedules.py",
-        "if tau < ratio_zero:\n        return start",
-        "if tau <= ratio_zero:\n        return start",
+        "        if tau < self.ratio_zero:\n            return self.start",
+        "        if tau <= self.ratio_zero:\n            return self.start",
         "ratio_zero hold one step too long",
     ),
     M(
@@ -413,8 +427,8 @@ MUTATIONS: list[Mutation] = [
     ),
     M(
         "schedules.py",
-        "if not 0.0 <= ratio_zero < ratio:",
-        "if not 0.0 <= ratio_zero <= ratio:",
+        "if not 0.0 <= self.ratio_zero < self.ratio:",
+        "if not 0.0 <= self.ratio_zero <= self.ratio:",
         "ratio_zero == ratio accepted",
     ),
     M(
@@ -423,30 +437,545 @@ MUTATIONS: list[Mutation] = [
         "return 0.5 - 0.5 * math.cos(2 * math.pi * u)",
         "cosine ramp: a full period",
     ),
-    # ---- callback.py (another engineer refactors it: these may no longer apply, and are then reported)
+    # ---- schedules.py: the schedule object's other paths, the log ramp, schedules that compose
     M(
-        "callback.py",
-        "total = sum(math.ceil(batches / scheduler.get_accumulate_grad_batches(e)) for e in range(epochs))",
-        "total = sum(math.floor(batches / scheduler.get_accumulate_grad_batches(e)) for e in range(epochs))",
+        "schedules.py",
+        "    if step < delay:\n        return 0.0\n    return _locate(",
+        "    if step <= delay:\n        return 0.0\n    return _locate(",
+        "cycle_position: the first step after the delay read as delay",
+    ),
+    M(
+        "schedules.py",
+        '        if step < delay:\n            return "delay"',
+        '        if step <= delay:\n            return "delay"',
+        "phase: the first step after the delay read as delay",
+    ),
+    M(
+        "schedules.py",
+        "return (step % _period(span, n_cycle) + 1) * n_cycle >= span",
+        "return (step % _period(span, n_cycle) + 1) * n_cycle > span",
+        "ratio 1: the step that closes a full cycle's ramp missed",
+    ),
+    M(
+        "schedules.py",
+        "return -(-span // _period(span, n_cycle)) - 1",
+        "return n_cycle - 1",
+        "last cycle: n_cycle - 1 even when uneven cycles leave fewer",
+    ),
+    M(
+        "schedules.py",
+        "out[head + self.n_cycle * self.period :] = self.stop",
+        "out[self.n_cycle * self.period :] = self.stop",
+        "values(): the end of a period schedule ignores the delay",
+    ),
+    M(
+        "schedules.py",
+        "        beta[tau < ratio_zero] = start",
+        "        beta[tau <= ratio_zero] = start",
+        "values(): ratio_zero hold one step too long",
+    ),
+    M(
+        "schedules.py",
+        "return None if self.n_cycle is None else self.delay + self.n_cycle * self.period",
+        "return None if self.n_cycle is None else self.n_cycle * self.period",
+        "length(): the delay left out",
+    ),
+    M(
+        "schedules.py",
+        "            if self.delay >= total_steps:\n                raise ValueError",
+        "            if self.delay > total_steps:\n                raise ValueError",
+        "phase(): delay == T accepted",
+    ),
+    M(
+        "schedules.py",
+        "return self.start * (self.stop / self.start) ** u",
+        "return self.stop * (self.start / self.stop) ** u",
+        "log ramp: endpoints swapped",
+    ),
+    M(
+        "schedules.py",
+        "            np.power(stop / start, beta, out=beta)\n            beta *= start",
+        "            np.power(start / stop, beta, out=beta)\n            beta *= stop",
+        "log ramp, values(): endpoints swapped",
+    ),
+    M(
+        "schedules.py",
+        "        if not value > 0.0:",
+        "        if value < 0.0:",
+        "log ramp: a zero start or stop accepted",
+    ),
+    M(
+        "schedules.py",
+        "edges = tuple(int(b * total_steps + 0.5) for b in boundaries)",
+        "edges = tuple(int(b * total_steps) for b in boundaries)",
+        "join: fractional boundaries floored, not rounded",
+    ),
+    M(
+        "schedules.py",
+        "if (min(parts) if fractions else parts[-1]) < 1:",
+        "if min(parts) < 1:",
+        "join: an int boundary at step 0 refused",
+    ),
+    M(
+        "schedules.py",
+        "if (min(parts) if fractions else parts[-1]) < 1:",
+        "if (min(parts) if fractions else parts[-1]) < 0:",
+        "join: a last part with no step accepted",
+    ),
+    M(
+        "schedules.py",
+        "i = bisect.bisect_right(edges, step)",
+        "i = bisect.bisect_left(edges, step)",
+        "join: the boundary step belongs to the earlier part",
+    ),
+    M(
+        "schedules.py",
+        "            return i, step - begin, edges[i] - begin",
+        "            return i, step - begin, edges[i]",
+        "join: a middle part's T is its end, not its length",
+    ),
+    M(
+        "schedules.py",
+        "return i, step - begin, None if total is None else total - begin",
+        "return i, step - begin, total",
+        "join: the last part's T is the whole run",
+    ),
+    M(
+        "schedules.py",
+        'return "plateau" if phase == "final" and i < len(self.schedules) - 1 else phase',
+        "return phase",
+        "join: a non-last part's final plateau reads 'final'",
+    ),
+    M(
+        "schedules.py",
+        'return "plateau" if phase == "final" and i < len(self.schedules) - 1 else phase',
+        'return "plateau" if phase == "final" and i < len(self.schedules) else phase',
+        "join: the last part's final plateau reads 'plateau'",
+    ),
+    M(
+        "schedules.py",
+        'return bool(self._fractions or getattr(self.schedules[-1], "needs_total", False))',
+        'return bool(self._fractions or getattr(self.schedules[0], "needs_total", False))',
+        "join: needs_total asks the first part",
+    ),
+    M(
+        "schedules.py",
+        "else [part(s, span) for s in range(span)]",
+        "else [part(s, total) for s in range(span)]",
+        "join values(): a part without values() gets the run's T",
+    ),
+    M(
+        "schedules.py",
+        '    phase_name: Phase = "final"',
+        '    phase_name: Phase = "plateau"',
+        "ConstantSchedule: default phase 'plateau'",
+    ),
+    # ---- _run.py: which T a fit uses, the Trainer's length
+    M(
+        "_run.py",
+        "        if saved is not None and saved != given:",
+        "        if saved is not None:",
+        "choose_total: warns when the given T equals the saved one",
+    ),
+    M(
+        "_run.py",
+        "    if given is not None:\n        if saved",
+        "    if given is not None and saved is None:\n        if saved",
+        "choose_total: the given T loses to the checkpoint's",
+    ),
+    M(
+        "_run.py",
+        '((saved, "the checkpoint\'s schedule"), (continued, "the continued fit\'s schedule"))',
+        '((continued, "the continued fit\'s schedule"), (saved, "the checkpoint\'s schedule"))',
+        "choose_total: the continued fit's T wins over the checkpoint's",
+    ),
+    M(
+        "_run.py",
+        "            if estimate and estimate != kept:",
+        "            if estimate != kept:",
+        "choose_total: warns when the Trainer's length is unknown or 0",
+    ),
+    M(
+        "_run.py",
+        "            return kept, None\n    return estimate, None",
+        "            return estimate, None\n    return estimate, None",
+        "choose_total: the kept T dropped when the Trainer's length is unknown",
+    ),
+    M(
+        "_run.py",
+        "total = sum(math.ceil(batches / accumulation(epoch)) for epoch in range(max_epochs))",
+        "total = sum(math.floor(batches / accumulation(epoch)) for epoch in range(max_epochs))",
         "T under accumulation: floor instead of ceil",
     ),
     M(
-        "callback.py",
-        "return self.phase_at(max(self._read_counter(trainer) - 1, 0))",
-        "return self.phase_at(self._read_counter(trainer))",
-        "current phase one step late",
+        "_run.py",
+        "return min(total, max_steps) if max_steps != -1 else total",
+        "return total",
+        "T under accumulation: max_steps does not cap it",
     ),
-    M("callback.py", "if cyc.delay >= total:", "if cyc.delay > total:", "delay == T accepted"),
+    M(
+        "_run.py",
+        "if not math.isfinite(batches) or max_epochs is None or max_epochs < 0:",
+        "if not math.isfinite(batches) or max_epochs is None:",
+        "T under accumulation: max_epochs=-1 read as 0 epochs",
+    ),
+    M(
+        "_run.py",
+        "    if trainer.limit_train_batches == 0:\n",
+        '    if trainer.limit_train_batches == 0 and unit == "step":\n',
+        "a run that only validates has a length in epochs",
+    ),
+    M(
+        "_run.py",
+        "    return estimate if exact is None else exact",
+        "    return estimate",
+        "the accumulation scheduler's exact count ignored",
+    ),
+    M(
+        "_run.py",
+        "    if math.isfinite(length) and length >= 0:",
+        "    if math.isfinite(length) and length > 0:",
+        "run_length: 0 (no training step) read as unknown",
+    ),
+    M(
+        "_run.py",
+        "    if module is None or module.automatic_optimization:",
+        "    if module is None or not module.automatic_optimization:",
+        "step counter: manual and automatic optimization swapped",
+    ),
+    # ---- _attribute.py: resolving and writing the attribute
+    M(
+        "_attribute.py",
+        'if not all(part.isidentifier() or part.isdigit() for part in path.split(".")):',
+        'if not all(part.isidentifier() for part in path.split(".")):',
+        "writer: a ModuleList index in the path refused",
+    ),
+    M(
+        "_attribute.py",
+        "            return current.fill_  # in place",
+        "            return functools.partial(setattr, owner, name)  # in place",
+        "writer: a buffer replaced, not filled in place",
+    ),
+    M(
+        "_attribute.py",
+        "        if isinstance(current, torch.Tensor) and not _has_setter(owner, name):",
+        "        if isinstance(current, torch.Tensor):",
+        "writer: a property returning a tensor filled in place, its setter skipped",
+    ),
+    M(
+        "_attribute.py",
+        "        if writing and isinstance(static, property) and static.fset is None:",
+        "        if isinstance(static, property) and static.fset is None:",
+        "writer: a read-only property refused for reading too",
+    ),
+    M(
+        "_attribute.py",
+        "        if value.requires_grad:",
+        "        if value.requires_grad and not value.is_leaf:",
+        "writer: a Parameter accepted",
+    ),
+    M(
+        "_attribute.py",
+        "        if not value.is_floating_point():",
+        "        if value.dtype == torch.bool:",
+        "writer: an integer tensor accepted",
+    ),
+    M(
+        "_attribute.py",
+        "{'.'.join(path[: i + 1])}",
+        "{'.'.join(path[:i])}",
+        "writer: the missing part of a dotted path misnamed",
+    ),
+    # ---- _fit.py: the per-step path
+    M(
+        "_fit.py",
+        "        if 0 <= i < self.n:\n",
+        "        if 0 <= i <= self.n:\n",
+        "lookahead: one step past the values held",
+    ),
+    M(
+        "_fit.py",
+        "end = step + self.size if total is None else max(step + 1, min(step + self.size, total))",
+        "end = step + self.size",
+        "lookahead: evaluates past T",
+    ),
+    M(
+        "_fit.py",
+        "value = self.value = values.ahead[i] if 0 <= i < values.n else values.at(step)",
+        "value = self.value = values.ahead[i] if 0 <= i <= values.n else values.at(step)",
+        "fit.set: one step past the values held",
+    ),
+    M(
+        "_fit.py",
+        "if (force or (step + 1) % self.log_every == 0) and step != self.logged_step:",
+        "if (force or step % self.log_every == 0) and step != self.logged_step:",
+        "fit.log: logging steps off by one",
+    ),
+    M(
+        "_fit.py",
+        "if (force or (step + 1) % self.log_every == 0) and step != self.logged_step:",
+        "if force or (step + 1) % self.log_every == 0:",
+        "fit.log: a step logged twice",
+    ),
+    M("_fit.py", "return _ended, (self.total,)", "return _ended, (None,)", "a pickled fit loses its T"),
+    # ---- _advice.py: what a run's length means, in words
+    M("_advice.py", "    if cyc.delay >= total:", "    if cyc.delay > total:", "delay == T accepted"),
+    M(
+        "_advice.py",
+        "    if n_cycle < span:\n        return None",
+        "    if n_cycle <= span:\n        return None",
+        "as many cycles as steps not flagged",
+    ),
+    M(
+        "_advice.py",
+        "    elif value == cyc.stop:",
+        "    elif value >= cyc.stop:",
+        "unfinished: a decreasing schedule's start read as its final value",
+    ),
+    M(
+        "_advice.py",
+        "first = cyc.delay + math.ceil(cyc.ratio * cyc.period)",
+        "first = math.ceil(cyc.ratio * cyc.period)",
+        "off_plateau: the first plateau ignores the delay",
+    ),
+    M(
+        "_advice.py",
+        "{-(-span // n_cycle)} and a shorter last one",
+        "{span // n_cycle} and a shorter last one",
+        "off_plateau: cycle length floored",
+    ),
+    M(
+        "_advice.py",
+        "    if total > run:\n",
+        "    if total >= run:\n",
+        "off_plateau: a T equal to the run read as longer",
+    ),
+    # ---- callback.py: the hooks
     M(
         "callback.py",
-        "if trainer.should_stop and self._loggers and self._cached_step >= 0:",
-        "if False:",
+        'step = trainer.current_epoch if self._unit == "epoch" else max(read_step(trainer, self._unit) - 1, 0)',
+        'step = trainer.current_epoch if self._unit == "epoch" else read_step(trainer, self._unit)',
+        "current phase one step late",
+    ),
+    M(
+        "callback.py",
+        "        if trainer.should_stop:\n            self._log_if_stopped(",
+        "        if False:\n            self._log_if_stopped(",
         "beta not logged at the step should_stop is set",
+    ),
+    M(
+        "callback.py",
+        "self._log_if_stopped(trainer, trainer.fit_loop.epoch_loop._batches_that_stepped - 1)",
+        "self._log_if_stopped(trainer, trainer.fit_loop.epoch_loop._batches_that_stepped)",
+        "stopped at an epoch's end: beta logged one step late",
+    ),
+    M(
+        "callback.py",
+        "        if trainer.state.fn == TrainerFn.FITTING and self._fit.step >= 0:\n            self._writer.write(",
+        "        if False:\n            self._writer.write(",
+        "the training value not restored after validation",
+    ),
+    M(
+        "callback.py",
+        "at the evaluation value.\n        self._write_eval_value(pl_module)",
+        "at the evaluation value.\n        pass",
+        "after fit the attribute keeps the training value",
+    ),
+    M(
+        "callback.py",
+        "        if self._eval_value is not None:\n",
+        "        if self._eval_value:\n",
+        "eval_value 0.0 not written",
+    ),
+    M(
+        "callback.py",
+        "        return total or None",
+        "        return total",
+        "T = 0 kept for a fit without training steps",
+    ),
+    M(
+        "callback.py",
+        "continued = last.total if last.trainer is not None and last.trainer() is trainer else None",
+        "continued = last.total if last.trainer is not None else None",
+        "another Trainer continues the last fit's T",
+    ),
+    M(
+        "callback.py",
+        "continued = self._fit.continued if read_step(trainer, self._unit, pl_module) > 0 else None",
+        "continued = self._fit.continued",
+        "a fit at step 0 on the same Trainer keeps the last fit's T",
+    ),
+    M(
+        "callback.py",
+        "if fit.estimate != 0 and self._loaded is None and read_step(trainer, self._unit, pl_module) == 0:",
+        "if fit.estimate != 0 and read_step(trainer, self._unit, pl_module) == 0:",
+        "a resumed fit is probed at step 0",
+    ),
+    M(
+        "callback.py",
+        "            values.keep(0, [fit.probe[1]])",
+        "            pass",
+        "step 0's value evaluated twice",
+    ),
+    M(
+        "callback.py",
+        "Lookahead(self._value_at, fit.total, 1) if cyc is None else",
+        "Lookahead(self._value_at, fit.total, _LOOKAHEAD) if cyc is None else",
+        "a user's function evaluated ahead of its steps",
+    ),
+    M(
+        "callback.py",
+        "fit.loggers = list(trainer.loggers) if self._log_name is not None and fit.log_every else []",
+        "fit.loggers = list(trainer.loggers) if fit.log_every else []",
+        "log_name=None still logs",
+    ),
+    M(
+        "callback.py",
+        'fit.log_between_changes = self._unit == "epoch"',
+        "fit.log_between_changes = False",
+        "unit='epoch': logged only at the step the value changes",
+    ),
+    M(
+        "callback.py",
+        "        if fatal and not trainer.fast_dev_run:",
+        "        if fatal:",
+        "fast_dev_run with a long delay refused",
+    ),
+    M(
+        "callback.py",
+        "        if not self._fit.warned_short:",
+        "        if True:",
+        "the too-short warning said twice",
+    ),
+    M(
+        "callback.py",
+        '        if phase in ("ramp", "delay"):',
+        '        if phase == "ramp":',
+        "no warning for a run that ends in the delay",
+    ),
+    M(
+        "callback.py",
+        "            fit.warned_end = run  # the end-of-fit warning would say it again",
+        "            pass",
+        "the off-plateau warning said again at the end",
+    ),
+    M(
+        "callback.py",
+        "if length is not None and reached < length and reached != fit.warned_end:",
+        "if length is not None and reached <= length and reached != fit.warned_end:",
+        "a finished run warns it did not finish",
+    ),
+    M(
+        "callback.py",
+        "length = fit.total if self._cyclical is None else self._cyclical.length(fit.total)",
+        "length = fit.total",
+        "unfinished: a period schedule's length is the Trainer's",
+    ),
+    M(
+        "callback.py",
+        '"total_steps": self.total or self._total_steps',
+        '"total_steps": self._total_steps',
+        "the Trainer's T not saved in the checkpoint",
+    ),
+    M(
+        "callback.py",
+        "if callback.log_name is not None and other.log_name == callback.log_name:",
+        "if other.log_name == callback.log_name:",
+        "two callbacks without logging clash",
+    ),
+    M(
+        "callback.py",
+        "if value is not None and value not in PHASES:",
+        "if value not in PHASES:",
+        "a schedule's None phase refused",
+    ),
+    M(
+        "callback.py",
+        "        if value - value != 0.0:",
+        "        if value != value:",
+        "an infinite value written",
+    ),
+    M(
+        "callback.py",
+        "return self._total_steps if self._total_steps is not None else self._fit.total",
+        "return self._fit.total",
+        "the constructor's T ignored before a fit",
+    ),
+    M(
+        "callback.py",
+        "eval_value=schedule.stop if eval_beta is None else eval_beta",
+        "eval_value=eval_beta",
+        "eval_beta default not stop",
+    ),
+    # ---- posterior.py: BN-VAE
+    M(
+        "posterior.py",
+        "self.scale, self.shift, self.training, self.momentum, self.eps",
+        "self.scale, self.shift, self.training, self.eps, self.momentum",
+        "BN: eps and momentum swapped",
+    ),
+    M(
+        "posterior.py",
+        'self.register_buffer("scale", torch.full((latent_dim,), self.gamma), persistent=False)',
+        'self.register_buffer("scale", torch.full((latent_dim,), self.gamma), persistent=True)',
+        "BN: gamma saved in (and loaded from) the state_dict",
+    ),
+    M(
+        "posterior.py",
+        "torch.full((latent_dim,), self.gamma)",
+        "torch.full((latent_dim,), self.gamma**2)",
+        "BN: the scale is gamma squared",
+    ),
+    M(
+        "posterior.py",
+        'self.register_buffer("running_var", torch.ones(latent_dim))',
+        'self.register_buffer("running_var", torch.zeros(latent_dim))',
+        "BN: running variance starts at 0",
+    ),
+    M(
+        "posterior.py",
+        "return self.latent_dim * self.gamma**2 / 2",
+        "return self.latent_dim * self.gamma / 2",
+        "BN: the floor is n gamma / 2",
+    ),
+    M(
+        "posterior.py",
+        "min_rows=2 if self.training else 0",
+        "min_rows=1 if self.training else 0",
+        "BN: a one-row training batch accepted",
+    ),
+    M(
+        "posterior.py",
+        'check_positive("momentum", momentum, 1.0)',
+        'check_positive("momentum", momentum)',
+        "BN: momentum > 1 accepted",
+    ),
+    M("posterior.py", "        if learn_shift:\n", "        if True:\n", "BN: the shift learns with learn_shift=False"),
+    # ---- diagnostics.py: the functional dimensionality
+    M(
+        "diagnostics.py",
+        "    x = x - x.mean(0)\n    (count,)",
+        "    (count,)",
+        "latent_dimensionality: not centred",
+    ),
+    M(
+        "diagnostics.py",
+        "eig = torch.where(eig > eig[0] * len(eig) * torch.finfo(eig.dtype).eps, eig, torch.zeros_like(eig))",
+        "eig = torch.where(eig > 0, eig, torch.zeros_like(eig))",
+        "dimensionality: rounding counted as a direction",
     ),
 ]
 
 # Survivors judged equivalent: the mutated program behaves the same for every input it can get.
-EQUIVALENT: dict[str, str] = {}
+EQUIVALENT: dict[str, str] = {
+    "schedules.py: cycle_position: the first step after the delay read as delay": (
+        "at step == delay the position is (0 mod L) / (T / M) = 0.0 (or 0 / period), the value the delay branch returns"
+    ),
+    "callback.py: T = 0 kept for a fit without training steps": (
+        "choose_total gives 0 only for a Trainer length of 0 (a given, saved or continued T is >= 1), and then "
+        "Lightning skips the training loop (FitLoop.skip), so on_train_start, the only caller, does not run"
+    ),
+}
 
 
 def _copy_tree(dest: Path) -> None:
