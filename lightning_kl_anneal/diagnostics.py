@@ -82,11 +82,19 @@ def _covariance_from_moments(n: Tensor, total: Tensor, outer: Tensor) -> Tensor:
     return (outer - n * torch.outer(mean, mean)) / (n - 1)
 
 
-def _count_components(covariance: Tensor, shares: tuple[float, ...], what: str) -> list[float]:
+def _rounding(mu: Tensor) -> float:
+    """The machine epsilon of the means' own dtype: what rounding in them looks like (float64's for integers)."""
+    return torch.finfo(mu.dtype if mu.is_floating_point() else torch.float64).eps
+
+
+def _count_components(
+    covariance: Tensor, shares: tuple[float, ...], what: str, rounding: float = torch.finfo(torch.float64).eps
+) -> list[float]:
     """For each share, the fewest principal components holding it; NaN (with a warning) for a non-finite input.
 
-    Eigenvalues at or below ``d · ε · λ_max`` (``torch.linalg.matrix_rank``'s tolerance) are rounding and count
-    as 0, so ``share=1`` gives the numerical rank; no variance at all gives 0.
+    Eigenvalues at or below ``d · ε · λ_max`` (``torch.linalg.matrix_rank``'s tolerance, ``ε`` = ``rounding``, the
+    epsilon of the means' dtype) are rounding and count as 0, so ``share=1`` gives the numerical rank; no variance
+    at all gives 0.
     """
     if not bool(torch.isfinite(covariance).all()):
         _warn_not_finite(what, "the posterior means", stacklevel=4)
@@ -94,7 +102,7 @@ def _count_components(covariance: Tensor, shares: tuple[float, ...], what: str) 
     eig = torch.linalg.eigvalsh(covariance.double()).flip(0).clamp(min=0.0)  # descending, rounding below 0 cut
     if not len(eig) or float(eig[0]) == 0.0:
         return [0] * len(shares)
-    eig = torch.where(eig > eig[0] * len(eig) * torch.finfo(eig.dtype).eps, eig, torch.zeros_like(eig))
+    eig = torch.where(eig > eig[0] * len(eig) * rounding, eig, torch.zeros_like(eig))
     cumulative = eig.cumsum(0)
     held = cumulative / cumulative[-1]  # the last is exactly 1
     return [int((held < share).sum()) + 1 for share in shares]
@@ -105,9 +113,10 @@ def latent_dimensionality(mu: Tensor, share: float = 0.9) -> float:
 
     With ``C`` the sample covariance of the N posterior means (d x d, denominator N − 1, float64) and
     ``λ_1 >= ... >= λ_d`` its eigenvalues, the dimensionality is the smallest k with
-    ``(λ_1 + ... + λ_k) / (λ_1 + ... + λ_d) >= share``. Eigenvalues at or below ``d · ε · λ_1`` are
-    rounding and count as 0 (``torch.linalg.matrix_rank``'s tolerance), so ``share=1`` gives the rank of
-    ``C``; a set with no variance at all (every mean equal, a collapsed encoder) gives 0.
+    ``(λ_1 + ... + λ_k) / (λ_1 + ... + λ_d) >= share``. Eigenvalues at or below ``d · ε · λ_1``, with ``ε``
+    the machine epsilon of ``mu``'s dtype (1.2e-7 for float32), are rounding and count as 0
+    (``torch.linalg.matrix_rank``'s tolerance), so ``share=1`` gives the rank of the means as they are
+    stored: float32 means on a 3-dimensional subspace give 3, not the 16 that their rounding would add; a set with no variance at all (every mean equal, a collapsed encoder) gives 0.
 
     Where :func:`active_units` counts coordinates that move, this counts independent directions: two
     active units that always move together are one dimension, and a dimension whose variance is tiny
@@ -137,7 +146,7 @@ def latent_dimensionality(mu: Tensor, share: float = 0.9) -> float:
     check_rows("mu", mu, min_rows=2, what="a covariance needs two")
     x = mu.detach().double()
     x = x - x.mean(0)
-    (count,) = _count_components(x.T @ x / (len(x) - 1), shares, "latent_dimensionality")
+    (count,) = _count_components(x.T @ x / (len(x) - 1), shares, "latent_dimensionality", _rounding(mu))
     return count
 
 

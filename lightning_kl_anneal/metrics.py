@@ -27,6 +27,7 @@ from lightning_kl_anneal.diagnostics import (
     _count_active,
     _count_components,
     _covariance_from_moments,
+    _rounding,
     _variance_from_moments,
     mutual_information,
 )
@@ -224,11 +225,13 @@ class LatentDimensionality(_BatchValue):
         self.share = self.shares[0] if one else self.shares
         # the running sum of x xᵀ: a scalar 0, then (d, d) from the first update
         self.add_state("outer", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.rounding = 0.0  # the coarsest machine epsilon of the means seen: what counts as rounding
 
     def update(self, mu: Tensor, prior_mu: Tensor | None = None) -> None:
         """Add a batch of posterior means (batch, d)."""
         x = self._add_rows(mu, prior_mu)
         self.outer = self.outer + x.T @ x
+        self.rounding = max(self.rounding, _rounding(mu))
 
     def covariance(self) -> Tensor:
         """(d, d) sample covariance of the posterior means seen so far (this process only, unsynced)."""
@@ -243,7 +246,8 @@ class LatentDimensionality(_BatchValue):
         if self._too_few_rows("a covariance"):
             counts = [math.nan] * len(self.shares)
         else:
-            counts = _count_components(self.covariance(), self.shares, "LatentDimensionality")
+            rounding = self.rounding or torch.finfo(torch.float64).eps
+            counts = _count_components(self.covariance(), self.shares, "LatentDimensionality", rounding)
         any_nan = any(math.isnan(c) for c in counts)
         value = torch.tensor(counts, dtype=torch.float64 if any_nan else torch.int64)
         return value[0] if isinstance(self.share, float) else value

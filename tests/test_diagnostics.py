@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.distributions import Normal
 
-from lightning_kl_anneal import active_units, latent_dimensionality, mutual_information
+from lightning_kl_anneal import LatentDimensionality, active_units, latent_dimensionality, mutual_information
 
 # ---------------------------------------------------------------- active_units
 
@@ -367,3 +367,19 @@ def test_variance_and_covariance_from_running_sums_hand_computed() -> None:
     # sample (n - 1) variances: (4 + 0 + 4) / 2 = 4 and (4 + 4 + 16) / 2 = 12; covariance (4 + 0 + 8) / 2 = 6
     assert _variance_from_moments(n, total, (x * x).sum(0)).tolist() == [4.0, 12.0]
     assert _covariance_from_moments(n, total, outer).tolist() == [[4.0, 6.0], [6.0, 12.0]]
+
+
+def test_latent_dimensionality_at_share_1_is_the_rank_of_float32_means() -> None:
+    # 200 means on a 3-dimensional subspace of 16, offset and small as an encoder's often are: stored in float32,
+    # their rounding spreads tiny variance over all 16 directions, which share=1 must not count (it did: 16)
+    g = torch.Generator().manual_seed(0)
+    mu64 = 5.0 + 0.01 * (
+        torch.randn(200, 3, generator=g, dtype=torch.float64) @ torch.randn(3, 16, generator=g, dtype=torch.float64)
+    )
+    mu32 = mu64.float()
+    assert latent_dimensionality(mu32, 1.0) == 3 and latent_dimensionality(mu64, 1.0) == 3
+    assert latent_dimensionality(mu32, 0.9) == latent_dimensionality(mu64, 0.9)
+    metric = LatentDimensionality(share=1.0)
+    metric.update(mu32[:120])
+    metric.update(mu32[120:])
+    assert int(metric.compute()) == 3 and metric.rounding == torch.finfo(torch.float32).eps
