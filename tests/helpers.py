@@ -169,3 +169,17 @@ DIALOG_TINY: dict[str, int] = dict(
     max_decode_len=6,
     num_samples=3,
 )
+
+
+class Warmup:
+    """A user's schedule object that declares its phases (a linear warm-up over `steps`, then 1), with state of its
+    own (``steps``) that a fit must not touch."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def __call__(self, step: int, total: int | None) -> float:
+        return min(1.0, step / self.steps)
+
+    def phase(self, step: int, total: int | None) -> str:
+        return "ramp" if step < self.steps else "final"

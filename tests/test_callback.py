@@ -18,6 +18,7 @@ from helpers import (
     StopAt,
     TinyVAE,
     Unbounded,
+    Warmup,
     WithLossFn,
     _csv_rows,
     _fit_with_crash,
@@ -215,19 +216,6 @@ def test_keyword_only_after_stop_and_the_schedule_object_left_as_given(tmp_path:
     assert (
         callbacks[0].schedule is schedule and callbacks[1].schedule is warmup and schedule == CyclicalSchedule(2, 0.25)
     )
-
-
-class Warmup:
-    """A schedule object with state of its own (``steps``) that a fit must not touch."""
-
-    def __init__(self, steps: int) -> None:
-        self.steps = steps
-
-    def __call__(self, step: int, total: int | None) -> float:
-        return min(1.0, step / self.steps)
-
-    def phase(self, step: int, total: int | None) -> str:
-        return "ramp" if step < self.steps else "final"
 
 
 # ---------------------------------------------------------------- evaluation β

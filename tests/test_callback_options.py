@@ -10,7 +10,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from helpers import CLIModel, StopAt, TinyVAE, Unbounded, WithLossFn, _csv_rows, expected, make_trainer
+from helpers import CLIModel, StopAt, TinyVAE, Unbounded, Warmup, WithLossFn, _csv_rows, expected, make_trainer
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
@@ -266,19 +266,6 @@ def test_repr_never_recurses_and_lightning_can_format_the_callback(tmp_path: Pat
     model = TinyVAE(n_batches=2)
     make_trainer(tmp_path, [cb], max_epochs=1).fit(model)
     assert [b for _, _, b in model.seen] == [0.5, 0.5]
-
-
-class Warmup:
-    """A user's schedule that declares its phases: a linear warm-up over `steps`, then 1."""
-
-    def __init__(self, steps: int) -> None:
-        self.steps = steps
-
-    def __call__(self, step: int, total: int | None) -> float:
-        return min(1.0, step / self.steps)
-
-    def phase(self, step: int, total: int | None) -> str:
-        return "ramp" if step < self.steps else "final"
 
 
 def test_a_schedule_object_declares_its_phases_and_the_fit_exposes_its_total(tmp_path: Path) -> None:
