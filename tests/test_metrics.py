@@ -261,6 +261,13 @@ def test_dimensionality_hand_computed() -> None:
     assert m.compute().tolist() == [1, 2]
 
 
+def _sync_as_ddp_would(metric: LatentDimensionality, other: LatentDimensionality) -> None:
+    # torchmetrics' sync: each state gathered from every rank, stacked, and reduced by its dist_reduce_fx
+    # (written out because `Metric.merge_state` is newer than the oldest torchmetrics supported, 1.0.3)
+    for name, reduce in metric._reductions.items():
+        setattr(metric, name, reduce(torch.stack([getattr(metric, name), getattr(other, name)])))
+
+
 def test_dimensionality_merged_states_equal_one_metric_on_all_rows() -> None:
     # what DDP does: each rank's sums added together; the value equals one process's over every row
     mu = _spread_rows(n=80, seed=5)
@@ -269,7 +276,7 @@ def test_dimensionality_merged_states_equal_one_metric_on_all_rows() -> None:
     ranks[1].update(mu[33:])
     whole = LatentDimensionality(share=SHARES)
     whole.update(mu)
-    ranks[0].merge_state(ranks[1])
+    _sync_as_ddp_would(ranks[0], ranks[1])
     assert ranks[0].compute().tolist() == whole.compute().tolist() == [latent_dimensionality(mu, s) for s in SHARES]
     torch.testing.assert_close(ranks[0].covariance(), whole.covariance())
 
