@@ -69,7 +69,7 @@ class AttributeWriter:
             owner = getattr(owner, part)
         return owner, name
 
-    def check(self, module: Any, writing: bool = True) -> None:
+    def check(self, module: Any) -> None:
         """Refuse, with the fix, an attribute that is missing, an integer or grad-requiring tensor, or read-only."""
         owner, name = self.resolve(module)
         if not hasattr(owner, name):
@@ -83,7 +83,7 @@ class AttributeWriter:
             self._check_tensor(value)
             return
         static = inspect.getattr_static(type(owner), name, None)
-        if writing and isinstance(static, property) and static.fset is None:
+        if isinstance(static, property) and static.fset is None:
             raise misconfiguration(
                 f"`{self.path}` is a read-only property of {type(owner).__name__}, so {self.writer} cannot write "
                 f"it; give it a setter, or store the value in a plain attribute (`self.{name} = 0.0`)"

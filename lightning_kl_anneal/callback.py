@@ -409,7 +409,7 @@ class ScheduledAttribute(Callback):
 
     def _write_eval_value(self, pl_module: pl.LightningModule) -> None:
         if self._eval_value is not None:
-            self._writer.check(pl_module, writing=False)
+            self._writer.check(pl_module)
             self._writer.write(pl_module, self._eval_value)
 
     @override

@@ -491,6 +491,18 @@ def test_read_only_property_is_refused_before_the_sanity_check(tmp_path: Path) -
     assert model.seen == [] and model.eval_seen == []
 
 
+@pytest.mark.parametrize("run", ["validate", "test"])
+def test_read_only_property_is_refused_by_an_evaluation_without_fit(tmp_path: Path, run: str) -> None:
+    # validate()/test() on a fresh callback writes eval_beta only: the same message as fit, not a bare AttributeError
+    model = ReadOnlyBeta()
+    trainer = make_trainer(tmp_path, [CyclicalKLAnnealing(eval_beta=1.0)], limit_val_batches=1, limit_test_batches=1)
+    with pytest.raises(
+        MisconfigurationException, match=r"`beta` is a read-only property of ReadOnlyBeta.*give it a setter"
+    ):
+        getattr(trainer, run)(model, verbose=False)
+    assert model.eval_seen == []
+
+
 class SetterBeta(TinyVAE):
     def __init__(self) -> None:
         self._b = 0.0
