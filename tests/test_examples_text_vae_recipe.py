@@ -290,6 +290,21 @@ def test_selection_averages_over_the_seeds_the_plain_schedules_share() -> None:
     assert table["cyc+bn0.3"]["seeds"] == [0] and table["cyc+bn0.3"]["reference_elbo"] == pytest.approx(-47.5)
 
 
+def test_every_search_configuration_has_a_family_and_the_tradeoff_figure_is_drawn(tmp_path: Path) -> None:
+    families = {name: recipe_search.family(name) for name in recipe_search.search_configs()}
+    assert set(families.values()) == set(recipe_search.FAMILIES)  # every colour used, none unknown
+    assert [families[n] for n in ("monotonic", "cyclog", "cyc+fbex6decay.75-1", "cyc+bn0.5", "cyc+bn0.3+fbex4decay.75-1")] == [
+        "plain schedule", "schedule variant (log ramp, delay)", "free bits", "BN-VAE", "BN-VAE + free bits"
+    ]  # fmt: skip
+    assert set(recipe_search.TRADEOFF_LABELS) <= set(families)  # a renamed configuration would lose its label
+    # the committed selection, drawn again (the file in figures/ was made this way)
+    committed = Path(__file__).parents[1] / "examples/text_vae/figures/recipe_round2/choice.json"
+    recipe_search.main(["--log", str(committed.with_name("search.json")), "--select", str(tmp_path / "choice.json"),
+                        "--tradeoff", str(tmp_path / "tradeoff.png")])  # fmt: skip
+    assert json.loads((tmp_path / "choice.json").read_text()) == json.loads(committed.read_text())
+    assert (tmp_path / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_search_records_each_run_as_it_ends_and_respects_its_deadline(tmp_path: Path) -> None:
     data = tmp_path / "ptb"
     data.mkdir()

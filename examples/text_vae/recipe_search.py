@@ -537,6 +537,78 @@ def plot_search(records: list[dict[str, Any]], path: Path, which: str = "best", 
     plt.close(fig)
 
 
+FAMILIES = {  # how a configuration keeps information, as named in `search_configs()`; drawn in these colours
+    "plain schedule": "k",
+    "schedule variant (log ramp, delay)": "0.55",
+    "free bits": "tab:blue",
+    "BN-VAE": "tab:orange",
+    "BN-VAE + free bits": "tab:purple",
+}
+
+
+def family(name: str) -> str:
+    if "bn" in name:
+        return "BN-VAE + free bits" if "fb" in name else "BN-VAE"
+    if "fb" in name:
+        return "free bits"
+    return "plain schedule" if name in PLAIN else "schedule variant (log ramp, delay)"
+
+
+def plot_tradeoff(choice: dict[str, Any], path: Path, label: tuple[str, ...] = ()) -> None:
+    """The selection's table as the trade-off it shows: MI and active units against the ELBO given up.
+
+    One point per configuration (the mean over its seeds, as the rule reads them), coloured by how it
+    keeps information; x is the ELBO gap to the best plain schedule in % (symlog: linear to 1 %, then
+    logarithmic); the shaded corner of each panel is where that target and the ELBO target both hold.
+    The chosen configuration is a star; ``label`` names the others to annotate (in the MI panel).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, targets = choice["table"], choice["targets"]
+    gap_limit = 100 * targets["elbo_rel_gap"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharex=True)
+    for ax, key, ylabel in ((axes[0], "mi", "validation MI (nats)"), (axes[1], "au", "validation active units")):
+        top = max(r[key] for r in rows) * 1.08
+        ax.fill_between([-1, gap_limit], targets[key], top, color="tab:green", alpha=0.12, lw=0,
+                        label=f"{key.upper()} ≥ {targets[key]:g} and ELBO within {gap_limit:g} %")  # fmt: skip
+        ax.axhline(targets[key], color="tab:green", lw=0.8, ls="--")
+        ax.axvline(gap_limit, color="tab:green", lw=0.8, ls="--")
+        for fam, colour in FAMILIES.items():
+            pts = [r for r in rows if family(r["name"]) == fam and r["name"] != choice["name"]]
+            ax.scatter([100 * r["gap"] for r in pts], [r[key] for r in pts], s=30, c=colour, label=fam, alpha=0.85)
+        chosen = next(r for r in rows if r["name"] == choice["name"])
+        ax.scatter(100 * chosen["gap"], chosen[key], s=180, marker="*", c="tab:red", zorder=3,
+                   label=f"chosen: {choice['name']}")  # fmt: skip
+        for r in rows if key == "mi" else ():  # named once, in the MI panel (the AU panel's points share rows)
+            if r["name"] in label:
+                ax.annotate(r["name"], (100 * r["gap"], r[key]), fontsize=7, xytext=(4, 3),
+                            textcoords="offset points", color="0.25")  # fmt: skip
+        ax.set_xscale("symlog", linthresh=1.0, linscale=1.5)
+        ax.set_xticks([0, 0.5, 1, 2, 5, 10, 20], ["0", "0.5", "1", "2", "5", "10", "20"])
+        ax.set_xlim(-0.5, 1.5 * max(100 * r["gap"] for r in rows))
+        ax.set_ylim(-0.05 * top, top)
+        ax.set_xlabel("ELBO below the best plain schedule (%, symlog); left is better")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="upper left")
+    n_seeds = sorted({len(r["seeds"]) for r in rows})
+    fig.suptitle(
+        f"recipe search on WordNet validation: {len(rows)} configurations, mean of {'/'.join(map(str, n_seeds))} "
+        "seeds each; no point reaches both shaded corners", fontsize=9,
+    )  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+# configurations named in the trade-off figure: each family's point nearest the targets, and the BN extremes
+TRADEOFF_LABELS = ("cyc+fb0.5decay.75-1", "cyc+fbexdim0.5decay.75-1", "cyc+bn0.3+fbex4decay.75-1",
+                   "cyc+bn0.5+fbex4decay.75-1", "cyc+bn0.3", "cyc+bn0.5", "cyc+bn0.9", "cyc+fbex4decay.75-1")  # fmt: skip
+
+
 def plan(config_texts: list[str], seeds: list[int]) -> list[tuple[str, Recipe, int]]:
     """(name, recipe, seed) in the order they run: every config for the first seed, then for the next, ...
 
@@ -573,6 +645,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--plot", default=None, help="only draw the log's MI-vs-ELBO figure into this file, train nothing")
     p.add_argument("--plot-round", type=int, default=None, help="--plot: this round's runs as dots, its targets drawn")
     p.add_argument("--select", default=None, help="only apply the selection rule to the log, write the choice here")
+    p.add_argument("--tradeoff", default=None, help="with --select: also draw the choice's MI/AU-vs-ELBO figure here")
     args = p.parse_args(argv)
     if args.plot:
         plot_search(json.loads(Path(args.log).read_text()), Path(args.plot), round_=args.plot_round)
@@ -582,6 +655,8 @@ def main(argv: list[str] | None = None) -> None:
         choice = select(records)
         Path(args.select).write_text(json.dumps(choice, indent=1) + "\n")
         print(format_selection(choice))
+        if args.tradeoff:
+            plot_tradeoff(choice, Path(args.tradeoff), label=TRADEOFF_LABELS)
         return
     if args.data_dir is None or not args.configs:
         p.error("training needs --data-dir and --configs (or pass --plot or --select to read the log)")
