@@ -87,14 +87,21 @@ def _rounding(mu: Tensor) -> float:
     return torch.finfo(mu.dtype if mu.is_floating_point() else torch.float64).eps
 
 
+_EPS64 = torch.finfo(torch.float64).eps
+
+
 def _count_components(
-    covariance: Tensor, shares: tuple[float, ...], what: str, rounding: float = torch.finfo(torch.float64).eps
+    covariance: Tensor, shares: tuple[float, ...], what: str, rounding: float, second_moment: float
 ) -> list[float]:
     """For each share, the fewest principal components holding it; NaN (with a warning) for a non-finite input.
 
-    Eigenvalues at or below ``d · ε · λ_max`` (``torch.linalg.matrix_rank``'s tolerance, ``ε`` = ``rounding``, the
-    epsilon of the means' dtype) are rounding and count as 0, so ``share=1`` gives the numerical rank; no variance
-    at all gives 0.
+    Eigenvalues at or below ``d · (ε₆₄ · max(λ_1, m) + ε² · m)`` count as 0: rounding, not directions. ``m`` is
+    the largest raw second moment of a coordinate, ``max_j mean_i x_ij²`` (offset included), and ``ε`` the epsilon
+    of the means' own dtype (``rounding``). The first term is the float64 arithmetic's (eigvalsh's backward error,
+    ``torch.linalg.matrix_rank``'s tolerance, and the cancellation in ``Σxxᵀ − n·x̄x̄ᵀ``); the second bounds the
+    variance that storing the means in their dtype adds to a coordinate (an error of at most ``ε|x|`` per entry),
+    which is a square: comparing eigenvalues with ``ε · λ_1``, as ``matrix_rank`` does singular values, would cut
+    real directions of float16 or bfloat16 means. ``share=1`` gives the numerical rank; no variance gives 0.
     """
     if not bool(torch.isfinite(covariance).all()):
         _warn_not_finite(what, "the posterior means", stacklevel=4)
@@ -102,7 +109,8 @@ def _count_components(
     eig = torch.linalg.eigvalsh(covariance.double()).flip(0).clamp(min=0.0)  # descending, rounding below 0 cut
     if not len(eig) or float(eig[0]) == 0.0:
         return [0] * len(shares)
-    eig = torch.where(eig > eig[0] * len(eig) * rounding, eig, torch.zeros_like(eig))
+    floor = len(eig) * (_EPS64 * max(float(eig[0]), second_moment) + rounding**2 * second_moment)
+    eig = torch.where(eig > floor, eig, torch.zeros_like(eig))
     cumulative = eig.cumsum(0)
     held = cumulative / cumulative[-1]  # the last is exactly 1
     return [int((held < share).sum()) + 1 for share in shares]
@@ -113,10 +121,12 @@ def latent_dimensionality(mu: Tensor, share: float = 0.9) -> float:
 
     With ``C`` the sample covariance of the N posterior means (d x d, denominator N − 1, float64) and
     ``λ_1 >= ... >= λ_d`` its eigenvalues, the dimensionality is the smallest k with
-    ``(λ_1 + ... + λ_k) / (λ_1 + ... + λ_d) >= share``. Eigenvalues at or below ``d · ε · λ_1``, with ``ε``
-    the machine epsilon of ``mu``'s dtype (1.2e-7 for float32), are rounding and count as 0
-    (``torch.linalg.matrix_rank``'s tolerance), so ``share=1`` gives the rank of the means as they are
-    stored: float32 means on a 3-dimensional subspace give 3, not the 16 that their rounding would add; a set with no variance at all (every mean equal, a collapsed encoder) gives 0.
+    ``(λ_1 + ... + λ_k) / (λ_1 + ... + λ_d) >= share``. Eigenvalues no larger than the variance that
+    rounding can make count as 0: ``d · (ε₆₄ · max(λ_1, m) + ε² · m)``, with ``m = max_j mean_i mu_ij²`` and ``ε``
+    the machine epsilon of ``mu``'s dtype (1.2e-7 for float32, 9.8e-4 for float16, 7.8e-3 for bfloat16). So
+    ``share=1`` gives the rank of the means as they are stored: float32 means on a 3-dimensional subspace give
+    3, not the 16 that their rounding would add; float16 and bfloat16 means keep their small real directions; a
+    set with no variance at all (every mean equal, a collapsed encoder) gives 0.
 
     Where :func:`active_units` counts coordinates that move, this counts independent directions: two
     active units that always move together are one dimension, and a dimension whose variance is tiny
@@ -145,8 +155,9 @@ def latent_dimensionality(mu: Tensor, share: float = 0.9) -> float:
     shares = (check_fraction("share", share),)
     check_rows("mu", mu, min_rows=2, what="a covariance needs two")
     x = mu.detach().double()
+    second_moment = float((x * x).mean(0).max())
     x = x - x.mean(0)
-    (count,) = _count_components(x.T @ x / (len(x) - 1), shares, "latent_dimensionality", _rounding(mu))
+    (count,) = _count_components(x.T @ x / (len(x) - 1), shares, "latent_dimensionality", _rounding(mu), second_moment)
     return count
 
 

@@ -247,7 +247,8 @@ class LatentDimensionality(_BatchValue):
             counts = [math.nan] * len(self.shares)
         else:
             rounding = self.rounding or torch.finfo(torch.float64).eps
-            counts = _count_components(self.covariance(), self.shares, "LatentDimensionality", rounding)
+            second_moment = float(self.outer.diagonal().max() / self.n)  # max_j mean_i x_ij², as the function's
+            counts = _count_components(self.covariance(), self.shares, "LatentDimensionality", rounding, second_moment)
         any_nan = any(math.isnan(c) for c in counts)
         value = torch.tensor(counts, dtype=torch.float64 if any_nan else torch.int64)
         return value[0] if isinstance(self.share, float) else value

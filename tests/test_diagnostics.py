@@ -283,6 +283,22 @@ def test_dimensionality_of_points_on_a_line_is_one_whatever_the_rounding(directi
     assert latent_dimensionality(mu, 1.0) == 1 and latent_dimensionality(mu, 0.9) == 1
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_dimensionality_of_half_precision_means_keeps_their_small_real_directions(dtype: torch.dtype) -> None:
+    # one strong direction (variance 1) and 20 weaker ones (0.048) in 64: the floor for rounding is a variance
+    # (d · ε² · m, here 64 · 6.1e-5 · ~1 = 0.004 for bfloat16), not d · ε · λ_1 (0.5 for bfloat16), which cut all
+    # 20 weak directions and gave 1 (the old tolerance, applied to eigenvalues as matrix_rank does to singular values)
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(4000, 64, generator=g) * torch.tensor([1.0] + [0.22] * 20 + [0.0] * 43)
+    expected = [latent_dimensionality(mu, share) for share in (0.9, 0.99, 1.0)]
+    assert expected == [17, 21, 21]
+    assert [latent_dimensionality(mu.to(dtype), share) for share in (0.9, 0.99, 1.0)] == expected
+    metric = LatentDimensionality(share=[0.9, 0.99, 1.0])
+    metric.update(mu[:1500].to(dtype))
+    metric.update(mu[1500:].to(dtype))
+    assert metric.compute().tolist() == expected
+
+
 def test_dimensionality_of_equal_rows_is_zero_and_one_row_is_refused() -> None:
     assert latent_dimensionality(torch.full((5, 3), 7.0), 0.9) == 0  # a collapsed encoder: no direction at all
     assert latent_dimensionality(torch.full((5, 3), 7.0), 1.0) == 0
@@ -294,8 +310,10 @@ def _brute_force_dimensionality(mu: torch.Tensor, share: float) -> int:
     """numpy's covariance and eigenvalues, then a loop adding components until ``share`` is held."""
     import numpy as np
 
-    eig = sorted(np.linalg.eigvalsh(np.cov(mu.double().numpy(), rowvar=False).reshape(mu.shape[1], -1)), reverse=True)
-    eig = [e if e > eig[0] * len(eig) * np.finfo(float).eps else 0.0 for e in eig]
+    x = mu.double().numpy()
+    eig = sorted(np.linalg.eigvalsh(np.cov(x, rowvar=False).reshape(mu.shape[1], -1)), reverse=True)
+    m, eps = max((x**2).mean(0)), np.finfo(float).eps  # float64 means: the storage term is eps² m, negligible
+    eig = [e if e > len(eig) * (eps * max(eig[0], m) + eps**2 * m) else 0.0 for e in eig]
     total, held = sum(eig), 0.0
     if total == 0:
         return 0
