@@ -33,7 +33,7 @@ from lightning_kl_anneal._checks import check_choice, check_int, check_real
 from lightning_kl_anneal._fit import Fit, Lookahead
 from lightning_kl_anneal._run import choose_total, read_step, run_length, step_counter
 from lightning_kl_anneal.exceptions import misconfiguration
-from lightning_kl_anneal.schedules import PHASES, CyclicalSchedule, Phase, Shape
+from lightning_kl_anneal.schedules import PHASES, CyclicalSchedule, Phase, Shape, _declares_phases
 
 __all__ = ["CyclicalKLAnnealing", "ScheduledAttribute", "Unit"]
 
@@ -278,9 +278,10 @@ class ScheduledAttribute(Callback):
 
     @property
     def has_phases(self) -> bool:
-        """Whether :meth:`phase_at` can say anything: the schedule has a ``phase`` method, or a subclass defines phases."""
+        """Whether :meth:`phase_at` can say anything: the schedule declares phases (a ``phase`` method, or its own
+        ``has_phases``, as a joined schedule of plain functions says False), or a subclass defines them."""
         own = type(self).phase_at is not ScheduledAttribute.phase_at  # a subclass's phases
-        return own or callable(getattr(self._schedule, "phase", None))
+        return own or _declares_phases(self._schedule)
 
     def current_phase(self, trainer: pl.Trainer) -> Phase | None:
         """The phase of the value that trained the model's current weights (the last step taken)."""

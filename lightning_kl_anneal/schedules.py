@@ -34,6 +34,7 @@ import dataclasses
 import functools
 import itertools
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, cast, get_args
 
@@ -337,7 +338,10 @@ def cyclical_beta(
         shape: ``"linear"`` (``f(u) = u``), ``"sigmoid"`` (``1 / (1 + exp(-(12u - 6)))``,
             never exactly 0), ``"cosine"`` (``0.5 - 0.5 cos(pi u)``) or ``"log"``: a ramp in log
             space, ``β = start · (stop / start) ** u``, which needs ``start > 0`` and ``stop > 0``
-            (with ``start=1e-4, stop=1``: 1e-3, 1e-2, 1e-1 at u = 1/4, 1/2, 3/4).
+            (with ``start=1e-4, stop=1``: 1e-3, 1e-2, 1e-1 at u = 1/4, 1/2, 3/4). As for every shape,
+            with ``ratio=1.0`` the last step of a cycle is one ramp step short of ``stop``: in log space
+            that is a factor ``(stop / start) ** (1 / steps of the ramp)`` below it (0.16 after 5 epochs
+            from 1e-4), so keep a plateau (``ratio < 1``) when the model must end at ``stop``.
         ratio_zero: leading fraction of each cycle held at ``start`` (Optimus), in [0, ratio).
         delay: ``D``, steps held at ``start`` before the first cycle (Li et al. 2019's
             autoencoder phase with ``start=0``); ``D < T``.
@@ -458,9 +462,10 @@ class CyclicalSchedule:
 
     The module's formula (Fu et al., NAACL 2019, arXiv:1903.10145) with its parameters bound once;
     the pure functions above take the same parameters one call at a time and give the same values.
-    ``ScheduledAttribute(CyclicalSchedule(n_cycle=4), "beta")`` writes it into a model exactly as
-    ``CyclicalKLAnnealing(n_cycle=4, eval_beta=None)`` does (``CyclicalKLAnnealing`` *is* that
-    callback, with ``eval_beta=stop`` by default).
+    ``ScheduledAttribute(CyclicalSchedule(n_cycle=4), "beta", eval_value=1.0)`` writes it into a model
+    exactly as ``CyclicalKLAnnealing(n_cycle=4)`` does (``CyclicalKLAnnealing`` *is* that callback, with
+    ``eval_beta=stop`` by default). Without ``eval_value``, ``ScheduledAttribute`` leaves the last training β
+    in place during validation, test and predict, so pass ``eval_value=1.0`` to validate on the ELBO.
 
     Args:
         n_cycle: ``M``, number of cycles; 1 is monotonic annealing; None (with ``period``): endless.
@@ -669,6 +674,22 @@ def _built(names: tuple[str, ...], *values: Any) -> CyclicalSchedule:
 ScheduleFn = Callable[[int, "int | None"], float]
 
 
+def _declares_phases(schedule: object) -> bool:
+    """Whether a schedule says which phase each step is in: its ``has_phases`` if it has one, else whether it has a
+    ``phase(step, total_steps)`` method. The plateau-aware callbacks refuse a schedule that does not.
+
+    Example:
+        >>> _declares_phases(CyclicalSchedule()), _declares_phases(min)
+        (True, False)
+        >>> _declares_phases(join_schedules([min, max], [10]))  # it has `phase`, but no part answers
+        False
+    """
+    declared = getattr(schedule, "has_phases", None)
+    if isinstance(declared, bool):
+        return declared
+    return callable(getattr(schedule, "phase", None))
+
+
 @dataclasses.dataclass(frozen=True)
 class ConstantSchedule:
     """One value at every step, with a declared phase: a tail or a hold to join with other schedules.
@@ -725,14 +746,28 @@ def _resolve_edges(boundaries: tuple[float, ...], total_steps: int | None) -> tu
         edges = tuple(int(b * total_steps + 0.5) for b in boundaries)
     else:
         edges = cast("tuple[int, ...]", boundaries)
-    if total_steps is not None:
-        parts = [edges[0], *(b - a for a, b in itertools.pairwise(edges)), total_steps - edges[-1]]
-        if (min(parts) if fractions else parts[-1]) < 1:  # int boundaries may start at 0, as optax's
-            raise ValueError(
-                f"`boundaries`={list(boundaries)} fall on steps {list(edges)} of a run of `total_steps`={total_steps}, "
-                "which leaves a schedule no step; use fewer parts, boundaries further apart, or a longer run"
-            )
     return edges
+
+
+def _empty_parts(edges: tuple[int, ...], total_steps: int) -> list[int]:
+    """The parts whose stretch holds no step of a run of ``total_steps``: they never run (optax's semantics)."""
+    spans = [edges[0], *(b - a for a, b in itertools.pairwise(edges)), total_steps - edges[-1]]
+    return [i for i, span in enumerate(spans) if span < 1]
+
+
+def _short_cyclical_part(part: object, span: int) -> str | None:
+    """Why a cyclical part's stretch of ``span`` steps cannot hold its cycles (or its delay); None if it can.
+
+    Alone, such a schedule is refused (β would never leave ``start``); inside a joined schedule, whose parts'
+    lengths follow the run's, it holds ``start`` with a warning, as ``CyclicalKLAnnealing`` does in a debug run.
+    """
+    if not isinstance(part, CyclicalSchedule) or part.period is not None:
+        return None
+    if part.delay >= span:
+        return f"its `delay`={part.delay} is not smaller than its stretch"
+    if (part.n_cycle or 1) >= span - part.delay:
+        return f"its `n_cycle`={part.n_cycle} cycles need more than {part.n_cycle} steps after `delay`={part.delay}"
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -759,6 +794,24 @@ class JoinedSchedule:
             )
         object.__setattr__(self, "schedules", schedules)
         object.__setattr__(self, "boundaries", check_boundaries("boundaries", boundaries))
+        object.__setattr__(self, "_warned", set())  # (what, T) already warned about: once each, per instance
+
+    def _warn_once(self, key: tuple[Any, ...], message: str) -> None:
+        if key not in self._warned:  # type: ignore[attr-defined]
+            self._warned.add(key)  # type: ignore[attr-defined]
+            warnings.warn(message, UserWarning, stacklevel=3)
+
+    def _edges(self, total: int | None) -> tuple[int, ...]:
+        """The boundaries as steps of a run of ``total``, warning once about parts that get no step."""
+        edges = _resolve_edges(self.boundaries, total)
+        if total is not None and (empty := _empty_parts(edges, total)):
+            self._warn_once(("empty", total), (
+                f"`boundaries`={list(self.boundaries)} fall on steps {list(edges)} of a run of `total_steps`={total}: "
+                f"{', '.join(f'`schedules[{i}]`' for i in empty)} "
+                f"{'gets no step and never runs' if len(empty) == 1 else 'get no step and never run'}; "
+                "use fewer parts, boundaries further apart, or a longer run"
+            ))  # fmt: skip
+        return edges
 
     @property
     def needs_total(self) -> bool:
@@ -775,16 +828,42 @@ class JoinedSchedule:
         total = check_int("total_steps", total_steps, 1, optional=True)
         if not self.boundaries:
             return 0, step, total
-        edges = _resolve_edges(self.boundaries, total)
+        edges = self._edges(total)
         i = bisect.bisect_right(edges, step)
         begin = edges[i - 1] if i else 0
         if i < len(edges):
             return i, step - begin, edges[i] - begin
         return i, step - begin, None if total is None else total - begin
 
+    @property
+    def has_phases(self) -> bool:
+        """Whether any part declares phases (a ``phase`` method, or ``has_phases``): if none does, no step has one.
+
+        Example:
+            >>> join_schedules([CyclicalSchedule(n_cycle=1), ConstantSchedule(1.0)], [0.5]).has_phases
+            True
+            >>> join_schedules([min, max], [10]).has_phases  # plain functions: nothing to follow
+            False
+        """
+        return any(_declares_phases(part) for part in self.schedules)
+
+    def _short(self, i: int, total: int | None) -> bool:
+        """Whether part ``i`` is a cyclical schedule whose stretch of ``total`` steps cannot hold its cycles (warned once)."""
+        if total is None:
+            return False
+        problem = _short_cyclical_part(self.schedules[i], total)
+        if problem is not None:
+            self._warn_once(("short", i, total), (
+                f"`schedules[{i}]` of the joined schedule runs {total} step{'s' if total > 1 else ''}, but {problem}: "
+                "it holds its `start` there; give it a longer stretch (boundaries, or a longer run) or fewer cycles"
+            ))  # fmt: skip
+        return problem is not None
+
     def __call__(self, step: int, total_steps: int | None = None) -> float:
         """The active part's value at the step counted from its start, with the part's own length as its ``T``."""
         i, local, total = self._locate(step, total_steps)
+        if self._short(i, total):
+            return self.schedules[i].start  # type: ignore[attr-defined]  # a CyclicalSchedule: see _short
         return float(self.schedules[i](local, total))
 
     def phase(self, step: int, total_steps: int | None = None) -> Phase | None:
@@ -793,19 +872,26 @@ class JoinedSchedule:
         phase_of = getattr(self.schedules[i], "phase", None)
         if not callable(phase_of):
             return None
+        if self._short(i, total):
+            return "delay"  # held at `start`: not a phase to select or judge a model in
         phase: Phase | None = phase_of(local, total)
         return "plateau" if phase == "final" and i < len(self.schedules) - 1 else phase
 
     def values(self, total_steps: int) -> npt.NDArray[np.float64]:
         """The value at steps ``0 .. total_steps - 1``; parts with a ``values`` method are asked for their stretch."""
         total = check_int("total_steps", total_steps, 1)
-        edges = _resolve_edges(self.boundaries, total) if self.boundaries else ()
+        edges = self._edges(total) if self.boundaries else ()
         out = np.empty(total, dtype=np.float64)
-        for part, begin, end in zip(self.schedules, (0, *edges), (*edges, total)):
-            span = end - begin
-            if span > 0:
+        for i, (part, begin, end) in enumerate(zip(self.schedules, (0, *edges), (*edges, total))):
+            span = end - begin  # the part's own T, even where the run ends inside it (boundaries past T)
+            if span > 0 and begin < total:
                 values_of = getattr(part, "values", None)
-                out[begin:end] = values_of(span) if callable(values_of) else [part(s, span) for s in range(span)]
+                values: Any
+                if self._short(i, span):
+                    values = np.full(span, part.start)  # type: ignore[attr-defined]
+                else:
+                    values = values_of(span) if callable(values_of) else [part(s, span) for s in range(span)]
+                out[begin : min(end, total)] = np.asarray(values, dtype=np.float64)[: total - begin]
         return out
 
 
@@ -819,8 +905,10 @@ def join_schedules(schedules: Sequence[ScheduleFn], boundaries: Sequence[int] | 
 
     ``boundaries`` are steps (ints) or, since a run's length is often not known when it is configured,
     fractions of the run (floats in (0, 1), e.g. ``[0.25]``: the second schedule starts a quarter of the
-    way in), rounded to the nearest step once ``T`` is known; not a mix of both. With fractions every
-    part must get at least one step of the run.
+    way in), rounded to the nearest step once ``T`` is known; not a mix of both. A part whose stretch is
+    empty in a run of ``T`` steps never runs, with a warning, and a :class:`CyclicalSchedule` part whose
+    stretch is too short for its cycles holds its ``start``, with a warning: so ``fast_dev_run`` and short
+    debug runs still train (alone, such a schedule is refused).
 
     Phases: :meth:`JoinedSchedule.phase` is the active part's ``phase`` when it has one (None otherwise),
     so :class:`~lightning_kl_anneal.PlateauModelCheckpoint`, ``PlateauEarlyStopping`` and
@@ -842,7 +930,7 @@ def join_schedules(schedules: Sequence[ScheduleFn], boundaries: Sequence[int] | 
     Raises:
         TypeError: a schedule that is not callable; boundaries that are neither all ints nor all floats.
         ValueError: the wrong number of boundaries, or boundaries out of range or not increasing; when
-            called, fractions without ``T``, or a ``T`` that leaves a part no step.
+            called, fractions without ``T``.
 
     Example:
         >>> warmup_then_cycles = join_schedules([CyclicalSchedule(n_cycle=1), CyclicalSchedule(n_cycle=2)], [4])

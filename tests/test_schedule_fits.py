@@ -16,11 +16,13 @@ from lightning_kl_anneal import (
     ConstantSchedule,
     CyclicalKLAnnealing,
     CyclicalSchedule,
+    PlateauEarlyStopping,
     PlateauModelCheckpoint,
     ScheduledAttribute,
     cyclical_beta,
     join_schedules,
 )
+from lightning_kl_anneal.exceptions import MisconfigurationException
 
 
 def test_a_log_ramp_through_the_callback(tmp_path: Path) -> None:
@@ -81,3 +83,38 @@ def test_a_joined_schedule_with_a_constant_tail_in_a_cyclical_run(tmp_path: Path
     make_trainer(tmp_path, [callback], max_epochs=4).fit(model)
     assert [beta for _, _, beta in model.seen] == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0, 1.0, 1.0] * 2 + [1.0] * 4)
     assert callback.phase_at(12) == "final" and callback.phase_at(5) == "plateau"
+
+
+def _warmup(step: int, total: int | None) -> float:
+    return min(1.0, step / max(1, (total or 1) - 1))
+
+
+def _one(step: int, total: int | None) -> float:
+    return 1.0
+
+
+@pytest.mark.parametrize("selector", [PlateauModelCheckpoint, PlateauEarlyStopping])
+def test_a_joined_schedule_of_plain_functions_is_refused_by_the_plateau_callbacks(
+    tmp_path: Path, selector: type
+) -> None:
+    # No part declares phases, so no step has one: refused as the bare function is (it selected nothing, silently)
+    joined = join_schedules([_warmup, _one], [0.5])
+    assert joined.has_phases is False and join_schedules([_warmup, ConstantSchedule(1.0)], [0.5]).has_phases
+    callback = ScheduledAttribute(joined, "beta", eval_value=1.0)
+    assert callback.has_phases is False
+    with pytest.raises(MisconfigurationException, match=r"follows `beta`, whose ScheduledAttribute has no ramps"):
+        make_trainer(
+            tmp_path, [callback, selector(monitor="val_loss")], limit_val_batches=1, enable_checkpointing=True
+        ).fit(TinyVAE())
+
+
+def test_a_joined_schedule_in_fast_dev_run_trains_with_warnings(tmp_path: Path) -> None:
+    # T = 1: the warm-up's stretch is empty, the cycles' part has 1 step for 4 cycles; alone the latter is refused
+    joined = join_schedules([CyclicalSchedule(n_cycle=1), CyclicalSchedule(n_cycle=4, start=0.1)], [0.2])
+    model = TinyVAE()
+    with pytest.warns(UserWarning) as record:
+        make_trainer(tmp_path, [ScheduledAttribute(joined, "beta", eval_value=1.0)], fast_dev_run=True).fit(model)
+    messages = [str(w.message) for w in record]
+    assert any("`schedules[0]` gets no step and never runs" in m for m in messages)
+    assert any("`schedules[1]` of the joined schedule runs 1 step, but its `n_cycle`=4" in m for m in messages)
+    assert [beta for _, _, beta in model.seen] == [0.1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import pickle
 from typing import Any
@@ -727,7 +728,9 @@ def test_join_fractions_round_to_the_nearest_step() -> None:
 def test_join_int_boundary_at_step_0_skips_the_first_part() -> None:
     # optax's semantics: a part whose stretch is empty never runs; int boundaries may start at 0.
     joined = join_schedules([ConstantSchedule(0.0), ConstantSchedule(1.0)], [0])
-    assert [joined(t, 3) for t in range(3)] == [1.0, 1.0, 1.0] and joined(5) == 1.0
+    with pytest.warns(UserWarning, match=r"`schedules\[0\]` gets no step and never runs"):
+        assert [joined(t, 3) for t in range(3)] == [1.0, 1.0, 1.0]
+    assert joined(5) == 1.0
     assert joined.values(3).tolist() == [1.0, 1.0, 1.0]
 
 
@@ -809,9 +812,6 @@ def test_join_bad_arguments(schedules: list, boundaries: list, exc: type, match:
     ("boundaries", "call", "match"),
     [
         ([0.5], lambda j: j(0), r"`boundaries`=\[0.5\] are fractions of the run, so `total_steps` is needed"),
-        ([0.5], lambda j: j.values(1), r"fall on steps \[1\] of a run of `total_steps`=1, which leaves a schedule no"),
-        ([0.1, 0.2], lambda j: j(0, 5), r"fall on steps \[1, 1\] of a run of `total_steps`=5"),
-        ([10], lambda j: j(0, 10), r"fall on steps \[10\] of a run of `total_steps`=10"),
         ([3], lambda j: j(-1, 10), r"`step` must be an int >= 0, got -1"),
         ([3], lambda j: j(0, 0), r"`total_steps` must be an int >= 1 or None, got 0"),
     ],
@@ -820,6 +820,50 @@ def test_join_bad_calls(boundaries: list, call: Any, match: str) -> None:
     joined = join_schedules([linear_warmup] * (len(boundaries) + 1), boundaries)
     with pytest.raises(ValueError, match=match):
         call(joined)
+
+
+@pytest.mark.parametrize(
+    ("boundaries", "total", "match", "values"),
+    [
+        ([0.5], 1, r"`boundaries`=\[0.5\] fall on steps \[1\] of a run of `total_steps`=1: `schedules\[1\]` gets no step and never run", [0.0]),
+        ([0.1, 0.2], 5, r"fall on steps \[1, 1\] of a run of `total_steps`=5: `schedules\[1\]` gets no step", [0, 2, 2, 2, 2]),
+        ([0.3, 0.31], 10, r"fall on steps \[3, 3\] of a run of `total_steps`=10: `schedules\[1\]` gets", [0, 1, 2, 2, 2, 2, 2, 2, 2, 2]),
+        ([10], 10, r"fall on steps \[10\] of a run of `total_steps`=10: `schedules\[1\]` gets no step", list(range(10))),
+        ([12], 10, r"fall on steps \[12\] of a run of `total_steps`=10: `schedules\[1\]` gets no step", list(range(10))),
+        ([0], 3, r"fall on steps \[0\] of a run of `total_steps`=3: `schedules\[0\]` gets no step", [1, 1, 1]),
+    ],
+)  # fmt: skip
+def test_join_a_part_with_no_step_never_runs_with_a_warning(
+    boundaries: list, total: int, match: str, values: list
+) -> None:
+    # optax's semantics (a part past the run never starts), warned: a short debug run still trains
+    parts = [
+        functools.partial(_index, k) for k in range(len(boundaries) + 1)
+    ]  # part k returns k (+ its step for k = 0)
+    joined = join_schedules(parts, boundaries)
+    with pytest.warns(UserWarning, match=match):
+        assert joined.values(total).tolist() == values
+    assert [joined(t, total) for t in range(total)] == values
+
+
+def _index(k: int, step: int, total: int | None) -> float:
+    return float(step if k == 0 else k)
+
+
+def test_join_a_cyclical_part_too_short_for_its_cycles_holds_start_with_a_warning() -> None:
+    # fast_dev_run (T = 1): the warm-up part gets no step, the cycles' part 1 step for 4 cycles; alone refused
+    joined = join_schedules([CyclicalSchedule(n_cycle=1), CyclicalSchedule(n_cycle=4, start=0.1)], [0.2])
+    with pytest.warns(
+        UserWarning, match=r"`schedules\[1\]` of the joined schedule runs 1 step, but its `n_cycle`=4 cycles"
+    ):
+        assert joined(0, 1) == 0.1
+    assert joined.phase(0, 1) == "delay" and joined.values(1).tolist() == [0.1]
+    with pytest.warns(UserWarning, match=r"`schedules\[1\]` of the joined schedule runs 4 steps, but its `n_cycle`=4"):
+        assert joined.values(5).tolist() == [0.0, 0.1, 0.1, 0.1, 0.1]
+    delayed = join_schedules([ConstantSchedule(0.0), CyclicalSchedule(n_cycle=1, delay=5)], [3])
+    with pytest.warns(UserWarning, match=r"runs 5 steps, but its `delay`=5 is not smaller than its stretch"):
+        assert delayed.values(8).tolist() == [0.0] * 8
+    assert joined.values(20).tolist()[4:8] == [0.1, 0.55, 1.0, 1.0]  # long enough: its cycles, no warning
 
 
 def test_constant_schedule() -> None:
