@@ -129,7 +129,12 @@ class BatchNormPosterior(nn.Module):
 
     def forward(self, mu: Tensor) -> Tensor:
         """``mu_hat``: ``mu`` (a ``(batch, latent_dim)`` tensor) normalised per dimension, scaled by ``γ``, shifted."""
-        check_rows("mu", mu, min_rows=2 if self.training else 0, what="batch statistics need two rows")
+        check_rows(
+            "mu",
+            mu,
+            min_rows=2 if self.training else 0,
+            what="batch statistics need two rows; a last training batch of one row: `DataLoader(..., drop_last=True)`",
+        )
         if mu.shape[1] != self.latent_dim:
             raise ValueError(f"`mu` must have latent_dim={self.latent_dim} columns, got shape {tuple(mu.shape)}")
         return F.batch_norm(
