@@ -145,7 +145,10 @@ def test_bad_inputs() -> None:
         bn(torch.zeros(4, 2))
     with pytest.raises(ValueError, match=r"^`mu` must be a \(batch, d\) tensor, got shape \(3,\)$"):
         bn(torch.zeros(3))
-    with pytest.raises(ValueError, match=r"at least 2 rows, got shape \(1, 3\): batch statistics need two rows; a last training batch of one row: `DataLoader\(..., drop_last=True\)`$"):
+    with pytest.raises(
+        ValueError,
+        match=r"at least 2 rows, got shape \(1, 3\): batch statistics need two rows; a last training batch of one row: `DataLoader\(..., drop_last=True\)`$",
+    ):
         bn(torch.zeros(1, 3))
     assert bn.eval()(torch.zeros(1, 3)).shape == (1, 3)
 
