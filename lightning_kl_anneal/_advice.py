@@ -7,12 +7,14 @@ names the arguments that set what it reports, and says how to fix it; the callba
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 from typing import Any
 
 from lightning_kl_anneal.schedules import CyclicalSchedule
 
-__all__ = ["changed_config", "manual_max_steps", "off_plateau", "too_short", "unfinished"]
+__all__ = ["changed_config", "describe_schedule", "manual_max_steps", "off_plateau", "too_short", "unfinished"]
 
 
 def too_short(cyc: CyclicalSchedule | None, given: int | None, unit: str, total: int) -> tuple[bool, str] | None:
@@ -119,6 +121,32 @@ def _off_plateau_advice(cyc: CyclicalSchedule | None, given: int | None, unit: s
         f"(e.g. {' or '.join(map(str, fits))})"
         + (f", or a run length that {cyc.n_cycle} divides." if given is None else ".")
     )
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def describe_schedule(schedule: Any) -> str:
+    """A schedule in words that stay the same from one process to the next, saved in checkpoints and compared on
+    resume: its ``repr`` when that holds no memory address (the library's schedule objects, dataclasses), the
+    qualified name of a function, a ``functools.partial`` with its arguments, else the type's qualified name.
+
+    Example:
+        >>> from lightning_kl_anneal.schedules import ConstantSchedule, join_schedules
+        >>> describe_schedule(join_schedules([ConstantSchedule(0.0), min], [0.5]))
+        "JoinedSchedule(schedules=(ConstantSchedule(value=0.0, phase_name='final'), builtins.min), boundaries=(0.5,))"
+    """
+    if isinstance(schedule, functools.partial):
+        args = [describe_schedule(schedule.func), *map(repr, schedule.args)]
+        return f"functools.partial({', '.join([*args, *(f'{k}={v!r}' for k, v in schedule.keywords.items())])})"
+    if hasattr(schedule, "__qualname__") and hasattr(schedule, "__module__") and callable(schedule):
+        return f"{schedule.__module__}.{schedule.__qualname__}"  # a function, a builtin, a class
+    parts = getattr(schedule, "schedules", None)
+    if isinstance(parts, tuple) and hasattr(schedule, "boundaries"):  # a joined schedule: its parts described alike
+        described = ", ".join(map(describe_schedule, parts)) + ("," if len(parts) == 1 else "")
+        return f"{type(schedule).__name__}(schedules=({described}), boundaries={schedule.boundaries!r})"
+    text = repr(schedule)
+    return f"{type(schedule).__module__}.{type(schedule).__qualname__}" if _ADDRESS.search(text) else text
 
 
 def changed_config(saved: Any, now: dict[str, Any]) -> str | None:

@@ -27,7 +27,14 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from typing_extensions import override
 
-from lightning_kl_anneal._advice import changed_config, manual_max_steps, off_plateau, too_short, unfinished
+from lightning_kl_anneal._advice import (
+    changed_config,
+    describe_schedule,
+    manual_max_steps,
+    off_plateau,
+    too_short,
+    unfinished,
+)
 from lightning_kl_anneal._attribute import AttributeWriter
 from lightning_kl_anneal._checks import check_choice, check_int, check_real
 from lightning_kl_anneal._fit import Fit, Lookahead
@@ -220,9 +227,11 @@ class ScheduledAttribute(Callback):
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self._init_args().items())})"
 
     def _config(self) -> dict[str, Any]:
-        """The configuration saved in checkpoints (plain types), compared on resume."""
-        cyc = {} if self._cyclical is None else dataclasses.asdict(self._cyclical)
-        return {**cyc, "unit": self._unit}
+        """The configuration saved in checkpoints (plain types), compared on resume: a cyclical schedule's
+        parameters (as 0.2.0 saved them), any other schedule in words (:func:`describe_schedule`), and the unit."""
+        if self._cyclical is not None:
+            return {**dataclasses.asdict(self._cyclical), "unit": self._unit}
+        return {"schedule": describe_schedule(self._schedule), "unit": self._unit}
 
     # ------------------------------------------------------------------ the schedule, asked
 

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
-from lightning_kl_anneal import CyclicalSchedule
-from lightning_kl_anneal._advice import changed_config, manual_max_steps, off_plateau, too_short, unfinished
+from lightning_kl_anneal import ConstantSchedule, CyclicalSchedule, join_schedules
+from lightning_kl_anneal._advice import (
+    changed_config,
+    describe_schedule,
+    manual_max_steps,
+    off_plateau,
+    too_short,
+    unfinished,
+)
 
 
 @pytest.mark.parametrize(
@@ -212,4 +221,30 @@ def test_changed_config_names_what_changed_only() -> None:
 def test_manual_max_steps() -> None:
     assert manual_max_steps(16).startswith(
         "under manual optimization the schedule counts training batches, but the run is bounded by `max_steps=16`"
+    )
+
+
+class _Ramp:
+    def __call__(self, step: int, total: int | None) -> float:
+        return 0.0
+
+
+def _ramp(step: int, total: int | None, *, top: float = 1.0) -> float:
+    return top
+
+
+def test_describe_schedule_stays_the_same_across_processes() -> None:
+    # no memory address: a checkpoint's description must compare equal when the same schedule is rebuilt
+    assert describe_schedule(_ramp) == "test_advice._ramp"
+    assert describe_schedule(functools.partial(_ramp, top=0.5)) == "functools.partial(test_advice._ramp, top=0.5)"
+    assert describe_schedule(_Ramp()) == "test_advice._Ramp"  # its repr holds an address: the type instead
+    assert describe_schedule(ConstantSchedule(2.0)) == "ConstantSchedule(value=2.0, phase_name='final')"
+    joined = join_schedules([_ramp, ConstantSchedule(1.0)], [3])
+    assert describe_schedule(joined) == (
+        "JoinedSchedule(schedules=(test_advice._ramp, ConstantSchedule(value=1.0, phase_name='final')), "
+        "boundaries=(3,))"
+    )
+    assert (
+        describe_schedule(join_schedules([_ramp], []))
+        == "JoinedSchedule(schedules=(test_advice._ramp,), boundaries=())"
     )

@@ -6,9 +6,11 @@ these check that a schedule reaches ``training_step`` and the logger through the
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import TinyVAE, _csv_rows, make_trainer
 from lightning.pytorch.loggers import CSVLogger
 
@@ -118,3 +120,34 @@ def test_a_joined_schedule_in_fast_dev_run_trains_with_warnings(tmp_path: Path) 
     assert any("`schedules[0]` gets no step and never runs" in m for m in messages)
     assert any("`schedules[1]` of the joined schedule runs 1 step, but its `n_cycle`=4" in m for m in messages)
     assert [beta for _, _, beta in model.seen] == [0.1]
+
+
+def _joined_at(boundary: float) -> ScheduledAttribute:
+    joined = join_schedules([CyclicalSchedule(n_cycle=1), ConstantSchedule(1.0)], [boundary])
+    return ScheduledAttribute(joined, "beta", eval_value=1.0, total_steps=20)
+
+
+def test_resuming_with_a_changed_joined_schedule_names_it(tmp_path: Path) -> None:
+    # the joined schedule is saved in words (it was saved as {"unit": "step"} only: a change went unnoticed)
+    trainer = make_trainer(tmp_path, [_joined_at(0.5)], max_epochs=1)
+    trainer.fit(TinyVAE(n_batches=10))
+    trainer.save_checkpoint(tmp_path / "half.ckpt")
+    saved = torch.load(tmp_path / "half.ckpt", weights_only=True)["callbacks"]
+    assert [state["config"]["schedule"] for state in saved.values()] == [
+        (
+            "JoinedSchedule(schedules=(CyclicalSchedule(n_cycle=1, ratio=0.5, start=0.0, stop=1.0, shape='linear', "
+            "ratio_zero=0.0, period=None, delay=0), ConstantSchedule(value=1.0, phase_name='final')), boundaries=(0.5,))"
+        )
+    ]
+    with pytest.warns(
+        UserWarning, match=r'another schedule \(schedule: ".*boundaries=\(0\.5,\)\)" -> ".*boundaries=\(0\.25,\)\)"\)'
+    ):
+        make_trainer(tmp_path, [_joined_at(0.25)], max_epochs=2).fit(
+            TinyVAE(n_batches=10), ckpt_path=tmp_path / "half.ckpt"
+        )
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        model = TinyVAE(n_batches=10)
+        make_trainer(tmp_path, [_joined_at(0.5)], max_epochs=2).fit(model, ckpt_path=tmp_path / "half.ckpt")
+    assert not [w for w in record if "another schedule" in str(w.message)]
+    assert [beta for _, _, beta in model.seen] == [1.0] * 10  # steps 10-19: the constant tail, as saved
