@@ -63,8 +63,22 @@ class _BatchValue(Metric):
     def _add_rows(self, mu: Tensor, prior_mu: Tensor | None) -> Tensor:
         """Count and sum a batch of posterior means (batch, d), minus ``prior_mu`` if given; its rows, in float64."""
         _check_2d("mu", mu)
+        if self.total.dim() and mu.shape[1] != len(self.total):
+            raise ValueError(
+                f"`mu` must have the {len(self.total)} columns of the rows seen so far, got shape {tuple(mu.shape)}; "
+                "use one metric per latent, or `reset()` it between latents of different sizes"
+            )
         x = mu.detach().double()
         if prior_mu is not None:
+            try:
+                fits = torch.broadcast_shapes(prior_mu.shape, mu.shape) == mu.shape
+            except RuntimeError:
+                fits = False
+            if not fits:
+                raise ValueError(
+                    f"`prior_mu` must have the shape of `mu` {tuple(mu.shape)} (or one that broadcasts to it), "
+                    f"got {tuple(prior_mu.shape)}"
+                )
             x = x - prior_mu.detach().double()
         self.n = self.n + len(x)
         self.total = self.total + x.sum(0)

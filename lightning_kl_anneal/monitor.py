@@ -203,7 +203,7 @@ class LatentMonitor(Callback):
         on_collapse: ``"warn"``, ``"raise"`` or ``"stop"``.
         au_threshold: variance of the posterior mean above which a dimension is active.
         dim_shares: the shares of the means' variance whose dimensionality is logged, each in (0, 1],
-            as ``f"dim{100 * share:g}"``; ``()`` turns it off (it costs O(rows x d²) per validation).
+            as ``f"dim{100 * share:g}"``; ``()`` or None turns it off (it costs O(rows x d²) per validation).
         mi_samples: z draws per row for the MI estimate.
         mi_outer_rows: rows (evenly spaced) whose draws are scored against the aggregate posterior
             of all rows; ``None`` for all. The draws are seeded, so two validations of one model agree
@@ -247,7 +247,7 @@ class LatentMonitor(Callback):
         self, mu_key: str = "mu", logvar_key: str = "logvar", *, prior_mu_key: str | None = None,
         prior_logvar_key: str | None = None, kl_threshold: float | None = 0.05, min_active_units: int | None = 1,
         patience: int = 3, on_collapse: OnCollapse = "warn", au_threshold: float = 0.01,
-        dim_shares: Sequence[float] = (0.9, 0.95, 0.99), mi_samples: int = 1, mi_outer_rows: int | None = 512,
+        dim_shares: Sequence[float] | None = (0.9, 0.95, 0.99), mi_samples: int = 1, mi_outer_rows: int | None = 512,
         mi_max_samples: int = 4096, log_prefix: str = "latent",
     ) -> None:  # fmt: skip
         self.mu_key, self.logvar_key = check_name("mu_key", mu_key), check_name("logvar_key", logvar_key)
@@ -269,11 +269,11 @@ class LatentMonitor(Callback):
         self._warned_rows = False
 
     def _make_metrics(
-        self, au_threshold: float, dim_shares: Sequence[float], mi_samples: int, mi_outer_rows: int | None,
+        self, au_threshold: float, dim_shares: Sequence[float] | None, mi_samples: int, mi_outer_rows: int | None,
         mi_max_samples: int,
     ) -> None:  # fmt: skip
         self.active_units = ActiveUnits(threshold=check_real("au_threshold", au_threshold, 0.0))
-        shares = check_fractions("dim_shares", dim_shares, allow_empty=True)
+        shares = () if dim_shares is None else check_fractions("dim_shares", dim_shares, allow_empty=True)
         self._dim_names = _dim_names(shares)
         self.dimensionality = LatentDimensionality(share=list(shares)) if shares else None
         mi_samples, mi_max_samples = (

@@ -137,9 +137,17 @@ class BatchNormPosterior(nn.Module):
         )
         if mu.shape[1] != self.latent_dim:
             raise ValueError(f"`mu` must have latent_dim={self.latent_dim} columns, got shape {tuple(mu.shape)}")
-        return F.batch_norm(
-            mu, self.running_mean, self.running_var, self.scale, self.shift, self.training, self.momentum, self.eps
-        )
+        try:
+            return F.batch_norm(
+                mu, self.running_mean, self.running_var, self.scale, self.shift, self.training, self.momentum, self.eps
+            )
+        except RuntimeError as err:  # e.g. float64 means, float32 statistics (half means are accepted, as AMP needs)
+            if mu.dtype == self.running_mean.dtype:
+                raise
+            raise TypeError(
+                f"`mu` is {mu.dtype} but BatchNormPosterior's statistics are {self.running_mean.dtype}: convert one "
+                f"to the other, e.g. `posterior.to({mu.dtype})` (a LightningModule's `precision` does it for you)"
+            ) from err
 
     def extra_repr(self) -> str:
         return (

@@ -333,3 +333,19 @@ def test_dimensionality_needs_two_rows_and_a_finite_posterior() -> None:
 def test_dimensionality_bad_arguments(share: object, exc: type, match: str) -> None:
     with pytest.raises(exc, match=match):
         LatentDimensionality(share=share)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("metric", [ActiveUnits, LatentDimensionality])
+def test_rows_of_another_width_or_a_mismatched_prior_are_refused_by_name(metric: type) -> None:
+    m = metric()
+    m.update(torch.randn(5, 4))
+    with pytest.raises(ValueError, match=r"^`mu` must have the 4 columns of the rows seen so far, got shape \(5, 3\)"):
+        m.update(torch.randn(5, 3))
+    with pytest.raises(
+        ValueError,
+        match=r"^`prior_mu` must have the shape of `mu` \(5, 4\) \(or one that broadcasts to it\), got \(5, 3\)$",
+    ):
+        m.update(torch.randn(5, 4), torch.randn(5, 3))
+    assert int(m.n) == 5  # nothing of the refused batches was counted
+    m.update(torch.randn(5, 4), torch.zeros(4))  # one prior mean for every row: broadcast, as before
+    assert int(m.n) == 10

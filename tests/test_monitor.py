@@ -611,6 +611,7 @@ def test_dimensionality_can_be_turned_off_and_named_by_share(tmp_path: Path) -> 
     make_trainer(tmp_path, [off, one], max_epochs=1).fit(TwoDirections())
     assert set(off.last) == {"kl", "active_units", "mi"} and off.dimensionality is None
     assert one.last["dim99.9"] == 2.0
+    assert LatentMonitor(dim_shares=None).dimensionality is None  # None turns it off, as for the other criteria
 
 
 @pytest.mark.parametrize(

@@ -153,6 +153,17 @@ def test_bad_inputs() -> None:
     assert bn.eval()(torch.zeros(1, 3)).shape == (1, 3)
 
 
+def test_means_of_another_precision() -> None:
+    # half-precision means with float32 statistics work, as under AMP; float64 ones get the fix, not torch's words
+    bn = BatchNormPosterior(3)
+    assert bn(torch.randn(4, 3).bfloat16()).dtype == torch.bfloat16 and bn(torch.randn(4, 3).half()).dtype == torch.half
+    with pytest.raises(
+        TypeError, match=r"^`mu` is torch.float64 but BatchNormPosterior's statistics are torch.float32"
+    ):
+        bn(torch.randn(4, 3, dtype=torch.float64))
+    assert bn.to(torch.float64)(torch.randn(4, 3, dtype=torch.float64)).dtype == torch.float64
+
+
 # ---------------------------------------------------------------- a real fit: the logged KL never drops below the floor
 
 
