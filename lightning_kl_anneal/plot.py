@@ -61,6 +61,11 @@ def plot_schedules(
         2
     """
     arguments = locals()  # the schedule's parameters, as this function's signature names them
+    if not isinstance(n_cycles, Sequence) or isinstance(n_cycles, str):
+        raise TypeError(
+            f"`n_cycles` must be a sequence of cycle counts, one panel each, e.g. `n_cycles=({n_cycles!r},)`; "
+            f"got {n_cycles!r} of type {type(n_cycles).__name__}"
+        )
     if not n_cycles:
         raise ValueError(f"`n_cycles` must name at least one cycle count, got {n_cycles!r}")
     schedules = [_schedule_from(arguments, n_cycle=m) for m in n_cycles]

@@ -117,8 +117,8 @@ class BatchNormPosterior(nn.Module):
         shift = torch.zeros(latent_dim)
         if learn_shift:
             self.shift = nn.Parameter(shift)
-        else:
-            self.register_buffer("shift", shift)
+        else:  # held at 0, a configuration like `scale`: a state dict with a learned shift does not load into it
+            self.register_buffer("shift", shift, persistent=False)
         self.register_buffer("running_mean", torch.zeros(latent_dim))
         self.register_buffer("running_var", torch.ones(latent_dim))
 

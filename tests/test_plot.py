@@ -30,6 +30,12 @@ def test_bad_arguments(kwargs: dict, match: str) -> None:
         plot_schedules(100, **kwargs)
 
 
+@pytest.mark.parametrize("n_cycles", [4, "14"])
+def test_n_cycles_not_a_sequence_is_named(n_cycles: object) -> None:
+    with pytest.raises(TypeError, match=r"^`n_cycles` must be a sequence of cycle counts, one panel each, e\.g\."):
+        plot_schedules(100, n_cycles)  # type: ignore[arg-type]
+
+
 def test_the_delay_is_drawn() -> None:
     fig = plot_schedules(30, n_cycles=(2,), start=0.1, delay=10)
     (line,) = fig.axes[0].get_lines()

@@ -76,7 +76,13 @@ def test_gamma_is_fixed_and_the_shift_learns() -> None:
     assert bn.shift.grad is not None and bn.shift.grad.tolist() == pytest.approx([-2.0] * 3, abs=1e-5)
     assert bn.scale.tolist() == pytest.approx([0.7] * 3) and not bn.scale.requires_grad
     fixed = BatchNormPosterior(3, learn_shift=False)
-    assert list(fixed.parameters()) == [] and "shift" in fixed.state_dict()
+    assert list(fixed.parameters()) == [] and "shift" not in fixed.state_dict()  # held at 0: not a state
+    learned = BatchNormPosterior(3)
+    with torch.no_grad():
+        learned.shift.fill_(0.3)
+    with pytest.raises(RuntimeError, match=r"Unexpected key\(s\) in state_dict: \"shift\""):
+        fixed.load_state_dict(learned.state_dict())  # a learned shift never loads silently into a fixed one
+    assert fixed.shift.tolist() == [0.0] * 3
 
 
 def test_eval_mode_uses_the_running_statistics() -> None:
