@@ -590,7 +590,7 @@ class CyclicalKLAnnealing(ScheduledAttribute):
         start: β at the start of each cycle (the paper's language-model runs used 0.1).
         stop: β on the plateau.
         total_steps: ``T`` in ``unit``\ s; default: the Trainer's length. Excludes ``period``.
-        shape: ``"linear"``, ``"sigmoid"`` or ``"cosine"`` ramp.
+        shape: ``"linear"``, ``"sigmoid"``, ``"cosine"`` or ``"log"`` ramp (``"log"``: ``start`` and ``stop`` > 0).
         ratio_zero: leading fraction of each cycle held at ``start`` (Optimus), in [0, ratio).
         attribute: the LightningModule attribute to write; a dotted path such as
             ``"loss_fn.beta"`` reaches into submodules.
