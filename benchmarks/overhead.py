@@ -1,6 +1,6 @@
 """Per-step cost of CyclicalKLAnnealing: against an empty callback, on a minimal and on a real step.
 
-    python benchmarks/overhead.py [--rounds 30000] [--block 1] [--group 200] [--vae-rounds 40] [--vae-block 4]
+    python benchmarks/overhead.py [--rounds 30000] [--block 1] [--group 200] [--vae-rounds 40] [--vae-block 4] [--json F]
 
 Whole fits timed one after the other differ by several percent on a shared machine (the pairs'
 interquartile range was 0.92..1.15 in one run here), far more than the 1 % to be resolved. So the
@@ -36,7 +36,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import logging
+import os
+import platform
 import statistics
 import sys
 import tempfile
@@ -248,6 +251,7 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=200, help="rounds per compared group, minimal step")
     parser.add_argument("--vae-rounds", type=int, default=40)
     parser.add_argument("--vae-block", type=int, default=4)
+    parser.add_argument("--json", default=None, help="also write the figures printed to this file")
     args = parser.parse_args()
     torch.set_num_threads(1)
     for name in ("lightning.pytorch", "pytorch_lightning", "lightning.fabric", "lightning_fabric"):
@@ -323,6 +327,31 @@ def main() -> None:
     # only coarsely, so the verdict is the callback's own time (plus Lightning's dispatch).
     print(f"target with/without <= 1.005: {'met' if v_own <= 1.005 else 'NOT met'} "
           f"(own time {v_own:.4f}; paired blocks {v_ratio:.4f}, {v_spread})")  # fmt: skip
+    if args.json:
+        command = "python benchmarks/overhead.py " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "json"
+        )
+        medians = {name: 1e6 * statistics.median(ts) for name, ts in blocks.items()}
+        result = {
+            "command": f"{command} --json {args.json}",
+            "machine": {"python": platform.python_version(), "torch": torch.__version__, "lightning": L.__version__,
+                        "threads": 1, "cpus": os.cpu_count(), "load_average_1min": os.getloadavg()[0]},
+            "minimal_step": {
+                "us_per_step_median": medians,
+                "paired_with_over_empty": {"median": ratio, "spread": spread},
+                "paired_log_name_none_over_empty": {"median": q_ratio, "spread": q_spread},
+                "paired_learning_rate_monitor_over_empty": {"median": lr_ratio, "spread": lr_spread},
+                "naive_log_over_empty": _ratio(naive, "naive self.log", "empty callback")[0],
+                "own_us_per_step": direct, "fixed_ms_per_fit": fixed_ms,
+                "own_with_over_empty": own, "own_log_name_none_over_empty": own_quiet,
+            },
+            "text_vae_step": {
+                "us_per_step_median": {name: 1e6 * statistics.median(ts) for name, ts in vae.items()},
+                "paired_with_over_without": {"median": v_ratio, "spread": v_spread},
+                "own_us_per_step": vae_direct, "dispatch_us_per_step": dispatch_us, "own_with_over_without": v_own,
+            },
+        }  # fmt: skip
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":
