@@ -512,15 +512,45 @@ MUTATIONS: list[Mutation] = [
     ),
     M(
         "schedules.py",
-        "if (min(parts) if fractions else parts[-1]) < 1:",
-        "if min(parts) < 1:",
-        "join: an int boundary at step 0 refused",
+        "return [i for i, span in enumerate(spans) if span < 1]",
+        "return [i for i, span in enumerate(spans) if span < 0]",
+        "join: a part with no step not warned about",
     ),
     M(
         "schedules.py",
-        "if (min(parts) if fractions else parts[-1]) < 1:",
-        "if (min(parts) if fractions else parts[-1]) < 0:",
-        "join: a last part with no step accepted",
+        "spans = [edges[0], *(b - a for a, b in itertools.pairwise(edges)), total_steps - edges[-1]]",
+        "spans = [edges[0], *(b - a for a, b in itertools.pairwise(edges))]",
+        "join: the last part's stretch never checked",
+    ),
+    M(
+        "schedules.py",
+        "if (part.n_cycle or 1) >= span - part.delay:",
+        "if (part.n_cycle or 1) > span - part.delay:",
+        "join: a cyclical part with as many cycles as steps not held",
+    ),
+    M(
+        "schedules.py",
+        "    if part.delay >= span:",
+        "    if part.delay > span:",
+        "join: a cyclical part whose delay fills its stretch not held",
+    ),
+    M(
+        "schedules.py",
+        'return "delay"  # held at `start`',
+        'return "ramp"  # held at `start`',
+        "join: a held cyclical part's phase counted by the selection",
+    ),
+    M(
+        "schedules.py",
+        "return any(_declares_phases(part) for part in self.schedules)",
+        "return all(_declares_phases(part) for part in self.schedules)",
+        "join: phases only when every part declares them",
+    ),
+    M(
+        "schedules.py",
+        "if key not in self._warned:",
+        "if True:",
+        "join: warned at every step",
     ),
     M(
         "schedules.py",
@@ -664,9 +694,9 @@ MUTATIONS: list[Mutation] = [
     ),
     M(
         "_attribute.py",
-        "        if writing and isinstance(static, property) and static.fset is None:",
         "        if isinstance(static, property) and static.fset is None:",
-        "writer: a read-only property refused for reading too",
+        "        if isinstance(static, property) and static.fset is None and False:",
+        "writer: a read-only property accepted (fails later, in the evaluation without fit too)",
     ),
     M(
         "_attribute.py",
@@ -960,9 +990,33 @@ MUTATIONS: list[Mutation] = [
     ),
     M(
         "diagnostics.py",
-        "eig = torch.where(eig > eig[0] * len(eig) * torch.finfo(eig.dtype).eps, eig, torch.zeros_like(eig))",
+        "eig = torch.where(eig > floor, eig, torch.zeros_like(eig))",
         "eig = torch.where(eig > 0, eig, torch.zeros_like(eig))",
         "dimensionality: rounding counted as a direction",
+    ),
+    M(
+        "diagnostics.py",
+        "+ rounding**2 * second_moment)",
+        "+ rounding * second_moment)",
+        "dimensionality: the storage floor is eps, not eps squared (cuts half-precision directions)",
+    ),
+    M(
+        "metrics.py",
+        "if self.total.dim() and mu.shape[1] != len(self.total):",
+        "if False:",
+        "metrics: rows of another width not refused",
+    ),
+    M(
+        "_advice.py",
+        'return f"{type(schedule).__module__}.{type(schedule).__qualname__}" if _ADDRESS.search(text) else text',
+        "return text",
+        "describe_schedule: a memory address saved (every resume would warn)",
+    ),
+    M(
+        "_advice.py",
+        'return f"{schedule.__module__}.{schedule.__qualname__}"  # a function, a builtin, a class',
+        'return f"{schedule.__qualname__}"  # a function, a builtin, a class',
+        "describe_schedule: a function's module dropped",
     ),
 ]
 
