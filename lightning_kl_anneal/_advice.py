@@ -85,7 +85,13 @@ def _unfinished_advice(cyc: CyclicalSchedule | None, given: int | None) -> str:
 
 
 def off_plateau(
-    cyc: CyclicalSchedule | None, given: int | None, unit: str, run: int, total: int | None, phase: str
+    cyc: CyclicalSchedule | None,
+    given: int | None,
+    unit: str,
+    run: int,
+    total: int | None,
+    phase: str,
+    joined: bool = False,
 ) -> str:
     """The warning, before the first step, that the run's last unit (of ``run``) falls in a ``phase`` off the plateau.
 
@@ -97,11 +103,18 @@ def off_plateau(
     detail = "" if cyc is None else f", at β = {cyc._value(last, total):.6g} instead of `stop`={cyc.stop:g}"
     return (
         f"this run's last {unit} ({last}, of {run}) is in the schedule's {phase} phase{detail}, so training ends off "
-        f"the plateau. {_off_plateau_advice(cyc, given, unit, run, total)}"
+        f"the plateau. {_off_plateau_advice(cyc, given, unit, run, total, joined)}"
     )
 
 
-def _off_plateau_advice(cyc: CyclicalSchedule | None, given: int | None, unit: str, run: int, total: int | None) -> str:
+def _off_plateau_advice(
+    cyc: CyclicalSchedule | None, given: int | None, unit: str, run: int, total: int | None, joined: bool = False
+) -> str:
+    if joined:
+        return (
+            "Move the `boundaries` of the joined schedule, or change its last parts (fewer cycles, a shorter `period`, "
+            f"a constant tail), so that its last ramp ends before {unit} {run}; or run longer."
+        )
     if cyc is None:
         return f"Fit the schedule to the run's {run} {unit}s (`total_steps=`), or run longer."
     if cyc.period is not None:

@@ -40,7 +40,7 @@ from lightning_kl_anneal._checks import check_choice, check_int, check_real
 from lightning_kl_anneal._fit import Fit, Lookahead
 from lightning_kl_anneal._run import choose_total, read_step, run_length, step_counter
 from lightning_kl_anneal.exceptions import misconfiguration
-from lightning_kl_anneal.schedules import PHASES, CyclicalSchedule, Phase, Shape, _declares_phases
+from lightning_kl_anneal.schedules import PHASES, CyclicalSchedule, JoinedSchedule, Phase, Shape, _declares_phases
 
 __all__ = ["CyclicalKLAnnealing", "ScheduledAttribute", "Unit"]
 
@@ -329,7 +329,7 @@ class ScheduledAttribute(Callback):
         """A fit's state: the Trainer's length, and the ``T`` of the last fit on this Trainer (kept if it continues)."""
         last = self._fit
         continued = last.total if last.trainer is not None and last.trainer() is trainer else None
-        needed = self._total_steps is None and self._cyclical is not None and self._cyclical.needs_total
+        needed = self._total_steps is None and bool(getattr(self._schedule, "needs_total", False))  # library schedules
         return Fit(weakref.ref(trainer), run_length(trainer, self._unit, needed=needed, who=self._label), continued)
 
     def _check_total(self, total: int, trainer: pl.Trainer) -> None:
@@ -459,7 +459,8 @@ class ScheduledAttribute(Callback):
         phase = self.phase_at(run - 1)
         if phase in ("ramp", "delay"):
             fit.warned_end = run  # the end-of-fit warning would say it again
-            advice = off_plateau(self._cyclical, self._total_steps, self._unit, run, fit.total, phase)
+            joined = isinstance(self._schedule, JoinedSchedule)
+            advice = off_plateau(self._cyclical, self._total_steps, self._unit, run, fit.total, phase, joined)
             rank_zero_warn(f"{self._label}: {advice}")
 
     @override
@@ -493,7 +494,7 @@ class ScheduledAttribute(Callback):
         if fit.step < 0 or fit.ended:
             return  # no training step ran, or said already
         fit.ended = True
-        length = fit.total if self._cyclical is None else self._cyclical.length(fit.total)
+        length = _schedule_length(self._schedule, fit.total)
         reached = read_step(trainer, self._unit, pl_module)
         if length is not None and reached < length and reached != fit.warned_end:
             advice = unfinished(
@@ -511,6 +512,14 @@ class ScheduledAttribute(Callback):
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._loaded = dict(state_dict)
+
+
+def _schedule_length(schedule: Any, total: int | None) -> int | None:
+    """Steps after which the schedule holds its final value: the library's schedule objects know theirs (``length``),
+    anything else runs to ``T``; None when unknown. Never raises: it runs in ``on_exception`` too."""
+    if isinstance(schedule, (CyclicalSchedule, JoinedSchedule)):
+        return schedule.length(total)
+    return total
 
 
 def _check_picklable(schedule: Any, who: str) -> None:

@@ -867,15 +867,48 @@ class JoinedSchedule:
         return float(self.schedules[i](local, total))
 
     def phase(self, step: int, total_steps: int | None = None) -> Phase | None:
-        """The active part's phase (None if it has none); a part's ``"final"`` reads ``"plateau"`` before the last part."""
+        """The active part's phase; a part's ``"final"`` reads ``"plateau"`` before the last part.
+
+        A part without phases (a plain function) reads ``"ramp"`` while another part follows, since the
+        callbacks cannot tell its values from a ramp's (no selection there, no collapse counted, and
+        ``on_collapse="raise"`` waits for the parts to come), and None as the last part. None, too, when
+        nothing can be said: no part declares phases, or the boundaries are fractions and ``T`` is unknown.
+
+        Example:
+            >>> joined = join_schedules([min, CyclicalSchedule(n_cycle=1)], [10])
+            >>> joined.phase(3, 20), joined.phase(19, 20), join_schedules([min, max], [0.5]).phase(3)
+            ('ramp', 'final', None)
+        """
+        if not self.has_phases or (total_steps is None and self._fractions):
+            return None
         i, local, total = self._locate(step, total_steps)
         phase_of = getattr(self.schedules[i], "phase", None)
         if not callable(phase_of):
-            return None
+            return "ramp" if i < len(self.schedules) - 1 else None
         if self._short(i, total):
             return "delay"  # held at `start`: not a phase to select or judge a model in
         phase: Phase | None = phase_of(local, total)
         return "plateau" if phase == "final" and i < len(self.schedules) - 1 else phase
+
+    def length(self, total_steps: int | None = None) -> int | None:
+        """Steps after which the last part holds its final value for good, as :meth:`CyclicalSchedule.length`:
+        the last part's start plus its own ``length`` (any other part runs to ``T``); None when unknown.
+
+        Example:
+            >>> join_schedules([ConstantSchedule(0.0), CyclicalSchedule(n_cycle=2, period=40)], [10]).length()
+            90
+            >>> join_schedules([min, CyclicalSchedule()], [0.25]).length(100), join_schedules([min, max], [5]).length()
+            (100, None)
+        """
+        total = check_int("total_steps", total_steps, 1, optional=True)
+        if total is None and self._fractions:
+            return None
+        begin = self._edges(total)[-1] if self.boundaries else 0
+        last = self.schedules[-1]
+        if not isinstance(last, (CyclicalSchedule, JoinedSchedule)):
+            return total  # a function (or a constant): it runs to the end
+        own = last.length(None if total is None else max(total - begin, 1))
+        return None if own is None else begin + own
 
     def values(self, total_steps: int) -> npt.NDArray[np.float64]:
         """The value at steps ``0 .. total_steps - 1``; parts with a ``values`` method are asked for their stretch."""

@@ -22,10 +22,13 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_kl_anneal import (
     CyclicalKLAnnealing,
+    CyclicalSchedule,
     LatentCollapseError,
     LatentMonitor,
+    ScheduledAttribute,
     active_units,
     gaussian_kl,
+    join_schedules,
     mutual_information,
 )
 from lightning_kl_anneal.metrics import _canonical_order
@@ -803,3 +806,20 @@ def test_a_validation_of_one_row_skips_active_units_with_a_warning(tmp_path: Pat
     assert sum("`latent/active_units` skipped" in m for m in messages) == 1
     assert set(monitor.last) == {"kl", "mi"} and monitor.last["kl"] == 0.0
     assert any("posterior has collapsed" in m and "active units unknown" in m for m in messages)  # the KL alone tells
+
+
+def _warmup_fn(step: int, total: int | None) -> float:
+    return step / max(1, total or 1)
+
+
+def test_a_joined_schedule_with_a_plain_warm_up_waits_for_the_parts_to_come(tmp_path: Path) -> None:
+    # 6 epochs x 4 steps: a plain function over steps 0-11 (no phases: read as a ramp while a part follows), then one
+    # cycle over 12-23 (ramp 12-17, final 18-23; validations after steps 3, 7, ..., 23). Collapsed throughout: "raise" would end the run in the warm-up if
+    # its validations counted (they did: a part without phases read as None, "no ramp left").
+    joined = join_schedules([_warmup_fn, CyclicalSchedule(n_cycle=1)], [12])
+    monitor = LatentMonitor(patience=1, on_collapse="raise")
+    model = Latent("prior")
+    trainer = make_trainer(tmp_path, [ScheduledAttribute(joined, "beta", eval_value=1.0), monitor])
+    with pytest.raises(LatentCollapseError):
+        trainer.fit(model)
+    assert monitor.alert_step == 19 and model.train_steps == 20  # the first validation on the final plateau

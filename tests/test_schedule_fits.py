@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
+import lightning as L
 import pytest
 import torch
 from helpers import TinyVAE, _csv_rows, make_trainer
@@ -151,3 +153,52 @@ def test_resuming_with_a_changed_joined_schedule_names_it(tmp_path: Path) -> Non
         make_trainer(tmp_path, [_joined_at(0.5)], max_epochs=2).fit(model, ckpt_path=tmp_path / "half.ckpt")
     assert not [w for w in record if "another schedule" in str(w.message)]
     assert [beta for _, _, beta in model.seen] == [1.0] * 10  # steps 10-19: the constant tail, as saved
+
+
+class _StopAt(L.Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True
+
+
+def test_a_joined_schedule_that_needs_the_run_length_is_refused_before_training(tmp_path: Path) -> None:
+    # the second part fits its cycles into the rest of the run: with only max_time, that is unknown. It crashed
+    # at the boundary (step 15) with a bare "`total_steps` is needed"; now refused as a CyclicalSchedule is
+    joined = join_schedules([CyclicalSchedule(n_cycle=1), CyclicalSchedule(n_cycle=2)], [15])
+    model = TinyVAE()
+    with pytest.raises(MisconfigurationException, match=r"ScheduledAttribute\(`beta`\).*bounded only by `max_time`"):
+        make_trainer(
+            tmp_path, [ScheduledAttribute(joined, "beta", eval_value=1.0)], max_epochs=-1, max_time={"minutes": 1}
+        ).fit(model)
+    assert model.seen == []
+
+
+def test_a_run_that_stops_inside_the_last_parts_cycles_warns(tmp_path: Path) -> None:
+    # a run of unknown length (EarlyStopping, here a callback) stopped at step 60 of a schedule 10 + 2 x 40 = 90 long
+    joined = join_schedules([CyclicalSchedule(n_cycle=1), CyclicalSchedule(n_cycle=2, period=40)], [10])
+    assert joined.length() == 90
+    model = TinyVAE(n_batches=10)
+    callback = ScheduledAttribute(joined, "beta", eval_value=1.0)
+    with pytest.warns(UserWarning, match=r"the fit ended after 60 of the schedule's 90 steps"):
+        make_trainer(tmp_path, [callback, _StopAt(60)], max_epochs=-1).fit(model)
+    assert len(model.seen) == 60
+
+
+def test_a_joined_schedule_ending_on_a_ramp_gets_advice_about_its_parts(tmp_path: Path) -> None:
+    # max_steps=35: the endless second part (period 8, from step 10) is in a ramp at step 34; `total_steps=` would not help
+    joined = join_schedules([CyclicalSchedule(n_cycle=1), CyclicalSchedule(n_cycle=None, period=8)], [10])
+    with pytest.warns(
+        UserWarning, match=r"last step \(34, of 35\) is in the schedule's ramp phase.*Move the `boundaries`"
+    ):
+        make_trainer(tmp_path, [ScheduledAttribute(joined, "beta", eval_value=1.0)], max_epochs=-1, max_steps=35).fit(
+            TinyVAE(n_batches=10)
+        )
+
+
+def test_phase_before_a_fit_with_fraction_boundaries_is_unknown() -> None:
+    # as a CyclicalSchedule's without T: None, not the "fractions need total_steps" error
+    callback = ScheduledAttribute(join_schedules([CyclicalSchedule(n_cycle=1), ConstantSchedule(1.0)], [0.3]), "beta")
+    assert callback.phase_at(3) is None and callback.phase_at(3) == callback.schedule.phase(3)
