@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
 
-import lightning as L
 import pytest
 import torch
-from helpers import TinyVAE, _csv_rows, make_trainer
+from helpers import StopAt, TinyVAE, _csv_rows, make_trainer
 from lightning.pytorch.loggers import CSVLogger
 
 from lightning_kl_anneal import (
@@ -155,15 +153,6 @@ def test_resuming_with_a_changed_joined_schedule_names_it(tmp_path: Path) -> Non
     assert [beta for _, _, beta in model.seen] == [1.0] * 10  # steps 10-19: the constant tail, as saved
 
 
-class _StopAt(L.Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        if trainer.global_step >= self.step:
-            trainer.should_stop = True
-
-
 def test_a_joined_schedule_that_needs_the_run_length_is_refused_before_training(tmp_path: Path) -> None:
     # the second part fits its cycles into the rest of the run: with only max_time, that is unknown. It crashed
     # at the boundary (step 15) with a bare "`total_steps` is needed"; now refused as a CyclicalSchedule is
@@ -183,7 +172,7 @@ def test_a_run_that_stops_inside_the_last_parts_cycles_warns(tmp_path: Path) -> 
     model = TinyVAE(n_batches=10)
     callback = ScheduledAttribute(joined, "beta", eval_value=1.0)
     with pytest.warns(UserWarning, match=r"the fit ended after 60 of the schedule's 90 steps"):
-        make_trainer(tmp_path, [callback, _StopAt(60)], max_epochs=-1).fit(model)
+        make_trainer(tmp_path, [callback, StopAt(60)], max_epochs=-1).fit(model)
     assert len(model.seen) == 60
 
 
