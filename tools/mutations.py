@@ -49,7 +49,10 @@ class Mutation:
 # The test files of each module (tests/ mirrors the package), the module's own first, so that ``-x`` stops early.
 # The callback's private pieces (_run, _attribute, _fit, _advice) are also tested through the callback's own
 # end-to-end tests, which are theirs too.
-_CALLBACK_TESTS = ["tests/test_callback.py", "tests/test_callback_options.py", "tests/test_callback_runs.py"]
+_CALLBACK_TESTS = [
+    "tests/test_callback.py", "tests/test_callback_options.py", "tests/test_callback_runs.py",
+    "tests/test_schedule_fits.py",
+]  # fmt: skip
 TESTS: dict[str, list[str]] = {
     "kl.py": ["tests/test_kl.py"],
     "diagnostics.py": ["tests/test_diagnostics.py"],
@@ -897,7 +900,7 @@ MUTATIONS: list[Mutation] = [
     ),
     M(
         "callback.py",
-        "length = fit.total if self._cyclical is None else self._cyclical.length(fit.total)",
+        "length = _schedule_length(self._schedule, fit.total)",
         "length = fit.total",
         "unfinished: a period schedule's length is the Trainer's",
     ),
@@ -987,6 +990,30 @@ MUTATIONS: list[Mutation] = [
         "    x = x - x.mean(0)\n    (count,)",
         "    (count,)",
         "latent_dimensionality: not centred",
+    ),
+    M(
+        "callback.py",
+        'needed = self._total_steps is None and bool(getattr(self._schedule, "needs_total", False))',
+        "needed = self._total_steps is None and self._cyclical is not None and self._cyclical.needs_total",
+        "callback: a joined schedule needing T not refused in a run of unknown length",
+    ),
+    M(
+        "callback.py",
+        "    if isinstance(schedule, (CyclicalSchedule, JoinedSchedule)):\n        return schedule.length(total)",
+        "    if isinstance(schedule, CyclicalSchedule):\n        return schedule.length(total)",
+        "callback: a joined schedule's own length ignored at the end of the fit",
+    ),
+    M(
+        "callback.py",
+        'return {"schedule": describe_schedule(self._schedule), "unit": self._unit}',
+        'return {"unit": self._unit}',
+        "callback: a schedule other than CyclicalSchedule not saved (a change not warned on resume)",
+    ),
+    M(
+        "schedules.py",
+        'return "ramp" if i < len(self.schedules) - 1 else None',
+        "return None",
+        "join: a part without phases read as no phase while parts follow",
     ),
     M(
         "diagnostics.py",
