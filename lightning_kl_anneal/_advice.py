@@ -12,7 +12,7 @@ import math
 import re
 from typing import Any
 
-from lightning_kl_anneal.schedules import CyclicalSchedule
+from lightning_kl_anneal.schedules import CyclicalSchedule, JoinedSchedule, _span_problem
 
 __all__ = ["changed_config", "describe_schedule", "manual_max_steps", "off_plateau", "too_short", "unfinished"]
 
@@ -27,15 +27,16 @@ def too_short(cyc: CyclicalSchedule | None, given: int | None, unit: str, total:
     """
     if cyc is None or cyc.period is not None:
         return None
+    problem = _span_problem(total, cyc.n_cycle, cyc.delay)
+    if problem is None:
+        return None
     where = f"`total_steps`={total}" if given is not None else f"the run's {total} {unit}s"
-    if cyc.delay >= total:
+    if problem == "delay":
         return (
             True,
             f"`delay`={cyc.delay} must be smaller than {where}: no cycle would run. Use a shorter delay or a longer run.",
         )
     n_cycle, span = cyc.n_cycle or 1, total - cyc.delay
-    if n_cycle < span:
-        return None
     return False, (
         f"`n_cycle`={n_cycle} cycles need more than {n_cycle} {unit}s, but the schedule has {span} ({where}"
         f"{f' minus `delay`={cyc.delay}' if cyc.delay else ''}); every cycle would be one {unit} long and β would "
@@ -154,10 +155,10 @@ def describe_schedule(schedule: Any) -> str:
         return f"functools.partial({', '.join([*args, *(f'{k}={v!r}' for k, v in schedule.keywords.items())])})"
     if hasattr(schedule, "__qualname__") and hasattr(schedule, "__module__") and callable(schedule):
         return f"{schedule.__module__}.{schedule.__qualname__}"  # a function, a builtin, a class
-    parts = getattr(schedule, "schedules", None)
-    if isinstance(parts, tuple) and hasattr(schedule, "boundaries"):  # a joined schedule: its parts described alike
+    if isinstance(schedule, JoinedSchedule):  # its parts described alike (its repr would show their addresses)
+        parts = schedule.schedules
         described = ", ".join(map(describe_schedule, parts)) + ("," if len(parts) == 1 else "")
-        return f"{type(schedule).__name__}(schedules=({described}), boundaries={schedule.boundaries!r})"
+        return f"JoinedSchedule(schedules=({described}), boundaries={schedule.boundaries!r})"
     text = repr(schedule)
     return f"{type(schedule).__module__}.{type(schedule).__qualname__}" if _ADDRESS.search(text) else text
 

@@ -142,13 +142,26 @@ def _check_log_range(start: float, stop: float) -> None:
             )
 
 
+def _span_problem(total_steps: int, n_cycle: int | None, delay: int) -> Literal["delay", "cycles"] | None:
+    """What ``total_steps`` steps cannot hold: the ``delay`` (as long as the run), or the cycles (at least as many as
+    the steps after the delay, so β never leaves ``start``); None when they fit. The one test of a span: the pure
+    functions refuse either, the callback refuses the first and warns of the second, a joined schedule's part
+    holds ``start``."""
+    if delay >= total_steps:
+        return "delay"
+    if (n_cycle or 1) >= total_steps - delay:
+        return "cycles"
+    return None
+
+
 def _check_span(total_steps: int, n_cycle: int, delay: int) -> None:
     """The checks that need ``T``; the callback runs them once ``T`` is known (and only warns on the second)."""
-    if delay >= total_steps:
+    problem = _span_problem(total_steps, n_cycle, delay)
+    if problem == "delay":
         raise ValueError(
             f"`delay`={delay} must be smaller than `total_steps`={total_steps}: no step would be left for the cycles"
         )
-    if n_cycle >= total_steps - delay:
+    if problem == "cycles":
         raise ValueError(_too_many_cycles(total_steps, n_cycle, delay))
 
 
@@ -735,7 +748,7 @@ class ConstantSchedule:
 
 @functools.lru_cache(maxsize=64)
 def _resolve_edges(boundaries: tuple[float, ...], total_steps: int | None) -> tuple[int, ...]:
-    """Boundaries as steps: ints as they are; fractions of ``T`` rounded to the nearest step, checked against ``T``."""
+    """Boundaries as steps: ints as they are; fractions of ``T`` rounded to the nearest step (``T`` needed for them)."""
     fractions = isinstance(boundaries[0], float)
     if fractions:
         if total_steps is None:
@@ -763,9 +776,10 @@ def _short_cyclical_part(part: object, span: int) -> str | None:
     """
     if not isinstance(part, CyclicalSchedule) or part.period is not None:
         return None
-    if part.delay >= span:
+    problem = _span_problem(span, part.n_cycle, part.delay)
+    if problem == "delay":
         return f"its `delay`={part.delay} is not smaller than its stretch"
-    if (part.n_cycle or 1) >= span - part.delay:
+    if problem == "cycles":
         return f"its `n_cycle`={part.n_cycle} cycles need more than {part.n_cycle} steps after `delay`={part.delay}"
     return None
 
