@@ -424,9 +424,15 @@ MUTATIONS: list[Mutation] = [
     ),
     M(
         "schedules.py",
-        "if n_cycle >= total_steps - delay:",
-        "if n_cycle > total_steps - delay:",
-        "too-many-cycles check off by one",
+        "if (n_cycle or 1) >= total_steps - delay:",
+        "if (n_cycle or 1) > total_steps - delay:",
+        "span: as many cycles as steps accepted (pure functions, callback, joined parts)",
+    ),
+    M(
+        "schedules.py",
+        '    if delay >= total_steps:\n        return "delay"',
+        '    if delay > total_steps:\n        return "delay"',
+        "span: a delay as long as the run accepted (pure functions, callback, joined parts)",
     ),
     M(
         "schedules.py",
@@ -527,15 +533,9 @@ MUTATIONS: list[Mutation] = [
     ),
     M(
         "schedules.py",
-        "if (part.n_cycle or 1) >= span - part.delay:",
-        "if (part.n_cycle or 1) > span - part.delay:",
-        "join: a cyclical part with as many cycles as steps not held",
-    ),
-    M(
-        "schedules.py",
-        "    if part.delay >= span:",
-        "    if part.delay > span:",
-        "join: a cyclical part whose delay fills its stretch not held",
+        "problem = _span_problem(span, part.n_cycle, part.delay)",
+        "problem = None if span else _span_problem(span, part.n_cycle, part.delay)",
+        "join: a cyclical part too short for its cycles not held",
     ),
     M(
         "schedules.py",
@@ -752,11 +752,16 @@ MUTATIONS: list[Mutation] = [
     ),
     M("_fit.py", "return _ended, (self.total,)", "return _ended, (None,)", "a pickled fit loses its T"),
     # ---- _advice.py: what a run's length means, in words
-    M("_advice.py", "    if cyc.delay >= total:", "    if cyc.delay > total:", "delay == T accepted"),
     M(
         "_advice.py",
-        "    if n_cycle < span:\n        return None",
-        "    if n_cycle <= span:\n        return None",
+        '    if problem == "delay":\n        return (\n            True,',
+        '    if problem == "delay":\n        return (\n            False,',
+        "a delay as long as the run only warned",
+    ),
+    M(
+        "_advice.py",
+        "    if problem is None:\n        return None",
+        '    if problem != "delay":\n        return None',
         "as many cycles as steps not flagged",
     ),
     M(
